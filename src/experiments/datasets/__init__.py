@@ -1,0 +1,1 @@
+"""Datasets: where train examples, eval examples and categories come from (``dataset=`` group)."""

@@ -1,0 +1,40 @@
+"""Corporate card transactions and the query text the product ranks categories for."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from experiments.records import Example
+
+
+class Transaction(BaseModel):
+    """A transaction row in DESIGN.md's shape; ``expense_category`` is the label."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    merchant_name: str = Field(min_length=1)
+    merchant_category: list[str]
+    department: str
+    location: str
+    amount: float
+    spend_program_name: str
+    trip_name: str | None = None
+    expense_category: str = Field(min_length=1)
+
+    def query_text(self) -> str:
+        """The seed's layout, one field a line (the contract in DESIGN.md)."""
+        return "\n".join(
+            [
+                f"Name : {self.merchant_name}",
+                f"Category: {', '.join(self.merchant_category)}",
+                f"Department: {self.department}",
+                f"Location: {self.location}",
+                f"Amount: {self.amount}",
+                f"Card: {self.spend_program_name}",
+                f"Trip Name: {self.trip_name or 'unknown'}",
+            ]
+        )
+
+    def to_example(self) -> Example:
+        extra = {key: value for key, value in (self.model_extra or {}).items()}
+        return Example(input=self.query_text(), expected=[self.expense_category], metadata=extra)

@@ -1,0 +1,1 @@
+"""Embedders (``embedder=`` group): text → L2-normalised vectors, cached on disk."""

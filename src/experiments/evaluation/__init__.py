@@ -1,0 +1,1 @@
+"""Retrieval metrics, bootstrap intervals and the evaluation loop."""

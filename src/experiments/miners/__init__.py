@@ -1,0 +1,1 @@
+"""Hard-negative miners (``miner=`` group): one strategy per module, all behind ``base.Miner``."""

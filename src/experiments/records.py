@@ -1,0 +1,131 @@
+"""Typed records passed between pipeline steps.
+
+Every step of the pipeline takes and returns these plain records, so a step can be tested alone and its
+inputs can be hashed for caching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Example(BaseModel):
+    """One labelled query: the text to rank categories for and the label(s) that are correct."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: str = Field(min_length=1)
+    expected: list[str] = Field(min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("expected")
+    @classmethod
+    def _labels_not_blank(cls, labels: list[str]) -> list[str]:
+        if any(not label.strip() for label in labels):
+            raise ValueError("labels must be non-empty strings")
+        return labels
+
+
+class Category(BaseModel):
+    """A candidate document: the category label and an optional description used as extra text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+
+    def document(self, with_description: bool) -> str:
+        """The text the embedder and the reranker see for this category."""
+        if with_description and self.description:
+            return f"{self.name}: {self.description}"
+        return self.name
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """What a dataset provides: train and eval examples and the candidate categories.
+
+    Eval examples never reach mining or training: only ``train`` is handed to those steps.
+    """
+
+    name: str
+    train: list[Example]
+    eval: list[Example]
+    categories: list[Category]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def category_names(self) -> list[str]:
+        return [category.name for category in self.categories]
+
+    def digest(self) -> str:
+        """A content hash of the examples and categories (stable across runs and machines)."""
+        payload = {
+            "train": [example.model_dump(mode="json") for example in self.train],
+            "eval": [example.model_dump(mode="json") for example in self.eval],
+            "categories": [category.model_dump(mode="json") for category in self.categories],
+        }
+        return sha256_json(payload)
+
+
+class FinetuneItem(BaseModel):
+    """One fine-tuning row in Cohere's ``reranker-finetune-input`` shape."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: str = Field(min_length=1)
+    relevant_passages: list[str] = Field(min_length=1)
+    hard_negatives: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _negatives_are_not_relevant(self) -> FinetuneItem:
+        clash = set(self.relevant_passages) & set(self.hard_negatives)
+        if clash:
+            raise ValueError(f"hard negatives include relevant passages: {sorted(clash)}")
+        return self
+
+
+@dataclass(frozen=True)
+class FinetuneSet:
+    """The mined fine-tuning set and how it was made.
+
+    ``fill_notes`` records, per strategy, how many negatives had to be topped up when a miner could not
+    fill ``k`` from its own pool (see ``experiments.miners.base``).
+    """
+
+    items: list[FinetuneItem]
+    fill_notes: dict[str, int] = field(default_factory=dict)
+
+    def to_jsonl(self) -> str:
+        return "".join(item.model_dump_json() + "\n" for item in self.items)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_jsonl().encode("utf-8")).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """The ranked categories returned for one query, best first, with the scores that ranked them."""
+
+    labels: list[str]
+    scores: list[float]
+
+
+def sha256_json(payload: Any) -> str:
+    """Hash a JSON-serialisable payload with sorted keys, so equal content gives an equal digest."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unique(values: Sequence[str]) -> list[str]:
+    """The values in first-seen order, without repeats."""
+    return list(dict.fromkeys(values))

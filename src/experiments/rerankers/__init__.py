@@ -1,0 +1,1 @@
+"""Rerankers (``reranker=`` group): optionally trained on the fine-tuning set, then rescoring candidates."""

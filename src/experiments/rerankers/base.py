@@ -1,0 +1,77 @@
+"""The reranker contract: optionally learn from the fine-tuning set, then score (query, document) pairs.
+
+A reranker rescoring the vector-search candidates is the second stage of retrieval. The pipeline calls
+``fit`` once (trainable rerankers train there, or reuse a model trained on the same inputs before) and then
+``score`` for every eval query, through LanceDB (``experiments.rerankers.lancedb_adapter``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.records import FinetuneSet, sha256_json
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` did.
+
+    Attributes:
+        finetune_id: content hash of the fine-tuning set, base model and training arguments; the trained model
+            is stored under this id, and the same inputs give the same id.
+        model_path: where the trained model lives.
+        reused: True when a model with this id already existed and no training ran.
+        train_seconds: wall time of training (0 when reused).
+        train_pairs: number of (query, passage) pairs or training rows seen per epoch.
+        extra: anything else worth logging (loss curve summary, epochs, ...).
+    """
+
+    finetune_id: str
+    model_path: Path
+    reused: bool
+    train_seconds: float = 0.0
+    train_pairs: int = 0
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:
+    """``ft-`` + the first 16 hex digits of the hash of everything that determines the trained model."""
+    digest = sha256_json(
+        {"finetune_set": finetune_set.digest(), "base_model": base_model, "train_args": train_args}
+    )
+    return f"ft-{digest[:16]}"
+
+
+class Reranker(ABC):
+    """Base class of every reranker.
+
+    Subclasses that learn set ``trainable = True`` and override ``fit``. ``score`` must be deterministic for a
+    given model and input (eval mode, no dropout).
+    """
+
+    trainable: bool = False
+    #: False only for the pass-through reranker: the pipeline then reports the embedding ranking as is.
+    reorders: bool = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult | None:
+        """Train on ``finetune_set`` (or reuse the model stored under its fine-tune id in ``cache_dir``).
+
+        Returns ``None`` for rerankers that do not train.
+        """
+        return None
+
+    @abstractmethod
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        """Relevance of each document to the query (higher is better), aligned with ``documents``."""
+
+    def config_dict(self) -> dict[str, object]:
+        """The reranker and its parameters, for tracked params."""
+        params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
+        return {"name": self.name, **params}

@@ -1,0 +1,1 @@
+"""Experiment trackers (``tracker=`` group): MLflow by default."""
