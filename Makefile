@@ -1,0 +1,60 @@
+# The commands the README shows. The first `make run` or `make test` creates .venv and installs the project.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch (a wheel of it lies on this machine's disk); override for a GPU box.
+TORCH_SPEC ?= torch==2.13.0
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-fast lint format typecheck ui bench hardness clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## Run the default experiment (override anything: make run ARGS="miner=random k=2").
+run: $(STAMP)
+	$(PY) run.py $(ARGS)
+
+## Lint, type-check and run the whole test suite (slow tests included).
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## The fast tests only.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests run.py scripts
+	$(VENV)/bin/ruff format --check src tests run.py scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests run.py scripts
+	$(VENV)/bin/ruff format src tests run.py scripts
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy src
+
+## The MLflow UI on the project's local store: http://127.0.0.1:5000
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/outputs/mlflow.db" \
+		--default-artifact-root "file://$(CURDIR)/outputs/mlartifacts" --host 127.0.0.1 --port 5000
+
+## Training throughput, rerank latency and make-run wall time on this machine.
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py
+
+## How hard the bundled data set is for the embedding baseline.
+hardness: $(STAMP)
+	$(PY) scripts/dataset_hardness.py
+
+clean:
+	rm -rf outputs/runs outputs/multirun outputs/cache outputs/lancedb outputs/mlflow.db outputs/mlartifacts

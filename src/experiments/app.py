@@ -1,0 +1,71 @@
+"""From a composed Hydra config to a finished run: build the components, run the pipeline, report.
+
+The only place that reads ``cfg``; library code receives plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserError
+from experiments.pipeline import Knobs, RunOutcome, run_experiment
+from experiments.tracking.base import scrub
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("dataset", "embedder", "index", "miner", "reranker", "tracker")
+
+
+def build(cfg: DictConfig, group: str) -> Any:
+    """Instantiate one config group, turning a rejected option into a one-line ``UserError``."""
+    try:
+        return instantiate(cfg[group])
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError | ValueError | TypeError):
+            raise UserError(f"{group}: {cause}") from None
+        raise
+
+
+def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
+    """Run the experiment the config describes and write its folder under ``output_dir``."""
+    components = {group: build(cfg, group) for group in GROUPS}
+    config = scrub(OmegaConf.to_container(cfg, resolve=True))
+    knobs = Knobs(
+        k=cfg.k,
+        duplication=cfg.duplication,
+        seed=cfg.seed,
+        bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
+        progress=cfg.progress,
+    )
+    return run_experiment(
+        **components,
+        knobs=knobs,
+        output_dir=output_dir,
+        models_dir=Path(cfg.paths.models_dir),
+        config=config,
+    )
+
+
+def main(cfg: DictConfig, output_dir: Path) -> float:
+    """CLI entry: run, print the table and the run folder; a user mistake exits 2 with one line, no traceback."""
+    try:
+        outcome = run(cfg, output_dir)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print()
+    print(outcome.table)
+    if outcome.fit is not None:
+        state = "reused" if outcome.fit.reused else f"trained in {outcome.fit.train_seconds:.1f}s"
+        print(f"fine-tune id: {outcome.fit.finetune_id} ({state})")
+    print(f"fine-tuning set: {len(outcome.finetune_set)} items, digest {outcome.finetune_set.digest()[:16]}")
+    print(f"run folder: {outcome.output_dir}")
+    return outcome.primary_metric

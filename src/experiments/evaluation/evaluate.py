@@ -1,0 +1,142 @@
+"""Score eval queries with and without the reranker and aggregate with bootstrap intervals.
+
+Every eval query is retrieved once by vector search (the embedding baseline) and once through the same search
+with the reranker attached (LanceDB's ``.rerank``), so every run reports its delta against the baseline on
+exactly the same queries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments.evaluation.bootstrap import Estimate, bootstrap_indices, estimate
+from experiments.evaluation.metrics import METRIC_NAMES, score_query
+from experiments.records import Example, RankedList
+
+if TYPE_CHECKING:
+    from lancedb.rerankers import Reranker as LanceReranker
+
+    from experiments.index import CategoryIndex
+
+SYSTEMS = ("baseline", "reranker")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One eval query: both rankings, their metrics and the reranking latency."""
+
+    example: Example
+    baseline: RankedList
+    reranked: RankedList
+    rerank_ms: float
+
+    def metrics(self, system: str) -> dict[str, float]:
+        ranking = self.baseline if system == "baseline" else self.reranked
+        return score_query(ranking.labels, self.example.expected)
+
+    def row(self, cut: int = 5) -> dict[str, object]:
+        """The per-query record written to ``per_query.jsonl``."""
+        return {
+            "query": self.example.input,
+            "expected": self.example.expected,
+            "baseline_top": self.baseline.labels[:cut],
+            "baseline_scores": [round(score, 6) for score in self.baseline.scores[:cut]],
+            "reranked_top": self.reranked.labels[:cut],
+            "reranked_scores": [round(score, 6) for score in self.reranked.scores[:cut]],
+            "baseline": self.metrics("baseline"),
+            "reranker": self.metrics("reranker"),
+            "rerank_ms": round(self.rerank_ms, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Aggregates: per system and metric a mean with its 95% interval, plus the paired delta."""
+
+    n_queries: int
+    systems: dict[str, dict[str, Estimate]]
+    delta: dict[str, Estimate]
+    latency_ms: dict[str, float]
+
+    def table_rows(self) -> list[dict[str, object]]:
+        """One row per metric (``recall@1`` ...): each system and the delta, with their intervals."""
+        rows: list[dict[str, object]] = []
+        for name in METRIC_NAMES:
+            row: dict[str, object] = {"metric": name}
+            columns = {system: metrics[name] for system, metrics in self.systems.items()}
+            for column, value in {**columns, "delta": self.delta[name]}.items():
+                row.update({column: value.mean, f"{column}_ci_low": value.low, f"{column}_ci_high": value.high})
+            rows.append(row)
+        return rows
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n_queries": self.n_queries,
+            **{
+                system: {name: value.as_dict() for name, value in metrics.items()}
+                for system, metrics in self.systems.items()
+            },
+            "delta": {name: value.as_dict() for name, value in self.delta.items()},
+            "latency_ms": self.latency_ms,
+        }
+
+
+def _ranking(rows: list[dict[str, object]], score_key: str, higher_is_better: bool) -> RankedList:
+    scores = [float(row[score_key]) for row in rows]  # type: ignore[arg-type]
+    return RankedList(
+        labels=[str(row["category"]) for row in rows],
+        scores=scores if higher_is_better else [1.0 - score for score in scores],
+    )
+
+
+def run_queries(
+    examples: Sequence[Example],
+    vectors: np.ndarray,
+    index: CategoryIndex,
+    reranker: LanceReranker | None,
+    progress: bool = True,
+) -> list[QueryResult]:
+    """Retrieve (and rerank, when ``reranker`` is given) every eval query.
+
+    Baseline scores are cosine similarities (1 - cosine distance); reranked scores are the reranker's.
+    """
+    results: list[QueryResult] = []
+    for example, vector in tqdm(
+        list(zip(examples, vectors, strict=True)), desc="evaluate", disable=not progress, leave=False
+    ):
+        baseline = _ranking(index.search(vector, example.input), "_distance", higher_is_better=False)
+        if reranker is None:
+            results.append(QueryResult(example, baseline, baseline, 0.0))
+            continue
+        started = time.perf_counter()
+        rows = index.search(vector, example.input, reranker=reranker)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        results.append(QueryResult(example, baseline, _ranking(rows, "_relevance_score", True), elapsed))
+    return results
+
+
+def summarize(results: Sequence[QueryResult], resamples: int = 1000, seed: int = 0) -> Summary:
+    """Means with percentile-bootstrap 95% intervals; the delta is paired (same resampled queries)."""
+    indices = bootstrap_indices(len(results), resamples, seed)
+    table = {
+        system: {name: np.array([result.metrics(system)[name] for result in results]) for name in METRIC_NAMES}
+        for system in SYSTEMS
+    }
+    systems = {
+        system: {name: estimate(values, indices) for name, values in columns.items()}
+        for system, columns in table.items()
+    }
+    delta = {name: estimate(table["reranker"][name] - table["baseline"][name], indices) for name in METRIC_NAMES}
+    latencies = np.array([result.rerank_ms for result in results]) if results else np.zeros(1)
+    latency = {
+        "rerank_p50": float(np.percentile(latencies, 50)),
+        "rerank_p95": float(np.percentile(latencies, 95)),
+        "rerank_mean": float(latencies.mean()),
+    }
+    return Summary(n_queries=len(results), systems=systems, delta=delta, latency_ms=latency)

@@ -1,0 +1,82 @@
+"""The LanceDB table of categories and the first retrieval stage (vector search)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from experiments.records import Category, sha256_json
+
+if TYPE_CHECKING:
+    import lancedb
+    from lancedb.rerankers import Reranker as LanceReranker
+
+
+class CategoryIndex:
+    """Categories stored in LanceDB (``category``, ``text``, ``description``, ``vector``), searched by cosine.
+
+    Args:
+        uri: a local folder or any LanceDB URI (object storage, LanceDB Cloud).
+        top_k: candidates returned by vector search (the seed used 25).
+        with_descriptions: embed and rerank ``"name: description"`` instead of the bare name.
+    """
+
+    def __init__(self, uri: str, top_k: int = 25, with_descriptions: bool = True) -> None:
+        if top_k < 1:
+            raise ValueError(f"CategoryIndex: top_k={top_k} must be at least 1")
+        self.uri = uri
+        self.top_k = top_k
+        self.with_descriptions = with_descriptions
+        self._table: lancedb.table.Table | None = None
+
+    def config_dict(self) -> dict[str, object]:
+        return {"top_k": self.top_k, "with_descriptions": self.with_descriptions}
+
+    def documents(self, categories: Sequence[Category]) -> list[str]:
+        """The text each category is embedded and reranked as."""
+        return [category.document(self.with_descriptions) for category in categories]
+
+    def build(self, categories: Sequence[Category], vectors: np.ndarray, model_key: str) -> str:
+        """Create (or reuse) the table for these categories and vectors; returns the table name.
+
+        The name is a digest of the content, so runs with different data or models never share a table and a
+        rerun with the same inputs reuses it.
+        """
+        import lancedb
+
+        documents = self.documents(categories)
+        name = "categories_" + sha256_json({"docs": documents, "model": model_key})[:16]
+        data = pa.table(
+            {
+                "category": [category.name for category in categories],
+                "text": documents,
+                "description": [category.description for category in categories],
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1]
+                ),
+            }
+        )
+        # The name is content-addressed, so an existing table (a rerun, or a parallel job a moment ago) is
+        # the same table: exist_ok opens it instead of writing it again.
+        self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
+        return name
+
+    def search(
+        self, vector: np.ndarray, query: str, reranker: LanceReranker | None = None
+    ) -> list[dict[str, Any]]:
+        """Top ``top_k`` categories for one query vector, reranked by ``reranker`` when given."""
+        if self._table is None:
+            raise RuntimeError("CategoryIndex.search called before build")
+        builder = self._table.search(vector.astype(np.float32)).distance_type("cosine").limit(self.top_k)
+        if reranker is not None:
+            builder = builder.rerank(reranker, query_string=query)
+        return builder.select(["category", "text", "_distance"]).to_list()
+
+
+def index_uri(directory: Path) -> str:
+    """An absolute URI, so parallel jobs started from anywhere agree on the same store."""
+    return str(directory.resolve())
