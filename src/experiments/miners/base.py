@@ -9,8 +9,8 @@ draw (``draw``); this module enforces the contract around them:
   ``random.choices``);
 - when a strategy proposes fewer than ``k``, the rest is topped up with uniform draws from the remaining
   categories and counted in ``FinetuneSet.fill_notes`` (or the run fails when ``strict`` is set);
-- every draw has its own random generator seeded by ``(seed, example index, draw index)``, so the same seed and
-  data give the same fine-tuning set regardless of order or parallelism.
+- every draw has its own random generator seeded by ``(seed, example index, draw index)``, so the same seed
+  and data give the same fine-tuning set regardless of order or parallelism.
 
 *A draw* is one fine-tuning item. Stochastic strategies sample afresh for every draw; deterministic ones walk
 down their ranked pool, ``k`` at a time (draw ``d`` takes pool positions ``d*k .. d*k+k-1``, wrapping around),
@@ -48,7 +48,7 @@ class MiningContext:
     query_vectors: np.ndarray
 
     def positives(self, example_index: int) -> list[int]:
-        """Category indices of the example's expected labels (labels unknown to the category set are skipped)."""
+        """Category indices of the example's expected labels (labels not among the categories are skipped)."""
         position = {label: index for index, label in enumerate(self.labels)}
         expected = self.examples[example_index].expected
         return [position[label] for label in expected if label in position]
@@ -76,7 +76,7 @@ def check_knobs(k: int, duplication: int, n_categories: int) -> None:
 
 
 def cyclic_window(pool: Sequence[int], k: int, draw: int) -> list[int]:
-    """Pool positions ``draw*k .. draw*k+k-1``, wrapping around; the whole pool when it is not larger than ``k``."""
+    """Pool positions ``draw*k .. draw*k+k-1``, wrapping around; the whole pool when it has at most ``k``."""
     if len(pool) <= k:
         return list(pool)
     start = (draw * k) % len(pool)
@@ -113,7 +113,7 @@ class Miner(ABC):
         draw: int,
         rng: np.random.Generator,
     ) -> list[int]:
-        """Propose up to ``k`` negative category indices for one item, hardest first, none in ``positives``."""
+        """Propose up to ``k`` negative category indices for one item, hardest first, none a positive."""
 
     def config_dict(self) -> dict[str, object]:
         """The strategy and its parameters, for tracked params."""
@@ -137,6 +137,12 @@ class Miner(ABC):
                 raise ConfigError(
                     f"train example {index}: none of its labels {example.expected} is a known category; "
                     "add them to the categories file."
+                )
+            if k > context.n_categories - len(positives):
+                # check_knobs assumes one positive; a multi-label example leaves fewer candidates.
+                raise ConfigError(
+                    f"k={k}: train example {index} has {len(positives)} expected labels, leaving only "
+                    f"{context.n_categories - len(positives)} categories as negatives; lower k."
                 )
             for draw in range(duplication):
                 rng = np.random.default_rng([seed, index, draw])
