@@ -15,7 +15,7 @@ class Embedder(Protocol):
         """Embed ``texts`` in order."""
         ...
 
-    def identity(self) -> dict[str, str]:
+    def identity(self) -> dict[str, str | None]:
         """Name, resolved path and weights digest: what a vector depends on, for caching and tracking."""
         ...
 

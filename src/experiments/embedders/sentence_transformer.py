@@ -11,7 +11,7 @@ import numpy as np
 
 from experiments.embedders.cache import EmbeddingCache, text_key
 from experiments.records import sha256_json
-from experiments.rerankers.models import model_identity, pick_device, resolve_model
+from experiments.rerankers.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -47,11 +47,11 @@ class SentenceTransformerEmbedder:
         self.cache_dir = cache_dir
         self.progress = progress
         self._model: SentenceTransformer | None = None
-        self._identity: dict[str, str] | None = None
+        self._identity: dict[str, str | None] | None = None
 
-    def identity(self) -> dict[str, str]:
+    def identity(self) -> dict[str, str | None]:
         if self._identity is None:
-            self._identity = {key: str(value) for key, value in model_identity(self.model).items()}
+            self._identity = model_identity(self.model)
         return self._identity
 
     def config_dict(self) -> dict[str, object]:
@@ -61,11 +61,13 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_model(self.model), device=pick_device(self.device))
+            with quiet_loading():
+                self._model = SentenceTransformer(resolve_model(self.model), device=pick_device(self.device))
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        model_key = sha256_json(self.identity())
+        # Keyed by the weights' digest, not the path: the same model installed elsewhere shares the cache.
+        model_key = sha256_json(cache_identity(self.identity()))
         keys = [text_key(model_key, text) for text in texts]
         cache = EmbeddingCache(Path(self.cache_dir)) if self.cache_dir else None
         found = cache.get(keys) if cache else {}

@@ -1,0 +1,158 @@
+"""End to end over the real configs: every miner × every reranker, tracking, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from experiments import app
+from experiments.errors import UserError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MINERS = sorted(path.stem for path in (CONF / "miner").glob("*.yaml"))
+RERANKERS = sorted(path.stem for path in (CONF / "reranker").glob("*.yaml"))
+MODEL_KEYS = {"cross_encoder": "model", "cross_encoder_finetuned": "base_model", "bi_encoder_finetuned": "base_model"}
+
+
+@pytest.fixture
+def small_data(tmp_path: Path) -> dict[str, str]:
+    """The bundled generator's rows, written to files (so the jsonl loader is exercised), trimmed small."""
+    from experiments.datasets.synthetic import SyntheticTransactions
+
+    folder = tmp_path / "data"
+    SyntheticTransactions(seed=0).write_jsonl(folder)
+    for name, keep in (("train.jsonl", 90), ("eval.jsonl", 30)):
+        lines = (folder / name).read_text().splitlines()
+        (folder / name).write_text("\n".join(lines[:keep]) + "\n")
+    return {name: str(folder / name) for name in ("train.jsonl", "eval.jsonl", "categories.json")}
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], monkeypatch) -> Callable:
+    """Compose the real config with the given overrides, shrunk: tiny model, small data, outputs in tmp_path."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def make(*overrides: str, reranker: str = "none") -> DictConfig:
+        shrink = [
+            f"paths.outputs_dir={tmp_path / 'outputs'}",
+            "dataset=jsonl",
+            f"dataset.train_path={small_data['train.jsonl']}",
+            f"dataset.eval_path={small_data['eval.jsonl']}",
+            f"dataset.categories_path={small_data['categories.json']}",
+            f"embedder.model={tiny_model_dir}",
+            f"reranker={reranker}",
+            "progress=false",
+            "evaluation.bootstrap_resamples=200",
+            "k=3",
+        ]
+        if reranker in MODEL_KEYS:
+            shrink.append(f"reranker.{MODEL_KEYS[reranker]}={tiny_model_dir}")
+        if reranker.endswith("_finetuned"):
+            shrink += ["reranker.epochs=1"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=[*shrink, *overrides])
+
+    return make
+
+
+def run_dir(tmp_path: Path, name: str = "run") -> Path:
+    return tmp_path / "outputs" / "runs" / name
+
+
+@pytest.mark.parametrize("reranker", RERANKERS)
+@pytest.mark.parametrize("miner", MINERS)
+def test_every_miner_with_every_reranker(make_cfg, tmp_path, miner, reranker):
+    outcome = app.run(make_cfg(f"miner={miner}", reranker=reranker), run_dir(tmp_path))
+    folder = outcome.output_dir
+    for name in ("config.json", "finetune.jsonl", "metrics.json", "per_query.jsonl", "table.txt"):
+        assert (folder / name).is_file(), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["finetune_set"]["items"] == 90 * 2
+    assert metrics["metrics"]["n_queries"] == 30
+    for system in ("baseline", "reranker"):
+        for name in ("recall@1", "recall@3", "recall@5", "mrr@1", "mrr@3", "mrr@5"):
+            value = metrics["metrics"][system][name]
+            assert 0.0 <= value["ci_low"] <= value["mean"] <= value["ci_high"] <= 1.0
+    assert (metrics["finetune_id"] is not None) == reranker.endswith("_finetuned")
+    rows = [json.loads(line) for line in (folder / "per_query.jsonl").read_text().splitlines()]
+    assert len(rows) == 30 and len(rows[0]["reranked_top"]) == 5
+    for line in (folder / "finetune.jsonl").read_text().splitlines():
+        item = json.loads(line)
+        assert len(item["hard_negatives"]) == 3
+        assert not set(item["hard_negatives"]) & set(item["relevant_passages"])
+
+
+def test_none_reranker_reports_the_baseline_unchanged(make_cfg, tmp_path):
+    outcome = app.run(make_cfg(), run_dir(tmp_path))
+    for name, delta in outcome.summary.delta.items():
+        assert (delta.mean, delta.low, delta.high) == (0.0, 0.0, 0.0), name
+
+
+def test_same_seed_same_finetune_set_and_metrics(make_cfg, tmp_path):
+    first = app.run(make_cfg("miner=random", reranker="cross_encoder_finetuned"), run_dir(tmp_path, "a"))
+    second = app.run(make_cfg("miner=random", reranker="cross_encoder_finetuned"), run_dir(tmp_path, "b"))
+    assert first.finetune_set.digest() == second.finetune_set.digest()
+    assert second.fit is not None and second.fit.reused
+    assert first.summary.as_dict() == second.summary.as_dict()
+    other = app.run(make_cfg("miner=random", "seed=7"), run_dir(tmp_path, "c"))
+    assert other.finetune_set.digest() != first.finetune_set.digest()
+
+
+def test_mlflow_run_holds_params_inputs_metrics_and_table(make_cfg, tmp_path):
+    import mlflow
+
+    outcome = app.run(make_cfg("miner=cosine", reranker="cross_encoder_finetuned"), run_dir(tmp_path))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    [run] = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["k"] == "3"
+    assert run.data.params["miner._target_"] == "experiments.miners.cosine.CosineMiner"
+    assert run.data.tags["finetune_id"] == outcome.fit.finetune_id
+    for name in ("recall_at_1", "mrr_at_5", "baseline_mrr_at_1", "delta_mrr_at_1_ci_low", "mrr_at_1_ci_high"):
+        assert name in run.data.metrics, name
+    assert run.data.metrics["mrr_at_1"] == pytest.approx(outcome.summary.systems["reranker"]["mrr@1"].mean)
+    contexts = {dataset_input.tags[0].value for dataset_input in run.inputs.dataset_inputs}
+    assert contexts == {"train", "eval", "training"}
+    digests = {dataset_input.dataset.name: dataset_input.dataset.digest for dataset_input in run.inputs.dataset_inputs}
+    assert digests["finetune-set"] == outcome.finetune_set.digest()[:32]
+    artifacts = {artifact.path for artifact in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"metric_table.json", "metrics.json", "finetune.jsonl", "per_query.jsonl"} <= artifacts
+
+
+def test_a_failing_run_is_marked_failed(make_cfg, tmp_path, monkeypatch):
+    import mlflow
+
+    from experiments.miners.cosine import CosineMiner
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CosineMiner, "mine", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        app.run(make_cfg("miner=cosine"), run_dir(tmp_path))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    [run] = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
+    assert run.info.status == "FAILED"
+    assert not (run_dir(tmp_path) / "metrics.json").exists()
+
+
+def test_bad_file_stops_before_any_run_is_recorded(make_cfg, tmp_path, small_data):
+    Path(small_data["train.jsonl"]).write_text('{"input": "q", "expected": []}\n')
+    with pytest.raises(UserError, match=r"train.jsonl:1: expected:"):
+        app.run(make_cfg(), run_dir(tmp_path))
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("k=0", "k=0"), ("k=99", "k=99"), ("duplication=0", "duplication=0"), ("miner.rank_min=0", "rank_min")],
+)
+def test_bad_knobs_are_user_errors(make_cfg, tmp_path, override, message):
+    with pytest.raises(UserError, match=message):
+        app.run(make_cfg("miner=cosine", override), run_dir(tmp_path))
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
