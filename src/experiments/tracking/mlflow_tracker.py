@@ -41,8 +41,9 @@ class MLflowTracker:
         self.artifact_location = artifact_location
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
+        self._sweep_run_id = ""
 
-    def start(self, run_name: str, tags: Mapping[str, str]) -> None:
+    def _connect(self) -> None:
         import mlflow
 
         if self.tracking_uri:
@@ -53,6 +54,27 @@ class MLflowTracker:
             except mlflow.exceptions.MlflowException:
                 pass  # a parallel job created it first
         mlflow.set_experiment(self.experiment)
+
+    def start_sweep(self, name: str) -> str:
+        """Open the parent run of a sweep and return its id (jobs nest under it)."""
+        import mlflow
+
+        self._connect()
+        run = mlflow.start_run(run_name=name, tags={"sweep": "parent"})
+        mlflow.end_run()  # children attach by id; leaving it active would nest them twice
+        self._sweep_run_id = run.info.run_id
+        return run.info.run_id
+
+    def end_sweep(self) -> None:
+        """Mark the sweep's parent run finished."""
+        import mlflow
+
+        mlflow.MlflowClient().set_terminated(self._sweep_run_id, status="FINISHED")
+
+    def start(self, run_name: str, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        self._connect()
         run = mlflow.start_run(run_name=run_name, tags=dict(tags), parent_run_id=self.parent_run_id)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s", self.run_id, mlflow.get_tracking_uri())

@@ -12,6 +12,12 @@ from experiments.records import DatasetSplits, FinetuneSet
 class NoTracker:
     """A tracker that drops everything (the output folder still holds every result)."""
 
+    def start_sweep(self, name: str) -> str | None:
+        return None
+
+    def end_sweep(self) -> None:
+        pass
+
     def start(self, run_name: str, tags: Mapping[str, str]) -> None:
         pass
 
