@@ -42,7 +42,8 @@ def main() -> None:
     latency = metrics["latency_ms"]
     print(f"cores: {os.cpu_count()}  overrides: {' '.join(overrides) or '(defaults)'}")
     print(f"run wall time, cold (empty caches):   {cold_s:7.1f} s")
-    print(f"run wall time, warm (all cached):     {warm_s:7.1f} s   (model reused: {warm['fit'] and warm['fit']['reused']})")
+    reused = bool(warm["fit"] and warm["fit"]["reused"])  # type: ignore[index]
+    print(f"run wall time, warm (all cached):     {warm_s:7.1f} s   (model reused: {reused})")
     if fit:
         pairs, seconds = fit.get("train_pairs", 0), fit.get("train_seconds", 0.0)
         rate = pairs * fit.get("epochs", 1) / seconds if seconds else float("nan")

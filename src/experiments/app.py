@@ -50,6 +50,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         knobs=knobs,
         output_dir=output_dir,
         models_dir=Path(cfg.paths.models_dir),
+        scores_dir=Path(cfg.paths.scores_dir),
         config=config,
     )
 

@@ -65,9 +65,7 @@ class CategoryIndex:
         self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
         return name
 
-    def search(
-        self, vector: np.ndarray, query: str, reranker: LanceReranker | None = None
-    ) -> list[dict[str, Any]]:
+    def search(self, vector: np.ndarray, query: str, reranker: LanceReranker | None = None) -> list[dict[str, Any]]:
         """Top ``top_k`` categories for one query vector, reranked by ``reranker`` when given."""
         if self._table is None:
             raise RuntimeError("CategoryIndex.search called before build")

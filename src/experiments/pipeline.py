@@ -24,6 +24,7 @@ from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
 from experiments.report import format_table
 from experiments.rerankers.base import FitResult, Reranker
+from experiments.rerankers.cached import CachedScores
 from experiments.rerankers.lancedb_adapter import LanceDBReranker
 from experiments.tracking.base import Tracker, flatten
 
@@ -73,6 +74,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def _with_score_cache(reranker: Reranker, fit: FitResult | None, cache_dir: Path) -> Reranker:
+    """The reranker behind a score cache keyed by what its scores depend on, when that is known."""
+    key = fit.finetune_id if fit else reranker.score_key()
+    return CachedScores(reranker, key, cache_dir) if key and reranker.reorders else reranker
+
+
 def _leaked(splits: DatasetSplits) -> int:
     train_inputs = {example.input for example in splits.train}
     return sum(1 for example in splits.eval if example.input in train_inputs)
@@ -89,6 +96,7 @@ def run_experiment(
     knobs: Knobs,
     output_dir: Path,
     models_dir: Path,
+    scores_dir: Path,
     config: Mapping[str, Any],
 ) -> RunOutcome:
     """Run one experiment and write its folder (see DESIGN.md's output contract).
@@ -96,6 +104,7 @@ def run_experiment(
     Args:
         config: the resolved config with secrets removed; saved and tracked as params.
         models_dir: where trained rerankers are stored under their fine-tune id (shared across runs).
+        scores_dir: where reranker scores are cached by model, query and document (shared across runs).
 
     Raises:
         UserError: a bad file or option; raised before the tracker records anything.
@@ -114,8 +123,21 @@ def run_experiment(
 
     tracker.start(run_name=f"{miner.name}-k{knobs.k}-d{knobs.duplication}-{reranker.name}", tags={})
     try:
-        outcome = _run_steps(splits, embedder, index, miner, reranker, tracker, knobs, output_dir, models_dir,
-                             config, watch, leaked)
+        outcome = _run_steps(
+            splits,
+            embedder,
+            index,
+            miner,
+            reranker,
+            tracker,
+            knobs,
+            output_dir,
+            models_dir,
+            scores_dir,
+            config,
+            watch,
+            leaked,
+        )
     except BaseException:
         tracker.end(failed=True)
         raise
@@ -133,6 +155,7 @@ def _run_steps(
     knobs: Knobs,
     output_dir: Path,
     models_dir: Path,
+    scores_dir: Path,
     config: Mapping[str, Any],
     watch: _Stopwatch,
     leaked: int,
@@ -180,8 +203,12 @@ def _run_steps(
 
     # 7. Evaluate on the eval split: the baseline and the reranked ranking of the same queries.
     started = time.perf_counter()
-    adapter = LanceDBReranker(reranker) if reranker.reorders else None
+    scorer = _with_score_cache(reranker, fit, scores_dir)
+    adapter = LanceDBReranker(scorer) if reranker.reorders else None
     results = run_queries(splits.eval, eval_vectors, index, adapter, progress=knobs.progress)
+    if isinstance(scorer, CachedScores):
+        watch.timings["scored_pairs"] = scorer.misses
+        watch.timings["cached_pairs"] = scorer.hits
     summary = summarize(results, resamples=knobs.bootstrap_resamples, seed=knobs.seed)
     watch.lap("evaluate", started)
 
@@ -210,13 +237,27 @@ def _write_outputs(outcome: RunOutcome, results: list[QueryResult], splits: Data
     _write_atomic(folder / "per_query.jsonl", "".join(json.dumps(r.row()) + "\n" for r in results))
     _write_atomic(folder / "table.txt", outcome.table + "\n")
     metrics = {
-        "dataset": {"name": splits.name, "digest": splits.digest(), "train": len(splits.train),
-                    "eval": len(splits.eval), "categories": len(splits.categories)},
-        "finetune_set": {"items": len(outcome.finetune_set), "digest": outcome.finetune_set.digest(),
-                         "fill_notes": outcome.finetune_set.fill_notes},
+        "dataset": {
+            "name": splits.name,
+            "digest": splits.digest(),
+            "train": len(splits.train),
+            "eval": len(splits.eval),
+            "categories": len(splits.categories),
+        },
+        "finetune_set": {
+            "items": len(outcome.finetune_set),
+            "digest": outcome.finetune_set.digest(),
+            "fill_notes": outcome.finetune_set.fill_notes,
+        },
         "finetune_id": fit.finetune_id if fit else None,
-        "fit": None if fit is None else {"reused": fit.reused, "train_seconds": fit.train_seconds,
-                                         "train_pairs": fit.train_pairs, **fit.extra},
+        "fit": None
+        if fit is None
+        else {
+            "reused": fit.reused,
+            "train_seconds": fit.train_seconds,
+            "train_pairs": fit.train_pairs,
+            **fit.extra,
+        },
         "metrics": outcome.summary.as_dict(),
         "timings": outcome.timings,
     }

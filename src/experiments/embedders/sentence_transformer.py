@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from experiments.embedders.cache import EmbeddingCache, text_key
+from experiments.cache import VectorCache, content_key
 from experiments.records import sha256_json
 from experiments.rerankers.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 
@@ -68,8 +68,8 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         # Keyed by the weights' digest, not the path: the same model installed elsewhere shares the cache.
         model_key = sha256_json(cache_identity(self.identity()))
-        keys = [text_key(model_key, text) for text in texts]
-        cache = EmbeddingCache(Path(self.cache_dir)) if self.cache_dir else None
+        keys = [content_key(model_key, text) for text in texts]
+        cache = VectorCache(Path(self.cache_dir), "embeddings") if self.cache_dir else None
         found = cache.get(keys) if cache else {}
         todo = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in found))
         log.info("embedding %d texts (%d cached)", len(todo), len(texts) - len(todo))
@@ -81,7 +81,7 @@ class SentenceTransformerEmbedder:
                 convert_to_numpy=True,
                 show_progress_bar=self.progress,
             )
-            fresh = {text_key(model_key, text): vector for text, vector in zip(todo, vectors, strict=True)}
+            fresh = {content_key(model_key, text): vector for text, vector in zip(todo, vectors, strict=True)}
             if cache:
                 cache.put(fresh)
             found.update(fresh)

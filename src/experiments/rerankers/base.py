@@ -37,7 +37,9 @@ class FitResult:
     extra: dict[str, float | int | str] = field(default_factory=dict)
 
 
-def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:
+def make_finetune_id(
+    finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]
+) -> str:
     """``ft-`` + the first 16 hex digits of the hash of everything that determines the trained model."""
     digest = sha256_json(
         {"finetune_set": finetune_set.digest(), "base_model": base_model, "train_args": train_args}
@@ -64,6 +66,13 @@ class Reranker(ABC):
         """Train on ``finetune_set`` (or reuse the model stored under its fine-tune id in ``cache_dir``).
 
         Returns ``None`` for rerankers that do not train.
+        """
+        return None
+
+    def score_key(self) -> str | None:
+        """What this reranker's scores depend on once ready (after ``fit``), for caching them; None = never cache.
+
+        Trained rerankers are keyed by their fine-tune id instead (the pipeline uses ``FitResult.finetune_id``).
         """
         return None
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,10 +51,9 @@ class MLflowTracker:
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
         if mlflow.get_experiment_by_name(self.experiment) is None:
-            try:
+            # A parallel job may create it first: then the experiment exists, which is all we need.
+            with contextlib.suppress(mlflow.exceptions.MlflowException):
                 mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
-            except mlflow.exceptions.MlflowException:
-                pass  # a parallel job created it first
         mlflow.set_experiment(self.experiment)
 
     def start_sweep(self, name: str) -> str:
@@ -90,14 +91,15 @@ class MLflowTracker:
 
         digest = dataset.digest()[:32]
         for context, examples in (("train", dataset.train), ("eval", dataset.eval)):
-            frame = pd.DataFrame(
-                {"input": [e.input for e in examples], "expected": [e.expected for e in examples]}
-            )
-            source = str(dataset.source.get(f"{context}_path") or f"{dataset.name}:{context}")
-            mlflow.log_input(
-                mlflow.data.from_pandas(frame, source=source, name=f"{dataset.name}-{context}", digest=digest),
-                context=context,
-            )
+            frame = pd.DataFrame({"input": [e.input for e in examples], "expected": [e.expected for e in examples]})
+            # A file's path is its source; a generated set has none (MLflow then records the code location).
+            source = dataset.source.get(f"{context}_path")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
+                data = mlflow.data.from_pandas(
+                    frame, source=str(source) if source else None, name=f"{dataset.name}-{context}", digest=digest
+                )
+            mlflow.log_input(data, context=context)
         if finetune_set is not None:
             frame = pd.DataFrame([item.model_dump() for item in finetune_set.items])
             mlflow.log_input(

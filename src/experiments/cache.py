@@ -1,7 +1,7 @@
-"""A disk cache of embeddings keyed by model identity and text, safe for parallel jobs.
+"""Disk caches of float vectors keyed by content (embeddings, reranker scores), safe for parallel jobs.
 
-SQLite gives atomic writes and concurrent readers for free, so two sweep jobs sharing the cache neither
-corrupt it nor re-encode each other's texts.
+SQLite gives atomic writes and concurrent readers for free, so two sweep jobs sharing a cache neither corrupt it
+nor recompute each other's entries.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 
 
-def text_key(model_key: str, text: str) -> str:
-    return hashlib.sha256(f"{model_key}\x00{text}".encode()).hexdigest()
+def content_key(*parts: str) -> str:
+    """``sha256`` of the parts joined by NUL (which no text field contains)."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-class EmbeddingCache:
-    """Vectors stored by ``sha256(model key, text)`` in ``<directory>/embeddings.sqlite``."""
+class VectorCache:
+    """float32 vectors stored by key in ``<directory>/<name>.sqlite``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "embeddings.sqlite"
+        self.path = directory / f"{name}.sqlite"
         with self._connect() as connection:
             connection.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 

@@ -1,0 +1,48 @@
+"""Reranker scores cached on disk by (model key, query, document), so a warm rerun does not score again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from experiments.cache import VectorCache, content_key
+from experiments.rerankers.base import Reranker
+
+
+class CachedScores(Reranker):
+    """Wraps a ready reranker (fitted, or one that does not train).
+
+    Args:
+        inner: the reranker that computes scores on a miss.
+        model_key: what the scores depend on — the fine-tune id of a trained model, or a stock model's identity.
+        cache_dir: folder of the score cache (shared across runs; SQLite, safe for parallel jobs).
+
+    ``hits`` and ``misses`` count the pairs served from disk and computed, for the run's record (latencies
+    measured on a warm run are cache look-ups, not model time).
+    """
+
+    def __init__(self, inner: Reranker, model_key: str, cache_dir: Path) -> None:
+        self.inner = inner
+        self.model_key = model_key
+        self._cache = VectorCache(cache_dir, "scores")
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        keys = [content_key(self.model_key, query, document) for document in documents]
+        found = self._cache.get(keys)
+        missing = [position for position, key in enumerate(keys) if key not in found]
+        if missing:
+            fresh = self.inner.score(query, [documents[position] for position in missing])
+            computed = {keys[p]: np.array([s], dtype=np.float32) for p, s in zip(missing, fresh, strict=True)}
+            self._cache.put(computed)
+            found.update(computed)
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        return [float(found[key][0]) for key in keys]
