@@ -98,7 +98,8 @@ def test_same_seed_same_finetune_set_and_metrics(make_cfg, tmp_path):
     second = app.run(make_cfg("miner=random", reranker="cross_encoder_finetuned"), run_dir(tmp_path, "b"))
     assert first.finetune_set.digest() == second.finetune_set.digest()
     assert second.fit is not None and second.fit.reused
-    assert first.summary.as_dict() == second.summary.as_dict()
+    assert first.summary.systems == second.summary.systems  # latencies differ: the second run's scores are cached
+    assert first.summary.delta == second.summary.delta
     other = app.run(make_cfg("miner=random", "seed=7"), run_dir(tmp_path, "c"))
     assert other.finetune_set.digest() != first.finetune_set.digest()
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from lancedb.query import LanceVectorQueryBuilder
 
 from experiments.records import Category, sha256_json
 
@@ -69,12 +69,9 @@ class CategoryIndex:
         """Top ``top_k`` categories for one query vector, reranked by ``reranker`` when given."""
         if self._table is None:
             raise RuntimeError("CategoryIndex.search called before build")
-        builder = self._table.search(vector.astype(np.float32)).distance_type("cosine").limit(self.top_k)
+        builder = self._table.search(vector.astype(np.float32), query_type="vector")
+        assert isinstance(builder, LanceVectorQueryBuilder)
+        builder = builder.distance_type("cosine").limit(self.top_k)
         if reranker is not None:
             builder = builder.rerank(reranker, query_string=query)
         return builder.select(["category", "text", "_distance"]).to_list()
-
-
-def index_uri(directory: Path) -> str:
-    """An absolute URI, so parallel jobs started from anywhere agree on the same store."""
-    return str(directory.resolve())

@@ -29,9 +29,7 @@ class MixedMiner(Miner):
         if not isinstance(hard, Miner):
             raise ConfigError(f"MixedMiner: hard={hard!r} must be a miner (a config with a _target_).")
         if not isinstance(hard_share, int | float) or not 0 <= hard_share <= 1:
-            raise ConfigError(
-                f"MixedMiner: hard_share={hard_share!r} must be a number with 0 <= hard_share <= 1."
-            )
+            raise ConfigError(f"MixedMiner: hard_share={hard_share!r} must be a number with 0 <= hard_share <= 1.")
         self.hard = hard
         self.hard_share = float(hard_share)
 

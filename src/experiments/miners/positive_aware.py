@@ -29,9 +29,7 @@ class PositiveAwareMiner(Miner):
     def __init__(self, pct: float = 0.95, strict: bool = False) -> None:
         super().__init__(strict=strict)
         if not isinstance(pct, int | float) or not 0 < pct <= 1:
-            raise ConfigError(
-                f"PositiveAwareMiner: pct={pct!r} must be a number with 0 < pct <= 1 (e.g. 0.95)."
-            )
+            raise ConfigError(f"PositiveAwareMiner: pct={pct!r} must be a number with 0 < pct <= 1 (e.g. 0.95).")
         self.pct = float(pct)
 
     def draw(

@@ -37,13 +37,9 @@ class FitResult:
     extra: dict[str, float | int | str] = field(default_factory=dict)
 
 
-def make_finetune_id(
-    finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]
-) -> str:
+def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:
     """``ft-`` + the first 16 hex digits of the hash of everything that determines the trained model."""
-    digest = sha256_json(
-        {"finetune_set": finetune_set.digest(), "base_model": base_model, "train_args": train_args}
-    )
+    digest = sha256_json({"finetune_set": finetune_set.digest(), "base_model": base_model, "train_args": train_args})
     return f"ft-{digest[:16]}"
 
 

@@ -88,22 +88,22 @@ class MLflowTracker:
     def log_inputs(self, dataset: DatasetSplits, finetune_set: FinetuneSet | None) -> None:
         import mlflow
         import pandas as pd
+        from mlflow.data.pandas_dataset import from_pandas
 
         digest = dataset.digest()[:32]
         for context, examples in (("train", dataset.train), ("eval", dataset.eval)):
             frame = pd.DataFrame({"input": [e.input for e in examples], "expected": [e.expected for e in examples]})
             # A file's path is its source; a generated set has none (MLflow then records the code location).
             source = dataset.source.get(f"{context}_path")
+            located = {"source": str(source)} if source else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
-                data = mlflow.data.from_pandas(
-                    frame, source=str(source) if source else None, name=f"{dataset.name}-{context}", digest=digest
-                )
+                data = from_pandas(frame, name=f"{dataset.name}-{context}", digest=digest, **located)
             mlflow.log_input(data, context=context)
         if finetune_set is not None:
             frame = pd.DataFrame([item.model_dump() for item in finetune_set.items])
             mlflow.log_input(
-                mlflow.data.from_pandas(frame, name="finetune-set", digest=finetune_set.digest()[:32]),
+                from_pandas(frame, name="finetune-set", digest=finetune_set.digest()[:32]),
                 context="training",
             )
 

