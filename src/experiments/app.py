@@ -68,5 +68,8 @@ def main(cfg: DictConfig, output_dir: Path) -> float:
         state = "reused" if outcome.fit.reused else f"trained in {outcome.fit.train_seconds:.1f}s"
         print(f"fine-tune id: {outcome.fit.finetune_id} ({state})")
     print(f"fine-tuning set: {len(outcome.finetune_set)} items, digest {outcome.finetune_set.digest()[:16]}")
+    for note, count in outcome.finetune_set.fill_notes.items():
+        if count:
+            print(f"note: {note} = {count} (the strategy's pool ran short; set miner.strict=true to fail instead)")
     print(f"run folder: {outcome.output_dir}")
     return outcome.primary_metric

@@ -218,7 +218,11 @@ def _run_steps(
 
     # 8. Track: inputs, metrics, the fine-tune id, and the whole run folder as artifacts.
     tracker.log_inputs(splits, finetune_set)
-    extras = {"finetune_items": float(len(finetune_set)), **{k: float(v) for k, v in watch.timings.items()}}
+    extras = {
+        "finetune_items": float(len(finetune_set)),
+        **{key: float(value) for key, value in finetune_set.fill_notes.items()},
+        **{key: float(value) for key, value in watch.timings.items()},
+    }
     tracker.log_results(summary, extras)
     tracker.set_tags(
         {
