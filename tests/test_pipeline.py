@@ -157,3 +157,13 @@ def test_bad_knobs_are_user_errors(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         app.run(make_cfg("miner=cosine", override), run_dir(tmp_path))
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_a_small_candidate_pool_caps_recall_and_says_so(make_cfg, tmp_path):
+    outcome = app.run(make_cfg("retrieval.top_k=3", reranker="bi_encoder_finetuned"), run_dir(tmp_path))
+    ceiling = outcome.summary.candidate_recall
+    assert ceiling < 1.0
+    assert outcome.summary.systems["reranker"]["recall@5"].mean <= ceiling + 1e-9
+    assert "raise retrieval.top_k" in outcome.table
+    rows = [json.loads(line) for line in (outcome.output_dir / "per_query.jsonl").read_text().splitlines()]
+    assert all(len(row["baseline_top"]) == 3 for row in rows)

@@ -20,7 +20,15 @@ from experiments.tracking.base import scrub
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("dataset", "embedder", "index", "miner", "reranker", "tracker")
+# Config group → the keyword the pipeline takes it as.
+GROUPS = {
+    "dataset": "dataset",
+    "embedder": "embedder",
+    "retrieval": "index",
+    "miner": "miner",
+    "reranker": "reranker",
+    "tracker": "tracker",
+}
 
 
 def build(cfg: DictConfig, group: str) -> Any:
@@ -36,7 +44,7 @@ def build(cfg: DictConfig, group: str) -> Any:
 
 def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
-    components = {group: build(cfg, group) for group in GROUPS}
+    components = {keyword: build(cfg, group) for group, keyword in GROUPS.items()}
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
     knobs = Knobs(
         k=cfg.k,

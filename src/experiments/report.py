@@ -47,4 +47,9 @@ def format_table(summary: Summary, reranker_label: str) -> str:
         f"{summary.n_queries} eval queries; 95% bootstrap intervals; * = delta interval excludes 0; "
         f"rerank latency p50 {latency['rerank_p50']:.1f} ms, p95 {latency['rerank_p95']:.1f} ms per query"
     )
+    if summary.candidate_recall < 1.0:
+        lines.append(
+            f"candidates hold {summary.candidate_recall:.1%} of the expected labels: no reranker can recall more; "
+            "raise retrieval.top_k to lift that ceiling"
+        )
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments.evaluation.bootstrap import Estimate, bootstrap_indices, estimate
-from experiments.evaluation.metrics import METRIC_NAMES, score_query
+from experiments.evaluation.metrics import METRIC_NAMES, recall_at, score_query
 from experiments.records import Example, RankedList
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class Summary:
     systems: dict[str, dict[str, Estimate]]
     delta: dict[str, Estimate]
     latency_ms: dict[str, float]
+    #: Share of expected labels among the vector-search candidates: the ceiling of any reranker's recall.
+    candidate_recall: float
 
     def table_rows(self) -> list[dict[str, object]]:
         """One row per metric (``recall@1`` ...): each system and the delta, with their intervals."""
@@ -84,6 +86,7 @@ class Summary:
             },
             "delta": {name: value.as_dict() for name, value in self.delta.items()},
             "latency_ms": self.latency_ms,
+            "candidate_recall": self.candidate_recall,
         }
 
 
@@ -139,4 +142,11 @@ def summarize(results: Sequence[QueryResult], resamples: int = 1000, seed: int =
         "rerank_p95": float(np.percentile(latencies, 95)),
         "rerank_mean": float(latencies.mean()),
     }
-    return Summary(n_queries=len(results), systems=systems, delta=delta, latency_ms=latency)
+    ceiling = [recall_at(r.baseline.labels, r.example.expected, len(r.baseline.labels)) for r in results]
+    return Summary(
+        n_queries=len(results),
+        systems=systems,
+        delta=delta,
+        latency_ms=latency,
+        candidate_recall=float(np.mean(ceiling)) if ceiling else float("nan"),
+    )

@@ -120,6 +120,7 @@ class MLflowTracker:
             key = "delta_" + metric_key(name)
             metrics.update({key: value.mean, f"{key}_ci_low": value.low, f"{key}_ci_high": value.high})
         metrics.update({f"latency_{key}_ms": value for key, value in summary.latency_ms.items()})
+        metrics["candidate_recall"] = summary.candidate_recall
         mlflow.log_metrics(metrics)
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")
 
