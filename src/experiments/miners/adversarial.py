@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.miners.base import Miner, MiningContext, cyclic_window
+from experiments.miners.base import MiningContext, RankedPoolMiner
 
 
-class AdversarialMiner(Miner):
+class AdversarialMiner(RankedPoolMiner):
     """The non-positive categories the retriever confuses with the positive.
 
     For an example, all categories are ranked by score, highest first (ties by category index). The scores
@@ -52,17 +52,6 @@ class AdversarialMiner(Miner):
                 f"AdversarialMiner: scores have shape {self._scores.shape}, expected {expected} "
                 "(train examples x categories)."
             )
-
-    def draw(
-        self,
-        context: MiningContext,
-        example_index: int,
-        positives: list[int],
-        k: int,
-        draw: int,
-        rng: np.random.Generator,
-    ) -> list[int]:
-        return cyclic_window(self.pool(context, example_index, positives), k, draw)
 
     def pool(self, context: MiningContext, example_index: int, positives: list[int]) -> list[int]:
         """The confused categories for one example, hardest first."""

@@ -187,3 +187,26 @@ class Miner(ABC):
         remaining = [index for index in range(context.n_categories) if index not in banned]
         picked = rng.choice(len(remaining), size=min(missing, len(remaining)), replace=False)
         return [remaining[int(position)] for position in picked]
+
+
+class RankedPoolMiner(Miner):
+    """A deterministic strategy: one ranked pool per example, hardest first.
+
+    Draw ``d`` takes pool positions ``d*k .. d*k+k-1`` (``cyclic_window``), so duplication walks further down
+    the pool instead of repeating the same negatives.
+    """
+
+    def draw(
+        self,
+        context: MiningContext,
+        example_index: int,
+        positives: list[int],
+        k: int,
+        draw: int,
+        rng: np.random.Generator,
+    ) -> list[int]:
+        return cyclic_window(self.pool(context, example_index, positives), k, draw)
+
+    @abstractmethod
+    def pool(self, context: MiningContext, example_index: int, positives: list[int]) -> list[int]:
+        """Candidate negative indices for one example, hardest first, none in ``positives``."""

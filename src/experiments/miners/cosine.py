@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.miners.base import Miner, MiningContext, cyclic_window
+from experiments.miners.base import MiningContext, RankedPoolMiner
 
 
-class CosineMiner(Miner):
+class CosineMiner(RankedPoolMiner):
     """The non-positive categories most similar to the positive category, within a rank window.
 
     ``prepare`` computes the category-to-category cosine similarity once. For an example, the non-positive
@@ -51,19 +51,12 @@ class CosineMiner(Miner):
         self._similarity = context.category_vectors @ context.category_vectors.T
         self._pools = {}
 
-    def draw(
-        self,
-        context: MiningContext,
-        example_index: int,
-        positives: list[int],
-        k: int,
-        draw: int,
-        rng: np.random.Generator,
-    ) -> list[int]:
+    def pool(self, context: MiningContext, example_index: int, positives: list[int]) -> list[int]:
+        """The categories nearest the positive(s) within the rank window; the same for every query of a label."""
         key = tuple(sorted(positives))
         if key not in self._pools:
             self._pools[key] = self._pool(positives)
-        return cyclic_window(self._pools[key], k, draw)
+        return self._pools[key]
 
     def _pool(self, positives: list[int]) -> list[int]:
         closeness = self._similarity[positives].max(axis=0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.miners.base import Miner, MiningContext, cyclic_window
+from experiments.miners.base import MiningContext, RankedPoolMiner
 
 
-class PositiveAwareMiner(Miner):
+class PositiveAwareMiner(RankedPoolMiner):
     """The categories the query scores highest, skipping those that score too close to the positive.
 
     TopK-PercPos from NV-Retriever (Moreira et al., 2024): candidates scoring above ``pct`` times the
@@ -31,17 +31,6 @@ class PositiveAwareMiner(Miner):
         if not isinstance(pct, int | float) or not 0 < pct <= 1:
             raise ConfigError(f"PositiveAwareMiner: pct={pct!r} must be a number with 0 < pct <= 1 (e.g. 0.95).")
         self.pct = float(pct)
-
-    def draw(
-        self,
-        context: MiningContext,
-        example_index: int,
-        positives: list[int],
-        k: int,
-        draw: int,
-        rng: np.random.Generator,
-    ) -> list[int]:
-        return cyclic_window(self.pool(context, example_index, positives), k, draw)
 
     def pool(self, context: MiningContext, example_index: int, positives: list[int]) -> list[int]:
         """The candidates that pass the threshold, highest query score first."""
