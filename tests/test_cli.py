@@ -61,7 +61,7 @@ def test_malformed_file_is_one_line_exit_2_and_no_run_recorded(tmp_path, tiny_mo
     [
         ("k=0", "error: k=0: the number of negatives per item must be at least 1"),
         ("miner.rank_min=9", "error: miner: CosineMiner: rank_min=9"),
-        ("reranker.learning_rate=-1", "error: reranker: FinetunedCrossEncoder: learning_rate=-1"),
+        ("reranker.learning_rate=-1", "error: reranker: FinetunedBiEncoder: learning_rate=-1"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, tiny_model_dir, override, expected):
