@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from experiments.errors import ConfigError
 from experiments.records import FinetuneSet
-from experiments.rerankers.base import FitResult, Reranker, make_finetune_id
 from experiments.rerankers.models import (
     PACKAGED_MINILM,
-    build_once,
-    cache_identity,
     check_positive,
     loading,
     mnrl_rows,
-    model_identity,
     pick_device,
     quiet_loading,
     resolve_model,
@@ -31,6 +27,7 @@ from experiments.rerankers.models import (
     trainer_kwargs,
     without_model_card,
 )
+from experiments.rerankers.trained import TrainedReranker
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +81,7 @@ def distinct_mnrl(model: SentenceTransformer, scale: float) -> nn.Module:
     return DistinctMNRL(model, scale=scale)
 
 
-class FinetunedBiEncoder(Reranker):
+class FinetunedBiEncoder(TrainedReranker):
     """Fine-tune a sentence-transformers bi-encoder on the mined items and rescore by cosine similarity.
 
     Args:
@@ -99,8 +96,6 @@ class FinetunedBiEncoder(Reranker):
     ``score`` uses the model trained by the last ``fit``, or the base model before any ``fit`` (then it ranks
     like the embedding baseline would with this model). Document embeddings are cached in memory by text.
     """
-
-    trainable = True
 
     def __init__(
         self,
@@ -150,23 +145,11 @@ class FinetunedBiEncoder(Reranker):
             "seed": seed,
         }
 
-    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult:
-        """Train on ``finetune_set`` into ``cache_dir/<finetune id>``, or reuse the model stored there."""
-        if not finetune_set.items:
-            raise ConfigError(f"{self.name}: the fine-tuning set is empty; there is nothing to train on.")
-        identity = model_identity(self.base_model)
-        finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed))
-        final_dir = Path(cache_dir) / finetune_id
-        record, reused = build_once(final_dir, lambda tmp: self._train(finetune_set, identity, tmp, seed))
-        self._model_path, self._model, self._doc_vectors = final_dir, None, {}
-        return FitResult(
-            finetune_id=finetune_id,
-            model_path=final_dir,
-            reused=reused,
-            train_seconds=0.0 if reused else record["train_seconds"],
-            train_pairs=record["train_pairs"],
-            extra={"loss": "mnrl", "train_loss": record["train_loss"], "steps": record["steps"]},
-        )
+    def _use_model(self, path: Path) -> None:
+        self._model_path, self._model, self._doc_vectors = path, None, {}
+
+    def _fit_extra(self, record: dict[str, Any]) -> dict[str, float | int | str]:
+        return {"loss": "mnrl", **super()._fit_extra(record)}
 
     def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
         from datasets import Dataset

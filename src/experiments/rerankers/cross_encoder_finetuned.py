@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from experiments.errors import ConfigError
 from experiments.records import FinetuneItem, FinetuneSet
-from experiments.rerankers.base import FitResult, Reranker, make_finetune_id
 from experiments.rerankers.cross_encoder import load_cross_encoder, predict_logits
 from experiments.rerankers.models import (
     PACKAGED_MINILM,
-    build_once,
-    cache_identity,
     check_positive,
     mnrl_rows,
-    model_identity,
     pick_device,
     quiet_loading,
     resolve_model,
@@ -31,6 +27,7 @@ from experiments.rerankers.models import (
     trainer_kwargs,
     without_model_card,
 )
+from experiments.rerankers.trained import TrainedReranker
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -95,7 +92,7 @@ def distinct_in_batch_mnrl(model: CrossEncoder, in_batch_negatives: int) -> nn.M
     return DistinctInBatchMNRL(model, num_negatives=in_batch_negatives)
 
 
-class FinetunedCrossEncoder(Reranker):
+class FinetunedCrossEncoder(TrainedReranker):
     """Fine-tune a cross-encoder on the mined (query, relevant, hard negatives) items, then rescore with it.
 
     Args:
@@ -117,8 +114,6 @@ class FinetunedCrossEncoder(Reranker):
     ``score`` uses the model trained by the last ``fit``; before any ``fit`` it uses the base model with an
     untrained head (deterministic, but not a meaningful ranking).
     """
-
-    trainable = True
 
     def __init__(
         self,
@@ -177,26 +172,14 @@ class FinetunedCrossEncoder(Reranker):
             args["in_batch_negatives"] = self.in_batch_negatives
         return args
 
-    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult:
-        """Train on ``finetune_set`` into ``cache_dir/<finetune id>``, or reuse the model stored there."""
-        if not finetune_set.items:
-            raise ConfigError(f"{self.name}: the fine-tuning set is empty; there is nothing to train on.")
-        identity = model_identity(self.base_model)
-        finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed))
-        final_dir = Path(cache_dir) / finetune_id
-        record, reused = build_once(final_dir, lambda tmp: self._train(finetune_set, identity, tmp, seed))
-        self._model_path, self._model = final_dir, None
-        extra = {"loss": self.loss, "train_loss": record["train_loss"], "steps": record["steps"]}
+    def _use_model(self, path: Path) -> None:
+        self._model_path, self._model = path, None
+
+    def _fit_extra(self, record: dict[str, Any]) -> dict[str, float | int | str]:
+        extra: dict[str, float | int | str] = {"loss": self.loss, **super()._fit_extra(record)}
         if record.get("pos_weight") is not None:
             extra["pos_weight"] = record["pos_weight"]
-        return FitResult(
-            finetune_id=finetune_id,
-            model_path=final_dir,
-            reused=reused,
-            train_seconds=0.0 if reused else record["train_seconds"],
-            train_pairs=record["train_pairs"],
-            extra=extra,
-        )
+        return extra
 
     def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
         from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
