@@ -22,6 +22,7 @@ class TrainedReranker(Reranker):
 
     trainable = True
     base_model: str
+    epochs: float
 
     @abstractmethod
     def train_args(self, seed: int) -> dict[str, object]:
@@ -36,7 +37,7 @@ class TrainedReranker(Reranker):
         """Score with the model at ``path`` from now on (loaded lazily)."""
 
     def _fit_extra(self, record: dict[str, Any]) -> dict[str, float | int | str]:
-        return {"train_loss": record["train_loss"], "steps": record["steps"]}
+        return {"train_loss": record["train_loss"], "steps": record["steps"], "epochs": self.epochs}
 
     def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult:
         """Train on ``finetune_set`` into ``cache_dir/<finetune id>``, or reuse the model stored there."""
