@@ -91,3 +91,11 @@ def test_sweep_runs_every_combination_under_one_parent(tmp_path, tiny_model_dir)
     assert len(parents) == 1 and len(children) == 4
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
     assert all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_a_missing_required_option_is_named(tmp_path):
+    completed = run_cli(f"paths.outputs_dir={tmp_path}", "dataset=jsonl", "dataset.eval_path=x.jsonl")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "error: dataset.train_path is required: add dataset.train_path=<value> to the command line."
+    )

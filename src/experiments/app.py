@@ -13,6 +13,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
 from experiments.pipeline import Knobs, RunOutcome, run_experiment
@@ -35,6 +36,8 @@ def build(cfg: DictConfig, group: str) -> Any:
     """Instantiate one config group, turning a rejected option into a one-line ``UserError``."""
     try:
         return instantiate(cfg[group])
+    except MissingMandatoryValue as error:
+        raise UserError(f"{error.full_key} is required: add {error.full_key}=<value> to the command line.") from None
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, UserError | ValueError | TypeError):
