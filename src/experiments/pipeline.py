@@ -116,6 +116,7 @@ def run_experiment(
     started = time.perf_counter()
     splits = dataset.load()
     check_knobs(knobs.k, knobs.duplication, len(splits.categories))
+    embedder.identity()  # resolves and fingerprints the model: a bad model path fails here, before tracking
     leaked = _leaked(splits)
     if leaked:
         log.warning("%d eval queries also appear in the train split; their scores are optimistic", leaked)

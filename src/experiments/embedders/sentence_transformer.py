@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from experiments.cache import VectorCache, content_key
+from experiments.errors import ConfigError
 from experiments.records import sha256_json
 from experiments.rerankers.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 
@@ -51,7 +52,10 @@ class SentenceTransformerEmbedder:
 
     def identity(self) -> dict[str, str | None]:
         if self._identity is None:
-            self._identity = model_identity(self.model)
+            try:
+                self._identity = model_identity(self.model)
+            except ConfigError as error:
+                raise ConfigError(f"embedder.model: {error}") from None
         return self._identity
 
     def config_dict(self) -> dict[str, object]:
