@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
-from experiments.pipeline import Knobs, RunOutcome, run_experiment
+from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
 from experiments.tracking.base import scrub
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def build(cfg: DictConfig, group: str) -> Any:
 
 def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
-    components = {keyword: build(cfg, group) for group, keyword in GROUPS.items()}
+    parts = Components(**{keyword: build(cfg, group) for group, keyword in GROUPS.items()})
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
     knobs = Knobs(
         k=cfg.k,
@@ -56,14 +56,12 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
         progress=cfg.progress,
     )
-    return run_experiment(
-        **components,
-        knobs=knobs,
+    folders = Folders(
         output_dir=output_dir,
         models_dir=Path(cfg.paths.models_dir),
         scores_dir=Path(cfg.paths.scores_dir),
-        config=config,
     )
+    return run_experiment(parts, knobs, folders, config)
 
 
 def main(cfg: DictConfig, output_dir: Path) -> float:

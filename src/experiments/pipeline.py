@@ -85,60 +85,53 @@ def _leaked(splits: DatasetSplits) -> int:
     return sum(1 for example in splits.eval if example.input in train_inputs)
 
 
-def run_experiment(
-    *,
-    dataset: Dataset,
-    embedder: Embedder,
-    index: CategoryIndex,
-    miner: Miner,
-    reranker: Reranker,
-    tracker: Tracker,
-    knobs: Knobs,
-    output_dir: Path,
-    models_dir: Path,
-    scores_dir: Path,
-    config: Mapping[str, Any],
-) -> RunOutcome:
+@dataclass(frozen=True)
+class Components:
+    """The built parts of one run (``run.py`` instantiates them from the config groups)."""
+
+    dataset: Dataset
+    embedder: Embedder
+    index: CategoryIndex
+    miner: Miner
+    reranker: Reranker
+    tracker: Tracker
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where a run writes: its own folder, and the caches shared across runs (keyed by content)."""
+
+    output_dir: Path
+    models_dir: Path
+    scores_dir: Path
+
+
+def run_experiment(parts: Components, knobs: Knobs, folders: Folders, config: Mapping[str, Any]) -> RunOutcome:
     """Run one experiment and write its folder (see DESIGN.md's output contract).
 
     Args:
         config: the resolved config with secrets removed; saved and tracked as params.
-        models_dir: where trained rerankers are stored under their fine-tune id (shared across runs).
-        scores_dir: where reranker scores are cached by model, query and document (shared across runs).
 
     Raises:
         UserError: a bad file or option; raised before the tracker records anything.
     """
     watch = _Stopwatch()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    folders.output_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. Data: every file is validated and every knob checked before anything is recorded.
     started = time.perf_counter()
-    splits = dataset.load()
+    splits = parts.dataset.load()
     check_knobs(knobs.k, knobs.duplication, len(splits.categories))
-    embedder.identity()  # resolves and fingerprints the model: a bad model path fails here, before tracking
+    parts.embedder.identity()  # resolves and fingerprints the model: a bad model path fails here, before tracking
     leaked = _leaked(splits)
     if leaked:
         log.warning("%d eval queries also appear in the train split; their scores are optimistic", leaked)
     watch.lap("load", started)
 
-    tracker.start(run_name=f"{miner.name}-k{knobs.k}-d{knobs.duplication}-{reranker.name}", tags={})
+    tracker = parts.tracker
+    tracker.start(run_name=f"{parts.miner.name}-k{knobs.k}-d{knobs.duplication}-{parts.reranker.name}", tags={})
     try:
-        outcome = _run_steps(
-            splits,
-            embedder,
-            index,
-            miner,
-            reranker,
-            tracker,
-            knobs,
-            output_dir,
-            models_dir,
-            scores_dir,
-            config,
-            watch,
-            leaked,
-        )
+        outcome = _run_steps(parts, knobs, folders, config, splits, watch, leaked)
     except BaseException:
         tracker.end(failed=True)
         raise
@@ -147,20 +140,16 @@ def run_experiment(
 
 
 def _run_steps(
-    splits: DatasetSplits,
-    embedder: Embedder,
-    index: CategoryIndex,
-    miner: Miner,
-    reranker: Reranker,
-    tracker: Tracker,
+    parts: Components,
     knobs: Knobs,
-    output_dir: Path,
-    models_dir: Path,
-    scores_dir: Path,
+    folders: Folders,
     config: Mapping[str, Any],
+    splits: DatasetSplits,
     watch: _Stopwatch,
     leaked: int,
 ) -> RunOutcome:
+    embedder, index, miner, reranker, tracker = parts.embedder, parts.index, parts.miner, parts.reranker, parts.tracker
+    output_dir = folders.output_dir
     components = {
         "dataset_digest": splits.digest(),
         "embedder_identity": embedder.identity(),
@@ -199,12 +188,12 @@ def _run_steps(
 
     # 6. Fit the reranker (or reuse the model stored under the same fine-tune id).
     started = time.perf_counter()
-    fit = reranker.fit(finetune_set, models_dir, knobs.seed)
+    fit = reranker.fit(finetune_set, folders.models_dir, knobs.seed)
     watch.lap("fit", started)
 
     # 7. Evaluate on the eval split: the baseline and the reranked ranking of the same queries.
     started = time.perf_counter()
-    scorer = _with_score_cache(reranker, fit, scores_dir)
+    scorer = _with_score_cache(reranker, fit, folders.scores_dir)
     adapter = LanceDBReranker(scorer) if reranker.reorders else None
     results = run_queries(splits.eval, eval_vectors, index, adapter, progress=knobs.progress)
     if isinstance(scorer, CachedScores):
