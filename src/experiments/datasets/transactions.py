@@ -36,5 +36,4 @@ class Transaction(BaseModel):
         )
 
     def to_example(self) -> Example:
-        extra = {key: value for key, value in (self.model_extra or {}).items()}
-        return Example(input=self.query_text(), expected=[self.expense_category], metadata=extra)
+        return Example(input=self.query_text(), expected=[self.expense_category], metadata=dict(self.model_extra or {}))

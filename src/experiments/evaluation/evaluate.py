@@ -127,10 +127,10 @@ def run_queries(
 def summarize(results: Sequence[QueryResult], resamples: int = 1000, seed: int = 0) -> Summary:
     """Means with percentile-bootstrap 95% intervals; the delta is paired (same resampled queries)."""
     indices = bootstrap_indices(len(results), resamples, seed)
-    table = {
-        system: {name: np.array([result.metrics(system)[name] for result in results]) for name in METRIC_NAMES}
-        for system in SYSTEMS
-    }
+    table = {}
+    for system in SYSTEMS:
+        scored = [result.metrics(system) for result in results]  # once per query, not once per metric
+        table[system] = {name: np.array([metrics[name] for metrics in scored]) for name in METRIC_NAMES}
     systems = {
         system: {name: estimate(values, indices) for name, values in columns.items()}
         for system, columns in table.items()
