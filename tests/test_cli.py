@@ -99,3 +99,11 @@ def test_a_missing_required_option_is_named(tmp_path):
     assert completed.stderr.strip().splitlines()[-1] == (
         "error: dataset.train_path is required: add dataset.train_path=<value> to the command line."
     )
+
+
+def test_a_sweep_with_tracker_none_runs_without_a_parent(tmp_path, tiny_model_dir):
+    completed = run_cli("-m", *shrunk(tmp_path, tiny_model_dir), "tracker=none", "reranker=none", "k=2,3")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr and "Error" not in completed.stderr
+    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))) == 2
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()

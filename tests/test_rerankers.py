@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from experiments import models
 from experiments.errors import ConfigError
 from experiments.records import FinetuneItem, FinetuneSet
-from experiments.rerankers import models
 from experiments.rerankers.base import Reranker, make_finetune_id
 from experiments.rerankers.bi_encoder_finetuned import FinetunedBiEncoder
 from experiments.rerankers.cross_encoder import StockCrossEncoder
 from experiments.rerankers.cross_encoder_finetuned import FinetunedCrossEncoder, bce_rows, listwise_rows
 from experiments.rerankers.none import NoReranker
+from experiments.rerankers.trained import mnrl_rows
+from experiments.store import COMPLETE_MARKER, build_once
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 COLOURS = ["Red", "Blue", "Green", "Yellow", "Purple", "Orange"]
@@ -56,7 +59,7 @@ def fail(*args: object, **kwargs: object) -> None:
     raise RuntimeError("training interrupted")
 
 
-# --- models.py ---
+# --- model references ---
 
 
 def test_packaged_model_resolves_and_matches_its_pinned_digest() -> None:
@@ -116,7 +119,7 @@ def test_rows_for_each_loss(tiny_set: FinetuneSet) -> None:
     assert len(bce["query"]) == 8 * 4 and bce["label"].count(1.0) == 8
     lists = listwise_rows(tiny_set.items)
     assert lists["labels"][0] == [1.0, 0.0, 0.0, 0.0] and lists["docs"][0][0] == "Red"
-    tuples = models.mnrl_rows(tiny_set.items)
+    tuples = mnrl_rows(tiny_set.items)
     assert list(tuples) == ["query", "positive", "negative_1", "negative_2", "negative_3"]
 
 
@@ -132,7 +135,7 @@ def test_fit_then_reuse_without_training(
     assert fit.extra["pos_weight"] == 3.0 and fit.extra["steps"] == 2
     assert fit.model_path == tmp_path / fit.finetune_id
     assert [p.name for p in tmp_path.iterdir()] == [fit.finetune_id]  # no temp folders left
-    record = json.loads((fit.model_path / models.COMPLETE_MARKER).read_text())
+    record = json.loads((fit.model_path / COMPLETE_MARKER).read_text())
     assert record["train_args"]["seed"] == 1
 
     monkeypatch.setattr(CrossEncoderTrainer, "train", fail)
@@ -182,10 +185,16 @@ def test_the_id_follows_every_input(tiny_model_dir: Path, tiny_set: FinetuneSet)
 def test_each_loss_trains(
     loss: str, knobs: dict[str, object], tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path
 ) -> None:
-    reranker = FinetunedCrossEncoder(str(tiny_model_dir), loss=loss, **FAST, **knobs)  # type: ignore[arg-type]
+    # One step for the listwise losses: without warmup, so that its learning rate is not 0.
+    reranker = FinetunedCrossEncoder(str(tiny_model_dir), loss=loss, **FAST, warmup_ratio=0.0, **knobs)  # type: ignore[arg-type]
+    query = tiny_set.items[0].query
+    untrained = reranker.score(query, COLOURS)  # the base model with its seeded, untrained head
     fit = reranker.fit(tiny_set, tmp_path, seed=0)
-    assert fit.extra["loss"] == loss and fit.extra["train_loss"] == pytest.approx(fit.extra["train_loss"])
-    assert len(reranker.score("q", COLOURS)) == len(COLOURS)
+    assert fit.extra["loss"] == loss
+    assert math.isfinite(float(fit.extra["train_loss"])) and fit.extra["steps"] >= 1
+    trained = reranker.score(query, COLOURS)
+    assert len(trained) == len(COLOURS)
+    assert trained != pytest.approx(untrained, abs=1e-6)  # the stored model is the trained one
 
 
 def test_interrupted_training_leaves_no_model(
@@ -202,9 +211,9 @@ def test_interrupted_training_leaves_no_model(
 def test_a_folder_without_marker_is_retrained(tiny_model_dir: Path, tiny_set: FinetuneSet, tmp_path: Path) -> None:
     reranker = FinetunedCrossEncoder(str(tiny_model_dir), **FAST)
     fit = reranker.fit(tiny_set, tmp_path, seed=0)
-    (fit.model_path / models.COMPLETE_MARKER).unlink()
+    (fit.model_path / COMPLETE_MARKER).unlink()
     again = reranker.fit(tiny_set, tmp_path, seed=0)
-    assert not again.reused and (again.model_path / models.COMPLETE_MARKER).is_file()
+    assert not again.reused and (again.model_path / COMPLETE_MARKER).is_file()
 
 
 def test_build_once_defers_to_a_model_finished_meanwhile(tmp_path: Path) -> None:
@@ -213,13 +222,13 @@ def test_build_once_defers_to_a_model_finished_meanwhile(tmp_path: Path) -> None
     def build(tmp: Path) -> dict[str, object]:
         # Another process completes the same id while this one is still training.
         final.mkdir()
-        (final / models.COMPLETE_MARKER).write_text('{"by": "other"}')
+        (final / COMPLETE_MARKER).write_text('{"by": "other"}')
         (tmp / "weights").write_text("mine")
         return {"by": "me"}
 
-    assert models.build_once(final, build) == ({"by": "other"}, True)
+    assert build_once(final, build) == ({"by": "other"}, True)
     assert [p.name for p in tmp_path.iterdir()] == [final.name]
-    assert models.build_once(final, build) == ({"by": "other"}, True)
+    assert build_once(final, build) == ({"by": "other"}, True)
 
 
 @pytest.mark.parametrize(
@@ -308,7 +317,7 @@ def lance_table(tmp_path: Path):
 
 
 def test_lancedb_adapter_reorders_by_score_and_keeps_distance(lance_table) -> None:
-    from experiments.rerankers.lancedb_adapter import LanceDBReranker
+    from experiments.retrieval.lancedb_reranker import LanceDBReranker
 
     rows = lance_table.search([1.0, 0.0]).limit(25).rerank(LanceDBReranker(ByLength()), query_string="q").to_list()
     assert [row["text"] for row in rows] == ["aaaa", "aaa", "aa", "a"]
@@ -317,7 +326,7 @@ def test_lancedb_adapter_reorders_by_score_and_keeps_distance(lance_table) -> No
 
 
 def test_lancedb_adapter_with_no_reranker_keeps_vector_order(lance_table) -> None:
-    from experiments.rerankers.lancedb_adapter import LanceDBReranker
+    from experiments.retrieval.lancedb_reranker import LanceDBReranker
 
     plain = [row["text"] for row in lance_table.search([1.0, 0.0]).limit(25).to_list()]
     adapter = LanceDBReranker(NoReranker())
@@ -340,7 +349,10 @@ def test_every_config_instantiates(name: str, tiny_model_dir: Path) -> None:
         cfg = compose("config", overrides=[f"reranker={name}"])
     reranker = instantiate(cfg.reranker)
     assert isinstance(reranker, Reranker)
-    json.dumps(reranker.config_dict())
+    config = reranker.config_dict()
+    assert config["name"] == type(reranker).__name__
+    assert json.loads(json.dumps(config)) == config  # plain values only, so trackers can log them
+    assert not any(key.startswith("_") for key in config)
 
 
 # --- the real model on a learnable task ---
@@ -357,3 +369,46 @@ def test_finetuned_minilm_learns_colours(tmp_path: Path) -> None:
         scores = reranker.score(query, COLOURS)
         hits += COLOURS[scores.index(max(scores))] == colour
     assert hits >= 0.8 * len(held_out)
+
+
+@pytest.mark.slow
+def test_default_bi_encoder_raises_mrr_at_1_on_a_learnable_set(tmp_path: Path) -> None:
+    """The README's headline rests on this: the default recipe (the real YAML) learns an arbitrary company rule.
+
+    The category follows the card colour by a rule no public model knows, so the untrained model is near chance.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from experiments.evaluation.metrics import mrr_at
+
+    names = ["Legal Fees", "Team Meals", "Cloud Hosting", "Office Supplies", "Lodging", "Shipping"]
+    rule = dict(zip(COLOURS, names, strict=True))
+    categories = list(rule.values())
+
+    def item(index: int, merchant: str) -> FinetuneItem:
+        colour = COLOURS[index % len(COLOURS)]
+        others = [category for category in categories if category != rule[colour]]
+        return FinetuneItem(
+            query=transaction(merchant, colour, 10.0 + 7 * index),
+            relevant_passages=[rule[colour]],
+            hard_negatives=[others[(index + j) % len(others)] for j in range(4)],
+        )
+
+    train = FinetuneSet([item(i, f"Vendor {i}") for i in range(120)])
+    held_out = [item(i, f"New Store {i}") for i in range(36)]
+    config = OmegaConf.load(CONF / "reranker" / "bi_encoder_finetuned.yaml")
+    reranker = instantiate(config, device="cpu", progress=False)
+
+    def mean_mrr_at_1() -> float:
+        ranked = []
+        for example in held_out:
+            scores = reranker.score(example.query, categories)
+            ranked.append([c for _, c in sorted(zip(scores, categories, strict=True), key=lambda p: -p[0])])
+        return sum(mrr_at(r, e.relevant_passages, 1) for r, e in zip(ranked, held_out, strict=True)) / len(held_out)
+
+    before = mean_mrr_at_1()
+    reranker.fit(train, tmp_path, seed=0)
+    after = mean_mrr_at_1()
+    assert before < 0.5
+    assert after >= 0.9 and after - before >= 0.4

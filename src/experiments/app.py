@@ -21,15 +21,8 @@ from experiments.tracking.base import scrub
 
 log = logging.getLogger(__name__)
 
-# Config group → the keyword the pipeline takes it as.
-GROUPS = {
-    "dataset": "dataset",
-    "embedder": "embedder",
-    "retrieval": "index",
-    "miner": "miner",
-    "reranker": "reranker",
-    "tracker": "tracker",
-}
+#: The config groups that become a run's components (``experiments.pipeline.Components``), in build order.
+GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker", "tracker")
 
 
 def build(cfg: DictConfig, group: str) -> Any:
@@ -47,7 +40,7 @@ def build(cfg: DictConfig, group: str) -> Any:
 
 def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
-    parts = Components(**{keyword: build(cfg, group) for group, keyword in GROUPS.items()})
+    parts = Components(**{group: build(cfg, group) for group in GROUPS})
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
     knobs = Knobs(
         k=cfg.k,

@@ -2,7 +2,9 @@
 
 data → embed → index → mine (train only) → fine-tuning set → fit reranker → evaluate (with and without the
 reranker, on the eval split only) → write the run folder → track. Each step takes and returns plain records, so
-it can be tested alone; the components arrive already built (``run.py`` instantiates them from config).
+it can be tested alone; the components arrive already built (``experiments.app`` instantiates them from
+config). Trackers are called in one place, at the end (``_track``): a run that fails or is killed before then
+leaves no half-recorded tracker run. The files a run writes are described in ``docs/run-folder.md``.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from experiments.datasets.base import Dataset
 from experiments.embedders.base import Embedder
+from experiments.errors import UserError
 from experiments.evaluation.evaluate import QueryResult, Summary, run_queries, summarize
-from experiments.index import CategoryIndex
 from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
 from experiments.report import format_table
 from experiments.rerankers.base import FitResult, Reranker
 from experiments.rerankers.cached import CachedScores
-from experiments.rerankers.lancedb_adapter import LanceDBReranker
+from experiments.retrieval.base import Retriever
 from experiments.tracking.base import Tracker, flatten
 
 log = logging.getLogger(__name__)
@@ -42,16 +46,64 @@ class Knobs:
     progress: bool = True
 
 
-@dataclass
-class RunOutcome:
-    """What a run produced; ``summary`` holds the numbers, ``output_dir`` the files."""
+@dataclass(frozen=True)
+class Components:
+    """The built parts of one run (``experiments.app`` instantiates them from the config groups)."""
+
+    dataset: Dataset
+    embedder: Embedder
+    retrieval: Retriever
+    miner: Miner
+    reranker: Reranker
+    tracker: Tracker
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where a run writes: its own folder, and the caches shared across runs (keyed by content)."""
 
     output_dir: Path
+    models_dir: Path
+    scores_dir: Path
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The embed step's output: the category documents and the vectors of categories and queries."""
+
+    documents: list[str]
+    categories: np.ndarray
+    train: np.ndarray
+    eval: np.ndarray
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluate step's output: per-query results, their aggregates, and how many scores were computed."""
+
+    results: list[QueryResult]
     summary: Summary
+    scored_pairs: int | None = None
+    cached_pairs: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: everything the run folder and the trackers receive."""
+
+    run_name: str
+    output_dir: Path
+    params: dict[str, object]
+    splits: DatasetSplits
     finetune_set: FinetuneSet
     fit: FitResult | None
+    evaluation: Evaluation
     table: str
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> Summary:
+        return self.evaluation.summary
 
     @property
     def primary_metric(self) -> float:
@@ -67,75 +119,108 @@ class _Stopwatch:
         self.timings[f"{name}_s"] = round(time.perf_counter() - started, 3)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary name and rename, so a killed run never leaves a complete-looking file."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 
-def _with_score_cache(reranker: Reranker, fit: FitResult | None, cache_dir: Path) -> Reranker:
-    """The reranker behind a score cache keyed by what its scores depend on, when that is known."""
-    key = fit.finetune_id if fit else reranker.score_key()
-    return CachedScores(reranker, key, cache_dir) if key and reranker.reorders else reranker
+def run_name(parts: Components, knobs: Knobs) -> str:
+    return f"{parts.miner.name}-k{knobs.k}-d{knobs.duplication}-{parts.reranker.name}"
 
 
-def _leaked(splits: DatasetSplits) -> int:
+# The steps, in order.
+
+
+def load_data(parts: Components, knobs: Knobs) -> DatasetSplits:
+    """Validate every file and knob (and fingerprint the embedding model) before any work or record."""
+    splits = parts.dataset.load()
+    check_knobs(knobs.k, knobs.duplication, len(splits.categories))
+    parts.embedder.identity()  # a bad model path fails here
+    leaked = eval_in_train(splits)
+    if leaked:
+        log.warning("%d eval queries also appear in the train split; their scores are optimistic", leaked)
+    return splits
+
+
+def eval_in_train(splits: DatasetSplits) -> int:
+    """How many eval queries are also train queries (their scores are optimistic)."""
     train_inputs = {example.input for example in splits.train}
     return sum(1 for example in splits.eval if example.input in train_inputs)
 
 
-@dataclass(frozen=True)
-class Components:
-    """The built parts of one run (``run.py`` instantiates them from the config groups)."""
+def embed(embedder: Embedder, retrieval: Retriever, splits: DatasetSplits) -> Embeddings:
+    """Embed the category documents and both splits' queries (cached on disk by model and text)."""
+    documents = retrieval.documents(splits.categories)
+    return Embeddings(
+        documents=documents,
+        categories=embedder.encode(documents),
+        train=embedder.encode([example.input for example in splits.train]),
+        eval=embedder.encode([example.input for example in splits.eval]),
+    )
 
-    dataset: Dataset
-    embedder: Embedder
-    index: CategoryIndex
-    miner: Miner
-    reranker: Reranker
-    tracker: Tracker
+
+def mine(miner: Miner, splits: DatasetSplits, vectors: Embeddings, knobs: Knobs) -> FinetuneSet:
+    """Hard negatives for the *train* split only."""
+    context = MiningContext(
+        examples=splits.train,
+        labels=splits.category_names,
+        documents=vectors.documents,
+        category_vectors=vectors.categories,
+        query_vectors=vectors.train,
+    )
+    return miner.mine(context, knobs.k, knobs.duplication, knobs.seed)
 
 
-@dataclass(frozen=True)
-class Folders:
-    """Where a run writes: its own folder, and the caches shared across runs (keyed by content)."""
-
-    output_dir: Path
-    models_dir: Path
-    scores_dir: Path
+def evaluate(
+    parts: Components, splits: DatasetSplits, vectors: Embeddings, fit: FitResult | None, folders: Folders, knobs: Knobs
+) -> Evaluation:
+    """Score the eval split: the baseline and the reranked ranking of the same retrieved candidates."""
+    reranker = parts.reranker
+    key = fit.finetune_id if fit else reranker.score_key()
+    scorer = CachedScores(reranker, key, folders.scores_dir) if key and reranker.reorders else reranker
+    results = run_queries(
+        splits.eval, vectors.eval, parts.retrieval, scorer if reranker.reorders else None, progress=knobs.progress
+    )
+    summary = summarize(results, resamples=knobs.bootstrap_resamples, seed=knobs.seed)
+    if isinstance(scorer, CachedScores):
+        return Evaluation(results, summary, scored_pairs=scorer.misses, cached_pairs=scorer.hits)
+    return Evaluation(results, summary)
 
 
 def run_experiment(parts: Components, knobs: Knobs, folders: Folders, config: Mapping[str, Any]) -> RunOutcome:
-    """Run one experiment and write its folder (see DESIGN.md's output contract).
+    """Run one experiment, write its folder, then record it in the tracker.
 
     Args:
-        config: the resolved config with secrets removed; saved and tracked as params.
+        config: the resolved config with secrets removed; saved as ``config.json`` and tracked as params.
 
     Raises:
-        UserError: a bad file or option; raised before the tracker records anything.
+        UserError: a bad file or option; raised before anything is written or recorded.
     """
     watch = _Stopwatch()
-    folders.output_dir.mkdir(parents=True, exist_ok=True)
-
-    # 1. Data: every file is validated and every knob checked before anything is recorded.
     started = time.perf_counter()
-    splits = parts.dataset.load()
-    check_knobs(knobs.k, knobs.duplication, len(splits.categories))
-    parts.embedder.identity()  # resolves and fingerprints the model: a bad model path fails here, before tracking
-    leaked = _leaked(splits)
-    if leaked:
-        log.warning("%d eval queries also appear in the train split; their scores are optimistic", leaked)
+    splits = load_data(parts, knobs)
     watch.lap("load", started)
-
-    tracker = parts.tracker
-    tracker.start(run_name=f"{parts.miner.name}-k{knobs.k}-d{knobs.duplication}-{parts.reranker.name}", tags={})
+    name = run_name(parts, knobs)
+    params = flatten(
+        {
+            **config,
+            "dataset_digest": splits.digest(),
+            "embedder_identity": parts.embedder.identity(),
+            "miner_config": parts.miner.config_dict(),
+            "reranker_config": parts.reranker.config_dict(),
+            "eval_in_train": eval_in_train(splits),
+        }
+    )
     try:
-        outcome = _run_steps(parts, knobs, folders, config, splits, watch, leaked)
-    except BaseException:
-        tracker.end(failed=True)
+        outcome = _run_steps(parts, knobs, folders, config, splits, watch, name, params)
+    except UserError:
         raise
-    tracker.end(failed=False)
+    except BaseException as error:
+        _track_failure(parts.tracker, name, params, error)
+        raise
+    _track(parts.tracker, outcome)
     return outcome
 
 
@@ -146,90 +231,43 @@ def _run_steps(
     config: Mapping[str, Any],
     splits: DatasetSplits,
     watch: _Stopwatch,
-    leaked: int,
+    name: str,
+    params: dict[str, object],
 ) -> RunOutcome:
-    embedder, index, miner, reranker, tracker = parts.embedder, parts.index, parts.miner, parts.reranker, parts.tracker
-    output_dir = folders.output_dir
-    components = {
-        "dataset_digest": splits.digest(),
-        "embedder_identity": embedder.identity(),
-        "miner_config": miner.config_dict(),
-        "reranker_config": reranker.config_dict(),
-        "eval_in_train": leaked,
-    }
-    tracker.log_params(flatten({**config, **components}))
-    (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    folders.output_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(folders.output_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
-    # 2. Embed categories and queries (cached on disk by model and text).
     started = time.perf_counter()
-    documents = index.documents(splits.categories)
-    category_vectors = embedder.encode(documents)
-    train_vectors = embedder.encode([example.input for example in splits.train])
-    eval_vectors = embedder.encode([example.input for example in splits.eval])
+    vectors = embed(parts.embedder, parts.retrieval, splits)
     watch.lap("embed", started)
 
-    # 3. Index the categories in LanceDB.
     started = time.perf_counter()
-    index.build(splits.categories, category_vectors, model_key=sha256_json(embedder.identity()))
+    parts.retrieval.build(splits.categories, vectors.categories, model_key=sha256_json(parts.embedder.identity()))
     watch.lap("index", started)
 
-    # 4-5. Mine hard negatives from the train split only, and write the fine-tuning set.
     started = time.perf_counter()
-    context = MiningContext(
-        examples=splits.train,
-        labels=splits.category_names,
-        documents=documents,
-        category_vectors=category_vectors,
-        query_vectors=train_vectors,
-    )
-    finetune_set = miner.mine(context, knobs.k, knobs.duplication, knobs.seed)
-    _write_atomic(output_dir / "finetune.jsonl", finetune_set.to_jsonl())
+    finetune_set = mine(parts.miner, splits, vectors, knobs)
+    write_atomic(folders.output_dir / "finetune.jsonl", finetune_set.to_jsonl())
     watch.lap("mine", started)
 
-    # 6. Fit the reranker (or reuse the model stored under the same fine-tune id).
     started = time.perf_counter()
-    fit = reranker.fit(finetune_set, folders.models_dir, knobs.seed)
+    fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed)
     watch.lap("fit", started)
 
-    # 7. Evaluate on the eval split: the baseline and the reranked ranking of the same queries.
     started = time.perf_counter()
-    scorer = _with_score_cache(reranker, fit, folders.scores_dir)
-    adapter = LanceDBReranker(scorer) if reranker.reorders else None
-    results = run_queries(splits.eval, eval_vectors, index, adapter, progress=knobs.progress)
-    if isinstance(scorer, CachedScores):
-        watch.timings["scored_pairs"] = scorer.misses
-        watch.timings["cached_pairs"] = scorer.hits
-    summary = summarize(results, resamples=knobs.bootstrap_resamples, seed=knobs.seed)
+    evaluation = evaluate(parts, splits, vectors, fit, folders, knobs)
     watch.lap("evaluate", started)
 
-    table = format_table(summary, reranker_label=reranker.name)
-    outcome = RunOutcome(output_dir, summary, finetune_set, fit, table, watch.timings)
-    _write_outputs(outcome, results, splits)
-
-    # 8. Track: inputs, metrics, the fine-tune id, and the whole run folder as artifacts.
-    tracker.log_inputs(splits, finetune_set)
-    extras = {
-        "finetune_items": float(len(finetune_set)),
-        **{key: float(value) for key, value in finetune_set.fill_notes.items()},
-        **{key: float(value) for key, value in watch.timings.items()},
-    }
-    tracker.log_results(summary, extras)
-    tracker.set_tags(
-        {
-            "finetune_set_digest": finetune_set.digest(),
-            "dataset_digest": splits.digest(),
-            **({"finetune_id": fit.finetune_id} if fit else {}),
-        }
-    )
-    tracker.log_artifacts(output_dir)
+    table = format_table(evaluation.summary, reranker_label=parts.reranker.name)
+    outcome = RunOutcome(name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings)
+    _write_outputs(outcome)
     return outcome
 
 
-def _write_outputs(outcome: RunOutcome, results: list[QueryResult], splits: DatasetSplits) -> None:
-    folder = outcome.output_dir
-    fit = outcome.fit
-    _write_atomic(folder / "per_query.jsonl", "".join(json.dumps(r.row()) + "\n" for r in results))
-    _write_atomic(folder / "table.txt", outcome.table + "\n")
+def _write_outputs(outcome: RunOutcome) -> None:
+    folder, fit, splits, evaluation = outcome.output_dir, outcome.fit, outcome.splits, outcome.evaluation
+    write_atomic(folder / "per_query.jsonl", "".join(json.dumps(r.row()) + "\n" for r in evaluation.results))
+    write_atomic(folder / "table.txt", outcome.table + "\n")
     metrics = {
         "dataset": {
             "name": splits.name,
@@ -251,9 +289,50 @@ def _write_outputs(outcome: RunOutcome, results: list[QueryResult], splits: Data
             "train_seconds": fit.train_seconds,
             "train_pairs": fit.train_pairs,
             **fit.extra,
+            "loss_history": fit.loss_history,
         },
-        "metrics": outcome.summary.as_dict(),
+        "metrics": evaluation.summary.as_dict(),
+        "scored_pairs": evaluation.scored_pairs,
+        "cached_pairs": evaluation.cached_pairs,
         "timings": outcome.timings,
     }
     # Last, so a run folder with metrics.json is a complete one.
-    _write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+# Tracking: the one place that talks to the tracker.
+
+
+def _track(tracker: Tracker, outcome: RunOutcome) -> None:
+    """Record a finished run: params, inputs, metrics, the fine-tune id, and the run folder as artifacts."""
+    fit, finetune_set = outcome.fit, outcome.finetune_set
+    extras = {
+        "finetune_items": float(len(finetune_set)),
+        **{key: float(value) for key, value in finetune_set.fill_notes.items()},
+        **{key: float(value) for key, value in outcome.timings.items()},
+    }
+    tags = {
+        "finetune_set_digest": finetune_set.digest(),
+        "dataset_digest": outcome.splits.digest(),
+        **({"finetune_id": fit.finetune_id} if fit else {}),
+    }
+    tracker.start(run_name=outcome.run_name, tags={})
+    try:
+        tracker.log_params(outcome.params)
+        tracker.log_inputs(outcome.splits, finetune_set)
+        tracker.log_results(outcome.summary, extras)
+        tracker.set_tags(tags)
+        tracker.log_artifacts(outcome.output_dir)
+    except BaseException:
+        tracker.end(failed=True)
+        raise
+    tracker.end(failed=False)
+
+
+def _track_failure(tracker: Tracker, name: str, params: Mapping[str, object], error: BaseException) -> None:
+    """Record a run that failed after validation, with its params and the reason, as FAILED."""
+    try:
+        tracker.start(run_name=name, tags={"error": f"{type(error).__name__}: {error}"[:500]})
+        tracker.log_params(params)
+    finally:
+        tracker.end(failed=True)

@@ -113,6 +113,30 @@ class FinetuneSet:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """What the first retrieval stage returns for one query, best first.
+
+    Attributes:
+        labels: category names.
+        texts: the document text of each category (what a reranker reads).
+        scores: cosine similarity of the query to each document.
+    """
+
+    labels: list[str]
+    texts: list[str]
+    scores: list[float]
+
+    def ranked(self) -> RankedList:
+        """The candidates as a ranking in retrieval order (the embedding baseline)."""
+        return RankedList(labels=list(self.labels), scores=list(self.scores))
+
+    def reordered(self, scores: Sequence[float]) -> RankedList:
+        """The candidates sorted by ``scores`` (aligned with them), highest first; ties keep retrieval order."""
+        order = sorted(range(len(self.labels)), key=lambda position: -scores[position])
+        return RankedList(labels=[self.labels[p] for p in order], scores=[float(scores[p]) for p in order])
+
+
+@dataclass(frozen=True)
 class RankedList:
     """The ranked categories returned for one query, best first, with the scores that ranked them."""
 

@@ -1,6 +1,6 @@
 """User data: train and eval JSON Lines files and an optional categories file (``dataset=jsonl``).
 
-Each line of a train or eval file is one of DESIGN.md's row shapes, detected per line:
+Each line of a train or eval file is one of the row shapes of docs/data-formats.md, detected per line:
 
 - an example row: ``{"input": str, "expected": [str, ...], "metadata": {...}?}``;
 - a transaction row: ``{"merchant_name", "merchant_category": [...], "department", "location", "amount",
@@ -61,7 +61,7 @@ def read_examples(path: Path) -> list[Example]:
             else:
                 raise DataError(
                     f"{where}: row: neither an example row (input, expected) nor a transaction row "
-                    "(merchant_name, ..., expense_category); see DESIGN.md for both shapes"
+                    "(merchant_name, ..., expense_category); see docs/data-formats.md for both shapes"
                 )
     if not examples:
         raise DataError(f"{path}: no rows; the file must hold at least one example.")

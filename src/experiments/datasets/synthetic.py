@@ -38,8 +38,8 @@ class SyntheticTransactions:
         - ``transactions()`` returns ``(train, eval)`` lists of :class:`Transaction`; every category of
           :data:`CATEGORIES` appears in both, and each category's eval share is ``eval_fraction`` (rounded).
         - ``load()`` returns :class:`DatasetSplits` named ``"synthetic"`` whose examples are
-          ``Transaction.to_example()`` (query text in DESIGN.md's 7-line layout, one expected label) with
-          ``metadata = {"merchant", "department", "split"}``, and whose categories carry a description.
+          ``Transaction.to_example()`` (query text in the 7-line layout of docs/data-formats.md, one expected
+          label) with ``metadata = {"merchant", "department", "split"}``, and whose categories carry a description.
         - ``trip_name`` is set only for spend on a business trip or an offsite, and ``location`` is then the
           trip's city; spend-program names never contain a category name.
 
@@ -110,8 +110,8 @@ class SyntheticTransactions:
     def write_jsonl(self, directory: str | Path) -> dict[str, Path]:
         """Write the splits as transaction rows (``train.jsonl``, ``eval.jsonl``) and ``categories.json``.
 
-        The rows have exactly DESIGN.md's transaction keys, in that order; the categories file is a list of
-        ``{"category", "description"}`` objects. The bytes depend only on the constructor arguments.
+        The rows have exactly the transaction keys of docs/data-formats.md, in that order; the categories file is
+        a list of ``{"category", "description"}`` objects. The bytes depend only on the constructor arguments.
 
         Returns:
             The paths written, keyed ``"train"``, ``"eval"`` and ``"categories"``.

@@ -8,7 +8,7 @@ from experiments.records import Example
 
 
 class Transaction(BaseModel):
-    """A transaction row in DESIGN.md's shape; ``expense_category`` is the label."""
+    """A transaction row in the shape of docs/data-formats.md; ``expense_category`` is the label."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -22,7 +22,7 @@ class Transaction(BaseModel):
     expense_category: str = Field(min_length=1)
 
     def query_text(self) -> str:
-        """The seed's layout, one field a line (the contract in DESIGN.md)."""
+        """The seed's layout, one field a line (the contract in docs/data-formats.md)."""
         return "\n".join(
             [
                 f"Name : {self.merchant_name}",

@@ -11,8 +11,8 @@ import numpy as np
 
 from experiments.cache import VectorCache, content_key
 from experiments.errors import ConfigError
+from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 from experiments.records import sha256_json
-from experiments.rerankers.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

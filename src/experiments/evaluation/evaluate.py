@@ -1,8 +1,8 @@
 """Score eval queries with and without the reranker and aggregate with bootstrap intervals.
 
-Every eval query is retrieved once by vector search (the embedding baseline) and once through the same search
-with the reranker attached (LanceDB's ``.rerank``), so every run reports its delta against the baseline on
-exactly the same queries.
+Every eval query is retrieved once by vector search; that candidate list in retrieval order is the embedding
+baseline, and the reranker rescores exactly those candidates. So every run reports its delta against the
+baseline on the same queries and the same candidates, and the rerank latency is the rescoring alone.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from experiments.evaluation.metrics import METRIC_NAMES, recall_at, score_query
 from experiments.records import Example, RankedList
 
 if TYPE_CHECKING:
-    from lancedb.rerankers import Reranker as LanceReranker
-
-    from experiments.index import CategoryIndex
+    from experiments.rerankers.base import Reranker
+    from experiments.retrieval.base import Retriever
 
 SYSTEMS = ("baseline", "reranker")
 
@@ -90,37 +89,32 @@ class Summary:
         }
 
 
-def _ranking(rows: list[dict[str, object]], score_key: str, higher_is_better: bool) -> RankedList:
-    scores = [float(row[score_key]) for row in rows]  # type: ignore[arg-type]
-    return RankedList(
-        labels=[str(row["category"]) for row in rows],
-        scores=scores if higher_is_better else [1.0 - score for score in scores],
-    )
-
-
 def run_queries(
     examples: Sequence[Example],
     vectors: np.ndarray,
-    index: CategoryIndex,
-    reranker: LanceReranker | None,
+    retriever: Retriever,
+    reranker: Reranker | None,
     progress: bool = True,
 ) -> list[QueryResult]:
-    """Retrieve (and rerank, when ``reranker`` is given) every eval query.
+    """Retrieve every eval query once and, when ``reranker`` is given, rescore its candidates.
 
-    Baseline scores are cosine similarities (1 - cosine distance); reranked scores are the reranker's.
+    Baseline scores are cosine similarities; reranked scores are the reranker's. ``rerank_ms`` times the
+    rescoring of one query's candidates (the search is not counted).
     """
     results: list[QueryResult] = []
     for example, vector in tqdm(
         list(zip(examples, vectors, strict=True)), desc="evaluate", disable=not progress, leave=False
     ):
-        baseline = _ranking(index.search(vector, example.input), "_distance", higher_is_better=False)
+        candidates = retriever.search(vector)
+        baseline = candidates.ranked()
         if reranker is None:
             results.append(QueryResult(example, baseline, baseline, 0.0))
             continue
         started = time.perf_counter()
-        rows = index.search(vector, example.input, reranker=reranker)
+        scores = reranker.score(example.input, candidates.texts)
+        reranked = candidates.reordered(scores)
         elapsed = (time.perf_counter() - started) * 1000.0
-        results.append(QueryResult(example, baseline, _ranking(rows, "_relevance_score", True), elapsed))
+        results.append(QueryResult(example, baseline, reranked, elapsed))
     return results
 
 

@@ -1,4 +1,4 @@
-"""The seed notebook's retrieval metrics, exactly as DESIGN.md defines them.
+"""The seed notebook's retrieval metrics, exactly as docs/metrics.md defines them.
 
 For predictions = the ranked label list cut at k:
 

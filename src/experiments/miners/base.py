@@ -75,6 +75,17 @@ def check_knobs(k: int, duplication: int, n_categories: int) -> None:
         raise ConfigError(f"duplication={duplication}: the items per train example must be at least 1.")
 
 
+def uniform_draw(
+    n_categories: int, banned: set[int], size: int, rng: np.random.Generator, replace: bool = False
+) -> list[int]:
+    """``size`` category indices drawn uniformly from those not in ``banned`` (fewer if too few remain)."""
+    remaining = [index for index in range(n_categories) if index not in banned]
+    if not replace:
+        size = min(size, len(remaining))
+    picked = rng.choice(len(remaining), size=size, replace=replace)
+    return [remaining[int(position)] for position in picked]
+
+
 def cyclic_window(pool: Sequence[int], k: int, draw: int) -> list[int]:
     """Pool positions ``draw*k .. draw*k+k-1``, wrapping around; the whole pool when it has at most ``k``."""
     if len(pool) <= k:
@@ -154,7 +165,7 @@ class Miner(ABC):
                             f"miner {self.name} found only {len(negatives)} of k={k} negatives for train "
                             f"example {index}; lower k or set miner.strict=false to top up at random."
                         )
-                    negatives += self._top_up(context, positives, negatives, missing, rng)
+                    negatives += uniform_draw(context.n_categories, {*positives, *negatives}, missing, rng)
                     topped_up += missing
                 items.append(
                     FinetuneItem(
@@ -174,19 +185,6 @@ class Miner(ABC):
         if not self.allows_repeats:
             kept = list(dict.fromkeys(kept))
         return kept[:k]
-
-    @staticmethod
-    def _top_up(
-        context: MiningContext,
-        positives: list[int],
-        chosen: list[int],
-        missing: int,
-        rng: np.random.Generator,
-    ) -> list[int]:
-        banned = set(positives) | set(chosen)
-        remaining = [index for index in range(context.n_categories) if index not in banned]
-        picked = rng.choice(len(remaining), size=min(missing, len(remaining)), replace=False)
-        return [remaining[int(position)] for position in picked]
 
 
 class RankedPoolMiner(Miner):

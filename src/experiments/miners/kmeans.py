@@ -60,7 +60,3 @@ class KMeansMiner(Miner):
             if len(chosen) >= k:
                 break
         return chosen[:k]
-
-    def cluster_of(self, category_index: int) -> int:
-        """The cluster a category was assigned to by the last ``prepare``."""
-        return int(self._assignment[category_index])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.miners.base import Miner, MiningContext
+from experiments.miners.base import Miner, MiningContext, uniform_draw
 
 
 class MixedMiner(Miner):
@@ -50,10 +50,7 @@ class MixedMiner(Miner):
         if n_hard:
             proposed = self.hard.draw(context, example_index, positives, n_hard, draw, rng)
             hard = list(dict.fromkeys(int(index) for index in proposed))[:n_hard]
-        banned = set(positives) | set(hard)
-        remaining = [index for index in range(context.n_categories) if index not in banned]
-        picked = rng.choice(len(remaining), size=min(k - n_hard, len(remaining)), replace=False)
-        return hard + [remaining[int(position)] for position in picked]
+        return hard + uniform_draw(context.n_categories, {*positives, *hard}, k - n_hard, rng)
 
     def config_dict(self) -> dict[str, object]:
         return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.miners.base import Miner, MiningContext
+from experiments.miners.base import Miner, MiningContext, uniform_draw
 
 
 class RandomMiner(Miner):
@@ -37,11 +37,7 @@ class RandomMiner(Miner):
         draw: int,
         rng: np.random.Generator,
     ) -> list[int]:
-        banned = set(positives)
-        candidates = [index for index in range(context.n_categories) if index not in banned]
-        size = k if self.replace else min(k, len(candidates))
-        picked = rng.choice(len(candidates), size=size, replace=self.replace)
-        return [candidates[int(position)] for position in picked]
+        return uniform_draw(context.n_categories, set(positives), k, rng, replace=self.replace)
 
     def config_dict(self) -> dict[str, object]:
         # ``allows_repeats`` mirrors ``replace``; logging both would only add noise.

@@ -1,8 +1,8 @@
 """The reranker contract: optionally learn from the fine-tuning set, then score (query, document) pairs.
 
 A reranker rescoring the vector-search candidates is the second stage of retrieval. The pipeline calls
-``fit`` once (trainable rerankers train there, or reuse a model trained on the same inputs before) and then
-``score`` for every eval query, through LanceDB (``experiments.rerankers.lancedb_adapter``).
+``fit`` once (trained rerankers train there, or reuse a model trained on the same inputs before) and then
+``score`` for every eval query's candidates.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from experiments.records import FinetuneSet, sha256_json
+
+ModelT = TypeVar("ModelT")
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class FitResult:
         reused: True when a model with this id already existed and no training ran.
         train_seconds: wall time of training (0 when reused).
         train_pairs: number of (query, passage) pairs or training rows seen per epoch.
-        extra: anything else worth logging (loss curve summary, epochs, ...).
+        extra: anything else worth logging (final loss, steps, epochs, ...).
+        loss_history: ``(step, training loss)`` as logged during training, for a loss curve.
     """
 
     finetune_id: str
@@ -35,6 +39,7 @@ class FitResult:
     train_seconds: float = 0.0
     train_pairs: int = 0
     extra: dict[str, float | int | str] = field(default_factory=dict)
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
 
 
 def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:
@@ -44,13 +49,8 @@ def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], t
 
 
 class Reranker(ABC):
-    """Base class of every reranker.
+    """Base class of every reranker. ``score`` must be deterministic for a given model and input."""
 
-    Subclasses that learn set ``trainable = True`` and override ``fit``. ``score`` must be deterministic for a
-    given model and input (eval mode, no dropout).
-    """
-
-    trainable: bool = False
     #: False only for the pass-through reranker: the pipeline then reports the embedding ranking as is.
     reorders: bool = True
 
@@ -80,3 +80,26 @@ class Reranker(ABC):
         """The reranker and its parameters, for tracked params."""
         params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
         return {"name": self.name, **params}
+
+
+class ModelReranker(Reranker, Generic[ModelT]):
+    """A reranker that scores with a model loaded from a folder on first use (eval mode)."""
+
+    _model: ModelT | None = None
+
+    @abstractmethod
+    def _model_source(self) -> str:
+        """The folder (or cached hub id) to score with now."""
+
+    @abstractmethod
+    def _load(self, path: str) -> ModelT:
+        """Load the model at ``path`` on the configured device, in eval mode."""
+
+    def _forget_model(self) -> None:
+        """Drop the loaded model (and anything computed with it); the next score loads ``_model_source()``."""
+        self._model = None
+
+    def _loaded(self) -> ModelT:
+        if self._model is None:
+            self._model = self._load(self._model_source())
+        return self._model

@@ -7,30 +7,16 @@ Scoring is the cosine similarity of the fine-tuned query and document embeddings
 
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.errors import ConfigError
-from experiments.records import FinetuneSet
-from experiments.rerankers.models import (
-    PACKAGED_MINILM,
-    check_positive,
-    loading,
-    mnrl_rows,
-    pick_device,
-    quiet_loading,
-    resolve_model,
-    run_trainer,
-    trainer_kwargs,
-    without_model_card,
-)
-from experiments.rerankers.trained import TrainedReranker
+from experiments.models import PACKAGED_MINILM, loading, pick_device
+from experiments.records import FinetuneItem
+from experiments.rerankers.trained import TrainedReranker, check_positive, mnrl_rows
 
 if TYPE_CHECKING:
     import numpy as np
+    from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from torch import nn
 
@@ -81,7 +67,7 @@ def distinct_mnrl(model: SentenceTransformer, scale: float) -> nn.Module:
     return DistinctMNRL(model, scale=scale)
 
 
-class FinetunedBiEncoder(TrainedReranker):
+class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
     """Fine-tune a sentence-transformers bi-encoder on the mined items and rescore by cosine similarity.
 
     Args:
@@ -97,6 +83,9 @@ class FinetunedBiEncoder(TrainedReranker):
     like the embedding baseline would with this model). Document embeddings are cached in memory by text.
     """
 
+    kind = "bi_encoder"
+    loss_name = "mnrl"
+
     def __init__(
         self,
         base_model: str = PACKAGED_MINILM,
@@ -109,15 +98,6 @@ class FinetunedBiEncoder(TrainedReranker):
         device: str = "auto",
         progress: bool = False,
     ) -> None:
-        for knob, value in (
-            ("epochs", epochs),
-            ("learning_rate", learning_rate),
-            ("batch_size", batch_size),
-            ("scale", scale),
-        ):
-            check_positive(self, knob, value)
-        if not 0 <= warmup_ratio < 1:
-            raise ConfigError(f"{type(self).__name__}: warmup_ratio={warmup_ratio} must be in [0, 1).")
         self.base_model = base_model
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -127,78 +107,33 @@ class FinetunedBiEncoder(TrainedReranker):
         self.scale = scale
         self.device = device
         self.progress = progress
-        self._model_path: Path | None = None
-        self._model: SentenceTransformer | None = None
+        self._check_schedule()
+        check_positive(self, "scale", scale)
         self._doc_vectors: dict[str, np.ndarray] = {}
 
-    def train_args(self, seed: int) -> dict[str, object]:
-        """Everything besides the data and the base model that changes the trained weights."""
-        return {
-            "kind": "bi_encoder",
-            "loss": "mnrl",
-            "epochs": self.epochs,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "warmup_ratio": self.warmup_ratio,
-            "max_length": self.max_length,
-            "scale": self.scale,
-            "seed": seed,
-        }
+    def _own_train_args(self) -> dict[str, object]:
+        return {"scale": self.scale}
 
-    def _use_model(self, path: Path) -> None:
-        self._model_path, self._model, self._doc_vectors = path, None, {}
-
-    def _fit_extra(self, record: dict[str, Any]) -> dict[str, float | int | str]:
-        return {"loss": "mnrl", **super()._fit_extra(record)}
-
-    def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
-        from datasets import Dataset
+    def _trainer_classes(self) -> tuple[Any, Any]:
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        from transformers import set_seed
 
-        device = pick_device(self.device)
-        model = load_bi_encoder(str(identity["path"]), self.max_length, device)
-        model.train()
-        set_seed(seed)
-        rows = mnrl_rows(finetune_set.items)
-        args = SentenceTransformerTrainingArguments(
-            **trainer_kwargs(
-                out_dir / "_trainer",
-                self.epochs,
-                self.learning_rate,
-                self.batch_size,
-                self.warmup_ratio,
-                seed,
-            ),
-            use_cpu=device == "cpu",
-            disable_tqdm=not self.progress,
-        )
-        trainer = without_model_card(SentenceTransformerTrainer)(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(rows),
-            loss=distinct_mnrl(model, self.scale),
-        )
-        started = time.perf_counter()
-        output = run_trainer(trainer)
-        seconds = time.perf_counter() - started
-        shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
-        with quiet_loading():
-            model.save(str(out_dir), create_model_card=False)
-        return {
-            "base_model": identity,
-            "train_args": self.train_args(seed),
-            "train_seconds": round(seconds, 3),
-            "train_pairs": len(rows["query"]) * (len(rows) - 1),
-            "train_loss": float(output.training_loss),
-            "steps": int(output.global_step),
-        }
+        return SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
-    def _loaded(self) -> SentenceTransformer:
-        if self._model is None:
-            path = str(self._model_path) if self._model_path else resolve_model(self.base_model)
-            self._model = load_bi_encoder(path, self.max_length, pick_device(self.device))
-        return self._model
+    def _dataset(self, items: Sequence[FinetuneItem]) -> tuple[Dataset, int]:
+        from datasets import Dataset
+
+        rows = mnrl_rows(items)
+        return Dataset.from_dict(rows), len(rows["query"]) * (len(rows) - 1)
+
+    def _loss(self, model: SentenceTransformer, items: Sequence[FinetuneItem]) -> nn.Module:
+        return distinct_mnrl(model, self.scale)
+
+    def _load(self, path: str) -> SentenceTransformer:
+        return load_bi_encoder(path, self.max_length, pick_device(self.device))
+
+    def _forget_model(self) -> None:
+        super()._forget_model()
+        self._doc_vectors = {}
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._loaded().encode(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from experiments.rerankers.base import Reranker
-from experiments.rerankers.models import loading, pick_device, resolve_model
+from experiments.models import loading, pick_device, resolve_model
+from experiments.rerankers.base import ModelReranker
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
@@ -52,11 +52,11 @@ def predict_logits(model: CrossEncoder, query: str, documents: Sequence[str], ba
     return [float(score) for score in scores]
 
 
-class StockCrossEncoder(Reranker):
+class StockCrossEncoder(ModelReranker["CrossEncoder"]):
     """Rescore candidates with a cross-encoder as shipped.
 
     Args:
-        model: model reference (see ``experiments.rerankers.models``): a local cross-encoder folder, a
+        model: model reference (see ``experiments.models``): a local cross-encoder folder, a
             cached hub id, or ``packaged:all-MiniLM-L6-v2`` (which has no trained scoring head, so its ranking
             is arbitrary: useful only as a smoke test).
         batch_size: pairs per forward pass.
@@ -69,12 +69,12 @@ class StockCrossEncoder(Reranker):
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = device
-        self._model: CrossEncoder | None = None
 
-    def _loaded(self) -> CrossEncoder:
-        if self._model is None:
-            self._model = load_cross_encoder(resolve_model(self.model), self.max_length, pick_device(self.device))
-        return self._model
+    def _model_source(self) -> str:
+        return resolve_model(self.model)
+
+    def _load(self, path: str) -> CrossEncoder:
+        return load_cross_encoder(path, self.max_length, pick_device(self.device))
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One logit per document (higher is more relevant), aligned with ``documents``."""

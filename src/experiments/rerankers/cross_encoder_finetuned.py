@@ -2,32 +2,19 @@
 
 Recipe (sentence-transformers' order): base model → rows from the fine-tuning items → loss → training
 arguments → ``CrossEncoderTrainer`` → save under the fine-tune id. Training is skipped when a complete model
-with the same id is already stored (see ``experiments.rerankers.models.build_once``).
+with the same id is already stored (see ``experiments.store.build_once``).
 """
 
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Generator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from experiments.errors import ConfigError
-from experiments.records import FinetuneItem, FinetuneSet
+from experiments.models import PACKAGED_MINILM, pick_device
+from experiments.records import FinetuneItem
 from experiments.rerankers.cross_encoder import load_cross_encoder, predict_logits
-from experiments.rerankers.models import (
-    PACKAGED_MINILM,
-    check_positive,
-    mnrl_rows,
-    pick_device,
-    quiet_loading,
-    resolve_model,
-    run_trainer,
-    trainer_kwargs,
-    without_model_card,
-)
-from experiments.rerankers.trained import TrainedReranker
+from experiments.rerankers.trained import TrainedReranker, check_positive, mnrl_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -92,7 +79,7 @@ def distinct_in_batch_mnrl(model: CrossEncoder, in_batch_negatives: int) -> nn.M
     return DistinctInBatchMNRL(model, num_negatives=in_batch_negatives)
 
 
-class FinetunedCrossEncoder(TrainedReranker):
+class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
     """Fine-tune a cross-encoder on the mined (query, relevant, hard negatives) items, then rescore with it.
 
     Args:
@@ -115,6 +102,8 @@ class FinetunedCrossEncoder(TrainedReranker):
     untrained head (deterministic, but not a meaningful ranking).
     """
 
+    kind = "cross_encoder"
+
     def __init__(
         self,
         base_model: str = PACKAGED_MINILM,
@@ -134,10 +123,6 @@ class FinetunedCrossEncoder(TrainedReranker):
             raise ConfigError(f"{type(self).__name__}: loss={loss!r} is not one of {list(get_args(LossName))}.")
         if pos_weight is not None:
             check_positive(self, "pos_weight", pos_weight)
-        for knob, value in (("epochs", epochs), ("learning_rate", learning_rate), ("batch_size", batch_size)):
-            check_positive(self, knob, value)
-        if not 0 <= warmup_ratio < 1:
-            raise ConfigError(f"{type(self).__name__}: warmup_ratio={warmup_ratio} must be in [0, 1).")
         if in_batch_negatives < 0:
             raise ConfigError(f"{type(self).__name__}: in_batch_negatives={in_batch_negatives} must be >= 0.")
         self.base_model = base_model
@@ -152,76 +137,30 @@ class FinetunedCrossEncoder(TrainedReranker):
         self.device = device
         self.score_batch_size = score_batch_size
         self.progress = progress
-        self._model_path: Path | None = None
-        self._model: CrossEncoder | None = None
+        self._check_schedule()
 
-    def train_args(self, seed: int) -> dict[str, object]:
-        """Everything besides the data and the base model that changes the trained weights."""
-        args: dict[str, object] = {
-            "kind": "cross_encoder",
-            "loss": self.loss,
-            "pos_weight": self.pos_weight,
-            "epochs": self.epochs,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "warmup_ratio": self.warmup_ratio,
-            "max_length": self.max_length,
-            "seed": seed,
-        }
+    @property
+    def loss_name(self) -> str:
+        return self.loss
+
+    def _own_train_args(self) -> dict[str, object]:
+        args: dict[str, object] = {"pos_weight": self.pos_weight}
         if self.loss == "mnrl":
             args["in_batch_negatives"] = self.in_batch_negatives
         return args
 
-    def _use_model(self, path: Path) -> None:
-        self._model_path, self._model = path, None
+    def _bce_pos_weight(self, items: Sequence[FinetuneItem]) -> float | None:
+        if self.loss != "bce":
+            return None
+        return self.pos_weight or default_pos_weight(items)
 
-    def _fit_extra(self, record: dict[str, Any]) -> dict[str, float | int | str]:
-        extra: dict[str, float | int | str] = {"loss": self.loss, **super()._fit_extra(record)}
-        if record.get("pos_weight") is not None:
-            extra["pos_weight"] = record["pos_weight"]
-        return extra
+    def _record_extra(self, items: Sequence[FinetuneItem]) -> dict[str, Any]:
+        return {"pos_weight": self._bce_pos_weight(items)}
 
-    def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
+    def _trainer_classes(self) -> tuple[Any, Any]:
         from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-        from transformers import set_seed
 
-        device = pick_device(self.device)
-        model = load_cross_encoder(str(identity["path"]), self.max_length, device)
-        model.train()
-        set_seed(seed)  # data order, dropout and in-batch draws; a new head is seeded by the loader
-        dataset, pairs = self._dataset(finetune_set.items)
-        pos_weight = None
-        if self.loss == "bce":
-            pos_weight = self.pos_weight or default_pos_weight(finetune_set.items)
-        args = CrossEncoderTrainingArguments(
-            **trainer_kwargs(
-                out_dir / "_trainer",
-                self.epochs,
-                self.learning_rate,
-                self.batch_size,
-                self.warmup_ratio,
-                seed,
-            ),
-            use_cpu=device == "cpu",
-            disable_tqdm=not self.progress,
-        )
-        loss = self._loss(model, pos_weight)
-        trainer = without_model_card(CrossEncoderTrainer)(model=model, args=args, train_dataset=dataset, loss=loss)
-        started = time.perf_counter()
-        output = run_trainer(trainer)
-        seconds = time.perf_counter() - started
-        shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
-        with quiet_loading():
-            model.save(str(out_dir), create_model_card=False)
-        return {
-            "base_model": identity,
-            "train_args": self.train_args(seed),
-            "pos_weight": pos_weight,
-            "train_seconds": round(seconds, 3),
-            "train_pairs": pairs,
-            "train_loss": float(output.training_loss),
-            "steps": int(output.global_step),
-        }
+        return CrossEncoderTrainer, CrossEncoderTrainingArguments
 
     def _dataset(self, items: Sequence[FinetuneItem]) -> tuple[Dataset, int]:
         """The training rows for the chosen loss, and the (query, passage) pairs they hold per epoch."""
@@ -239,21 +178,18 @@ class FinetunedCrossEncoder(TrainedReranker):
             raise ConfigError(f"{self.name}: loss=mnrl needs hard negatives (k >= 1) or in_batch_negatives >= 1.")
         return Dataset.from_dict(rows), len(rows["query"]) * (columns + self.in_batch_negatives)
 
-    def _loss(self, model: CrossEncoder, pos_weight: float | None) -> nn.Module:
+    def _loss(self, model: CrossEncoder, items: Sequence[FinetuneItem]) -> nn.Module:
         import torch
         from sentence_transformers.cross_encoder import losses
 
         if self.loss == "bce":
-            return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight))
+            return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(self._bce_pos_weight(items)))
         if self.loss == "lambda":
             return losses.LambdaLoss(model)
         return distinct_in_batch_mnrl(model, self.in_batch_negatives)
 
-    def _loaded(self) -> CrossEncoder:
-        if self._model is None:
-            path = str(self._model_path) if self._model_path else resolve_model(self.base_model)
-            self._model = load_cross_encoder(path, self.max_length, pick_device(self.device))
-        return self._model
+    def _load(self, path: str) -> CrossEncoder:
+        return load_cross_encoder(path, self.max_length, pick_device(self.device))
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One logit per document (higher is more relevant), aligned with ``documents``."""

@@ -1,43 +1,187 @@
-"""What every fine-tuned reranker shares: the fine-tune id, the once-only build and the fit record."""
+"""The training recipe every fine-tuned reranker follows, with small hooks per model kind.
+
+Recipe (sentence-transformers' order): base model → rows from the fine-tuning items → loss → training
+arguments → trainer → train → save under the fine-tune id, with a JSON record of what happened. The fine-tune
+id hashes the set, the base weights and the training arguments; the model store (``experiments.store``) trains
+once per id and renames the finished folder into place, so a rerun reuses it.
+"""
 
 from __future__ import annotations
 
+import shutil
+import time
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from experiments.errors import ConfigError
-from experiments.records import FinetuneSet
-from experiments.rerankers.base import FitResult, Reranker, make_finetune_id
-from experiments.rerankers.models import build_once, cache_identity, model_identity
+from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
+from experiments.records import FinetuneItem, FinetuneSet
+from experiments.rerankers.base import FitResult, ModelReranker, make_finetune_id
+from experiments.store import build_once
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from torch import nn
+
+ModelT = TypeVar("ModelT")
+
+#: Training loss is logged every this many optimiser steps (kept in the fit record as a loss curve).
+LOSS_LOG_STEPS = 10
 
 
-class TrainedReranker(Reranker):
-    """A reranker trained on the fine-tuning set and stored under its fine-tune id.
+def check_positive(owner: object, knob: str, value: float) -> None:
+    """Raise a ``ConfigError`` naming the class when a knob that must be positive is not."""
+    if not value > 0:
+        raise ConfigError(f"{type(owner).__name__}: {knob}={value} must be greater than 0.")
 
-    Subclasses say what changes the weights (``train_args``), how to train into a folder (``_train``, returning
-    a JSON record with at least ``train_seconds``, ``train_pairs``, ``train_loss`` and ``steps``) and how to
-    drop a loaded model (``_use_model``).
+
+def mnrl_rows(items: Sequence[FinetuneItem]) -> dict[str, list[str]]:
+    """n-tuple rows ``(query, positive, negative_1, ..., negative_n)``: one per relevant passage of each item.
+
+    Dataset columns must be rectangular, so ``n`` is the smallest negative count in the set (the miners give
+    every item exactly ``k``); extra negatives of longer items are dropped.
+    """
+    n = min(len(item.hard_negatives) for item in items)
+    rows: dict[str, list[str]] = {"query": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(n)}}
+    for item in items:
+        for passage in item.relevant_passages:
+            rows["query"].append(item.query)
+            rows["positive"].append(passage)
+            for i, negative in enumerate(item.hard_negatives[:n]):
+                rows[f"negative_{i + 1}"].append(negative)
+    return rows
+
+
+def trainer_kwargs(
+    output_dir: Path, epochs: float, learning_rate: float, batch_size: int, warmup_ratio: float, seed: int
+) -> dict[str, Any]:
+    """Training arguments shared by every fine-tune: seeded data order, no checkpoints, reporting or hub."""
+    return {
+        # transformers 5 takes a ratio as a float ``warmup_steps`` (``warmup_ratio`` is deprecated).
+        "warmup_steps": warmup_ratio,
+        "output_dir": str(output_dir),
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": batch_size,
+        "seed": seed,
+        "data_seed": seed,
+        "save_strategy": "no",
+        "logging_strategy": "steps",
+        "logging_steps": LOSS_LOG_STEPS,
+        "report_to": "none",
+        "push_to_hub": False,
+        "dataloader_num_workers": 0,
+    }
+
+
+def without_model_card(trainer_class: Any) -> Any:
+    """A subclass of a sentence-transformers trainer that skips model-card bookkeeping.
+
+    The stock trainer samples widget examples and dataset statistics for a README we never write (models are
+    saved with ``create_model_card=False``), which costs time and prints a progress bar.
     """
 
-    trainable = True
+    class Trainer(trainer_class):
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            return None
+
+    Trainer.__name__ = trainer_class.__name__
+    return Trainer
+
+
+def run_trainer(trainer: Any) -> Any:
+    """``trainer.train()`` without per-log console lines (the progress bar follows the arguments).
+
+    The loss is still logged every ``LOSS_LOG_STEPS`` steps into the trainer's state, for the loss curve.
+    """
+    from transformers import PrinterCallback, ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress)
+    return trainer.train()
+
+
+def loss_history(trainer: Any) -> list[tuple[int, float]]:
+    """``(step, loss)`` pairs the trainer logged during training."""
+    return [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
+
+
+class TrainedReranker(ModelReranker[ModelT]):
+    """A reranker trained on the fine-tuning set and stored under its fine-tune id.
+
+    The shared knobs (set by each subclass's ``__init__`` and checked by ``_check_schedule``): ``base_model``,
+    ``epochs``, ``learning_rate``, ``batch_size``, ``warmup_ratio``, ``max_length``, ``device``, ``progress``.
+    A subclass says how to load its kind of model (``_load``), which trainer to use (``_trainer_classes``),
+    which rows (``_dataset``) and loss (``_loss``) to train on, and what else changes its weights
+    (``_own_train_args``).
+    """
+
+    kind: str
     base_model: str
     epochs: float
+    learning_rate: float
+    batch_size: int
+    warmup_ratio: float
+    max_length: int
+    device: str
+    progress: bool
+    _model_path: Path | None = None
+
+    @property
+    @abstractmethod
+    def loss_name(self) -> str:
+        """The training loss, for the record."""
 
     @abstractmethod
+    def _trainer_classes(self) -> tuple[Any, Any]:
+        """``(trainer class, training-arguments class)`` of sentence-transformers for this kind of model."""
+
+    @abstractmethod
+    def _dataset(self, items: Sequence[FinetuneItem]) -> tuple[Dataset, int]:
+        """The training rows, and the (query, passage) pairs they hold per epoch."""
+
+    @abstractmethod
+    def _loss(self, model: ModelT, items: Sequence[FinetuneItem]) -> nn.Module:
+        """The training loss for ``model`` on these items."""
+
+    def _own_train_args(self) -> dict[str, object]:
+        """What besides the shared knobs changes this kind's trained weights."""
+        return {}
+
+    def _record_extra(self, items: Sequence[FinetuneItem]) -> dict[str, Any]:
+        """Anything derived from the data that the fit record should keep."""
+        return {}
+
+    def _check_schedule(self) -> None:
+        for knob in ("epochs", "learning_rate", "batch_size", "max_length"):
+            check_positive(self, knob, getattr(self, knob))
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"{self.name}: warmup_ratio={self.warmup_ratio} must be in [0, 1).")
+
     def train_args(self, seed: int) -> dict[str, object]:
         """Everything besides the data and the base model that changes the trained weights."""
+        return {
+            "kind": self.kind,
+            "loss": self.loss_name,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "warmup_ratio": self.warmup_ratio,
+            "max_length": self.max_length,
+            "seed": seed,
+            **self._own_train_args(),
+        }
 
-    @abstractmethod
-    def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
-        """Train from the base model at ``identity["path"]`` and save the result into ``out_dir``."""
-
-    @abstractmethod
-    def _use_model(self, path: Path) -> None:
-        """Score with the model at ``path`` from now on (loaded lazily)."""
-
-    def _fit_extra(self, record: dict[str, Any]) -> dict[str, float | int | str]:
-        return {"train_loss": record["train_loss"], "steps": record["steps"], "epochs": self.epochs}
+    def _model_source(self) -> str:
+        """The model trained by the last ``fit``, or the base model before any ``fit``."""
+        return str(self._model_path) if self._model_path else resolve_model(self.base_model)
 
     def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult:
         """Train on ``finetune_set`` into ``cache_dir/<finetune id>``, or reuse the model stored there."""
@@ -47,12 +191,57 @@ class TrainedReranker(Reranker):
         finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed))
         final_dir = Path(cache_dir) / finetune_id
         record, reused = build_once(final_dir, lambda tmp: self._train(finetune_set, identity, tmp, seed))
-        self._use_model(final_dir)
+        self._model_path = final_dir
+        self._forget_model()
+        extra: dict[str, float | int | str] = {
+            "loss": self.loss_name,
+            "train_loss": record["train_loss"],
+            "steps": record["steps"],
+            "epochs": self.epochs,
+            **{key: value for key, value in record.get("extra", {}).items() if value is not None},
+        }
         return FitResult(
             finetune_id=finetune_id,
             model_path=final_dir,
             reused=reused,
             train_seconds=0.0 if reused else record["train_seconds"],
             train_pairs=record["train_pairs"],
-            extra=self._fit_extra(record),
+            extra=extra,
+            loss_history=[(int(step), float(loss)) for step, loss in record.get("loss_history", [])],
         )
+
+    def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
+        """Train from the base model at ``identity["path"]`` and save the result into ``out_dir``."""
+        from transformers import set_seed
+
+        trainer_class, arguments_class = self._trainer_classes()
+        device = pick_device(self.device)
+        model = self._load(str(identity["path"]))
+        model.train()  # type: ignore[attr-defined]
+        set_seed(seed)  # data order, dropout and in-batch draws; a new head is seeded by the loader
+        dataset, pairs = self._dataset(finetune_set.items)
+        arguments = arguments_class(
+            **trainer_kwargs(
+                out_dir / "_trainer", self.epochs, self.learning_rate, self.batch_size, self.warmup_ratio, seed
+            ),
+            use_cpu=device == "cpu",
+            disable_tqdm=not self.progress,
+        )
+        loss = self._loss(model, finetune_set.items)
+        trainer = without_model_card(trainer_class)(model=model, args=arguments, train_dataset=dataset, loss=loss)
+        started = time.perf_counter()
+        output = run_trainer(trainer)
+        seconds = time.perf_counter() - started
+        shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
+        with quiet_loading():
+            model.save(str(out_dir), create_model_card=False)  # type: ignore[attr-defined]
+        return {
+            "base_model": identity,
+            "train_args": self.train_args(seed),
+            "train_seconds": round(seconds, 3),
+            "train_pairs": pairs,
+            "train_loss": float(output.training_loss),
+            "steps": int(output.global_step),
+            "loss_history": loss_history(trainer),
+            "extra": self._record_extra(finetune_set.items),
+        }

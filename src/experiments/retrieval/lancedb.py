@@ -1,33 +1,37 @@
-"""The LanceDB table of categories and the first retrieval stage (vector search)."""
+"""Categories in a LanceDB table, searched by cosine similarity: ``retrieval=lancedb``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from lancedb.query import LanceVectorQueryBuilder
 
-from experiments.records import Category, sha256_json
+from experiments.errors import ConfigError
+from experiments.records import Candidates, Category, sha256_json
 
 if TYPE_CHECKING:
     import lancedb
-    from lancedb.rerankers import Reranker as LanceReranker
 
 
-class CategoryIndex:
+class LanceDBRetriever:
     """Categories stored in LanceDB (``category``, ``text``, ``description``, ``vector``), searched by cosine.
 
     Args:
         uri: a local folder or any LanceDB URI (object storage, LanceDB Cloud).
         top_k: candidates returned by vector search (the seed used 25).
         with_descriptions: embed and rerank ``"name: description"`` instead of the bare name.
+
+    After ``build``, ``table`` is the LanceDB table itself, for users who query it directly, e.g.
+    ``retriever.table.search(v).limit(25).rerank(LanceDBReranker(r), query_string=q)``
+    (see ``experiments.retrieval.lancedb_reranker``).
     """
 
     def __init__(self, uri: str, top_k: int = 25, with_descriptions: bool = True) -> None:
         if top_k < 1:
-            raise ValueError(f"CategoryIndex: top_k={top_k} must be at least 1")
+            raise ConfigError(f"LanceDBRetriever: top_k={top_k} must be at least 1 (e.g. retrieval.top_k=25).")
         self.uri = uri
         self.top_k = top_k
         self.with_descriptions = with_descriptions
@@ -40,11 +44,17 @@ class CategoryIndex:
         """The text each category is embedded and reranked as."""
         return [category.document(self.with_descriptions) for category in categories]
 
-    def build(self, categories: Sequence[Category], vectors: np.ndarray, model_key: str) -> str:
-        """Create (or reuse) the table for these categories and vectors; returns the table name.
+    @property
+    def table(self) -> lancedb.table.Table:
+        if self._table is None:
+            raise RuntimeError("LanceDBRetriever: call build() before using the table")
+        return self._table
 
-        The name is a digest of the content, so runs with different data or models never share a table and a
-        rerun with the same inputs reuses it.
+    def build(self, categories: Sequence[Category], vectors: np.ndarray, model_key: str) -> None:
+        """Create (or reuse) the table for these categories and vectors.
+
+        The table's name is a digest of the content, so runs with different data or models never share a table
+        and a rerun with the same inputs reuses it.
         """
         import lancedb
 
@@ -63,15 +73,14 @@ class CategoryIndex:
         # The name is content-addressed, so an existing table (a rerun, or a parallel job a moment ago) is
         # the same table: exist_ok opens it instead of writing it again.
         self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
-        return name
 
-    def search(self, vector: np.ndarray, query: str, reranker: LanceReranker | None = None) -> list[dict[str, Any]]:
-        """Top ``top_k`` categories for one query vector, reranked by ``reranker`` when given."""
-        if self._table is None:
-            raise RuntimeError("CategoryIndex.search called before build")
-        builder = self._table.search(vector.astype(np.float32), query_type="vector")
+    def search(self, vector: np.ndarray) -> Candidates:
+        """Top ``top_k`` categories for one query vector, by cosine similarity (1 - cosine distance)."""
+        builder = self.table.search(vector.astype(np.float32), query_type="vector")
         assert isinstance(builder, LanceVectorQueryBuilder)
-        builder = builder.distance_type("cosine").limit(self.top_k)
-        if reranker is not None:
-            builder = builder.rerank(reranker, query_string=query)
-        return builder.select(["category", "text", "_distance"]).to_list()
+        rows = builder.distance_type("cosine").limit(self.top_k).select(["category", "text"]).to_list()
+        return Candidates(
+            labels=[str(row["category"]) for row in rows],
+            texts=[str(row["text"]) for row in rows],
+            scores=[1.0 - float(row["_distance"]) for row in rows],
+        )

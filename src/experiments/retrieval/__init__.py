@@ -1,0 +1,1 @@
+"""The first retrieval stage (``retrieval=`` group): categories indexed once, searched per query."""

@@ -1,0 +1,101 @@
+"""The retrieval room: LanceDB search, one search per eval query, and the LanceDB ``.rerank()`` adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.errors import ConfigError
+from experiments.evaluation.evaluate import run_queries
+from experiments.records import Candidates, Category, Example
+from experiments.rerankers.base import Reranker
+from experiments.retrieval.lancedb import LanceDBRetriever
+from experiments.retrieval.lancedb_reranker import LanceDBReranker
+
+CATEGORIES = [Category(name=name, description="") for name in ("aa", "a", "aaaa", "aaa")]
+VECTORS = np.array([[1.0, 0.0], [0.9, 0.1], [0.5, 0.5], [0.0, 1.0]], dtype=np.float32)
+VECTORS /= np.linalg.norm(VECTORS, axis=1, keepdims=True)
+
+
+class ByLength(Reranker):
+    """Scores longer documents higher: a reranker whose order is easy to predict."""
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        return [float(len(document)) for document in documents]
+
+
+class CountingRetriever(LanceDBRetriever):
+    searches = 0
+
+    def search(self, vector: np.ndarray) -> Candidates:
+        self.searches += 1
+        return super().search(vector)
+
+
+@pytest.fixture
+def retriever(tmp_path: Path) -> CountingRetriever:
+    built = CountingRetriever(str(tmp_path / "lance"), top_k=3)
+    built.build(CATEGORIES, VECTORS, model_key="test")
+    return built
+
+
+def test_search_returns_top_k_by_cosine(retriever: CountingRetriever) -> None:
+    candidates = retriever.search(np.array([1.0, 0.0], dtype=np.float32))
+    assert candidates.labels == ["aa", "a", "aaaa"]
+    assert candidates.texts == ["aa", "a", "aaaa"]
+    assert candidates.scores == pytest.approx([1.0, float(VECTORS[1, 0]), float(VECTORS[2, 0])], abs=1e-6)
+
+
+def test_top_k_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="top_k=0"):
+        LanceDBRetriever(str(tmp_path), top_k=0)
+
+
+def test_evaluation_searches_once_and_rescores_those_candidates(retriever: CountingRetriever) -> None:
+    examples = [Example(input="q1", expected=["aaaa"]), Example(input="q2", expected=["a"])]
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    results = run_queries(examples, vectors, retriever, ByLength(), progress=False)
+    assert retriever.searches == len(examples)
+    first = results[0]
+    assert first.baseline.labels == ["aa", "a", "aaaa"]
+    assert first.reranked.labels == ["aaaa", "aa", "a"]  # the same three candidates, by length
+    assert first.reranked.scores == [4.0, 2.0, 1.0]
+
+
+def test_lancedb_rerank_path_agrees_with_the_pipeline(retriever: CountingRetriever) -> None:
+    """Users who call LanceDB directly get the order the pipeline measures."""
+    vector = np.array([0.6, 0.4], dtype=np.float32)
+    builder = retriever.table.search(vector, query_type="vector").distance_type("cosine").limit(3)  # type: ignore[union-attr]
+    rows = builder.rerank(LanceDBReranker(ByLength()), query_string="q").to_list()
+    pipeline = retriever.search(vector).reordered(ByLength().score("q", retriever.search(vector).texts))
+    assert [row["category"] for row in rows] == pipeline.labels
+    assert [row["_relevance_score"] for row in rows] == pipeline.scores
+    assert all("_distance" in row for row in rows)
+
+
+def test_ties_keep_retrieval_order() -> None:
+    candidates = Candidates(labels=["x", "y", "z"], texts=["x", "y", "z"], scores=[0.9, 0.8, 0.7])
+    assert candidates.reordered([1.0, 2.0, 1.0]).labels == ["y", "x", "z"]
+
+
+def test_lancedb_full_text_and_hybrid_searches_rerank_too(retriever: CountingRetriever) -> None:
+    table = retriever.table
+    table.create_fts_index("text", use_tantivy=False, replace=True)
+    fts = table.search("aaa", query_type="fts").limit(3).rerank(LanceDBReranker(ByLength())).to_list()
+    assert [row["text"] for row in fts] == sorted((row["text"] for row in fts), key=len, reverse=True)
+    assert all("_score" in row for row in fts)
+    hybrid = (
+        table.search(query_type="hybrid")
+        .vector(np.array([1.0, 0.0], dtype=np.float32))
+        .text("aaa")
+        .limit(4)
+        .rerank(LanceDBReranker(ByLength()))
+        .to_list()
+    )
+    texts = [row["text"] for row in hybrid]
+    assert len(texts) == len(set(texts))  # merged without duplicates
+    assert [row["_relevance_score"] for row in hybrid] == [float(len(text)) for text in texts]
+    assert texts == sorted(texts, key=len, reverse=True)
