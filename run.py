@@ -1,12 +1,14 @@
-"""Run one experiment (or a sweep with ``-m``): ``python run.py miner=cosine k=4``."""
+"""Run one experiment (or a sweep with ``-m``): ``python run.py miner=cosine k=4``; returns ``optimized_metric``."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 os.environ.setdefault("EXPERIMENTS_ROOT", str(Path(__file__).resolve().parent))
@@ -18,8 +20,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main(cfg: DictConfig) -> float:
     from experiments.app import main as run_app
 
-    return run_app(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    return run_app(
+        cfg,
+        Path(hydra_cfg.runtime.output_dir),
+        in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
+        parallel_jobs=hydra_cfg.launcher.get("n_jobs"),
+    )
 
 
 if __name__ == "__main__":
     main()
+    from experiments.sweeps import callback
+
+    sys.exit(callback.exit_code)  # a sweep with failed jobs exits 1

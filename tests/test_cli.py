@@ -107,3 +107,78 @@ def test_a_sweep_with_tracker_none_runs_without_a_parent(tmp_path, tiny_model_di
     assert "Traceback" not in completed.stderr and "Error" not in completed.stderr
     assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))) == 2
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_job_never_ends_the_sweep_and_a_rerun_redoes_only_it(tmp_path, tiny_model_dir):
+    import mlflow
+
+    sweep_dir = tmp_path / "sweep"
+    args = ("-m", *shrunk(tmp_path, tiny_model_dir), "reranker=none", "k=0,2,3", f"hydra.sweep.dir={sweep_dir}")
+    completed = run_cli(*args)
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert "failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=0,reranker=none: k=0:" in completed.stdout
+    assert "winner: k=" in completed.stdout and (sweep_dir / "report.md").is_file()
+    folders = {path.name: path for path in sweep_dir.iterdir() if path.is_dir()}
+    done = sorted(name for name, path in folders.items() if (path / "metrics.json").is_file())
+    assert [name.split(",")[2] for name in done] == ["k=2", "k=3"]
+    [failed] = [path for path in folders.values() if (path / "failed.json").is_file()]
+    assert json.loads((failed / "failed.json").read_text())["reason"].startswith("k=0:")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    children = [
+        run
+        for run in mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
+        if run.data.tags.get("mlflow.parentRunId")
+    ]
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
+
+    stamps = {name: (folders[name] / "metrics.json").stat().st_mtime_ns for name in done}
+    failed_stamp = (failed / "failed.json").stat().st_mtime_ns
+    again = run_cli(*args)
+    assert again.returncode == 1
+    assert again.stdout.count("reused: ") == 2  # the completed jobs are not run again ...
+    assert {name: (folders[name] / "metrics.json").stat().st_mtime_ns for name in done} == stamps
+    assert (failed / "failed.json").stat().st_mtime_ns != failed_stamp  # ... the failed one is
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_shares_caches_and_one_mlflow_store(tmp_path, tiny_model_dir):
+    import mlflow
+
+    completed = run_cli(
+        "-m",
+        *shrunk(tmp_path, tiny_model_dir),
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "reranker=bi_encoder_finetuned",
+        f"reranker.base_model={tiny_model_dir}",
+        "reranker.epochs=1",
+        "miner=random,cosine",
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "locked" not in completed.stderr.lower()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId")]
+    assert sorted(run.info.run_name for run in children) == [
+        "CosineMiner-k4-d2-FinetunedBiEncoder",
+        "RandomMiner-k4-d2-FinetunedBiEncoder",
+    ]
+    assert all(run.info.status == "FINISHED" for run in runs)
+    models = [path for path in (tmp_path / "outputs" / "cache" / "models").iterdir()]
+    assert len(models) == 2 and not any(path.name.startswith(".") for path in models)
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_on_a_local_instance(tmp_path, tiny_model_dir):
+    import mlflow
+
+    completed = run_cli("-m", *shrunk(tmp_path, tiny_model_dir), "hydra/launcher=ray", "reranker=none", "k=2,3")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))) == 2
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
+    [parent] = [run for run in runs if run.data.tags.get("sweep") == "parent"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in runs)

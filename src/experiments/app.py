@@ -15,8 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from experiments.errors import UserError
+from experiments.errors import ConfigError, UserError
+from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
+from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
 from experiments.tracking.base import scrub
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,20 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     return run_experiment(parts, knobs, folders, config)
 
 
-def main(cfg: DictConfig, output_dir: Path) -> float:
-    """CLI entry: run, print the table and the run folder; a user mistake exits 2 with one line, no traceback."""
-    try:
-        outcome = run(cfg, output_dir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+def limit_threads(parallel_jobs: int | None) -> None:
+    """Give each of ``parallel_jobs`` concurrent jobs its share of the cores, so they do not thrash each other."""
+    if not parallel_jobs or parallel_jobs == 1:
+        return
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    jobs = cores if parallel_jobs < 0 else parallel_jobs  # joblib's n_jobs=-1: one job per core
+    torch.set_num_threads(max(1, cores // jobs))
+
+
+def _print_outcome(outcome: RunOutcome) -> None:
     print()
     print(outcome.table)
     if outcome.fit is not None:
@@ -74,4 +83,39 @@ def main(cfg: DictConfig, output_dir: Path) -> float:
         if count:
             print(f"note: {note} = {count} (the strategy's pool ran short; set miner.strict=true to fail instead)")
     print(f"run folder: {outcome.output_dir}")
-    return outcome.primary_metric
+
+
+def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_jobs: int | None = None) -> float:
+    """CLI entry: run, print the table and the run folder, return ``optimized_metric`` of the reranker.
+
+    A single run exits 2 with one line, no traceback, on a user mistake. A sweep job never ends the sweep: its
+    failure (a user mistake or any exception) is written to ``failed.json`` in its folder and it returns NaN;
+    a job whose folder already holds a completed run of the same config returns that run's value (a rerun of the
+    same sweep redoes only what failed or never finished).
+    """
+    metric = str(cfg.get("optimized_metric", "mrr@1"))
+    limit_threads(parallel_jobs)
+    try:
+        if metric not in METRIC_NAMES:
+            raise ConfigError(f"optimized_metric={metric}: use one of {', '.join(METRIC_NAMES)}.")
+        if in_sweep:
+            previous = completed_metric(output_dir, scrub(OmegaConf.to_container(cfg, resolve=True)), metric)
+            if previous is not None:
+                print(f"reused: {output_dir} already holds this configuration's completed run")
+                return previous
+            clear_failure(output_dir)
+        outcome = run(cfg, output_dir)
+    except UserError as error:
+        if not in_sweep:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        print(f"error: {record_failure(output_dir, error, user_error=True)}", file=sys.stderr)
+        return float("nan")
+    except Exception as error:
+        if not in_sweep:
+            raise
+        log.exception("job failed")  # the traceback goes to the job's log file too
+        print(f"error: {record_failure(output_dir, error, user_error=False)}", file=sys.stderr)
+        return float("nan")
+    _print_outcome(outcome)
+    return outcome.summary.systems["reranker"][metric].mean

@@ -105,11 +105,6 @@ class RunOutcome:
     def summary(self) -> Summary:
         return self.evaluation.summary
 
-    @property
-    def primary_metric(self) -> float:
-        """What a sweeper optimises: the reranked ``mrr@1``."""
-        return self.summary.systems["reranker"]["mrr@1"].mean
-
 
 class _Stopwatch:
     def __init__(self) -> None:

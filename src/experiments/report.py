@@ -53,3 +53,11 @@ def format_table(summary: Summary, reranker_label: str) -> str:
             "raise retrieval.top_k to lift that ceiling"
         )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m experiments.report <sweep folder>: the sweep's comparison report
+    import sys
+
+    from experiments.sweeps.report import main
+
+    sys.exit(main())

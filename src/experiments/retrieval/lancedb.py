@@ -78,7 +78,7 @@ class LanceDBRetriever:
         """Top ``top_k`` categories for one query vector, by cosine similarity (1 - cosine distance)."""
         builder = self.table.search(vector.astype(np.float32), query_type="vector")
         assert isinstance(builder, LanceVectorQueryBuilder)
-        rows = builder.distance_type("cosine").limit(self.top_k).select(["category", "text"]).to_list()
+        rows = builder.distance_type("cosine").limit(self.top_k).select(["category", "text", "_distance"]).to_list()
         return Candidates(
             labels=[str(row["category"]) for row in rows],
             texts=[str(row["text"]) for row in rows],

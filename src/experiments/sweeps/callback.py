@@ -1,0 +1,90 @@
+"""A Hydra callback that follows a sweep: progress per job, the failed jobs at the end, the report and the exit code.
+
+Jobs never end a sweep (``experiments.app.main`` records a failing job in its folder and returns); this callback
+reads the job folders (``experiments.sweeps.jobs``), so it counts the same with every launcher, and when the sweep
+ends it writes the comparison report, prints the winner and the failures, and sets ``exit_code`` for ``run.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from experiments.sweeps.jobs import sweep_jobs
+
+log = logging.getLogger(__name__)
+
+#: What ``run.py`` exits with after a sweep: 1 when any job failed or did not finish, else 0.
+exit_code = 0
+
+
+def planned_jobs(task_overrides: list[str]) -> int:
+    """How many jobs the basic sweeper expands ``a=1,2 b=x,y`` into (the product of the sweeps' sizes)."""
+    total = 1
+    for override in OverridesParser.create().parse_overrides(task_overrides):
+        if override.is_sweep_override():
+            total *= len(list(override.sweep_string_iterator()))
+    return total
+
+
+class SweepMonitor(Callback):
+    """Progress while a sweep runs; at its end, the report, the winner, the failed jobs and the exit code."""
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global exit_code
+        exit_code = 0
+        self._sweep_dir = Path(config.hydra.sweep.dir)
+        self._total = planned_jobs(list(config.hydra.overrides.task))
+        print(f"sweep: {self._total} jobs into {self._sweep_dir}", file=sys.stderr)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        # Runs in the worker with parallel launchers: count from the folders, which every process sees.
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sweep_jobs(sweep_dir)
+        done = sum(job.status == "completed" for job in jobs)
+        failed = sum(job.status == "failed" for job in jobs)
+        value = job_return.return_value if job_return is not None and job_return.status.name == "COMPLETED" else None
+        state = "failed" if value is None or (isinstance(value, float) and math.isnan(value)) else "done"
+        total = self._total or len(jobs)
+        print(
+            f"sweep: {done + failed}/{total} finished ({done} completed, {failed} failed); "
+            f"{config.hydra.job.override_dirname or config.hydra.job.num}: {state}",
+            file=sys.stderr,
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global exit_code
+        from experiments.sweeps.report import write_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sweep_jobs(sweep_dir)
+        failed = [job for job in jobs if job.status != "completed"]
+        completed = len(jobs) - len(failed)
+        print(f"\nsweep: {completed} of {len(jobs)} jobs completed in {sweep_dir}")
+        if completed:
+            report = write_report(sweep_dir, metric=str(config.optimized_metric))
+            print(
+                f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on "
+                f"{report.selection_split})"
+            )
+            print(f"report: {report.markdown_path}")
+        for job in failed:
+            reason = job.reason or "did not finish (killed?)"
+            print(f"failed: {job.label}: {reason}")
+        if failed:
+            print(
+                f"{len(failed)} job(s) failed; rerun the same command with hydra.sweep.dir={sweep_dir} to redo "
+                "only those."
+            )
+        exit_code = 1 if failed else 0

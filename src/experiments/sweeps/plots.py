@@ -1,0 +1,103 @@
+"""The sweep report's figures (PNG): the metric against k per miner, a bar per configuration, the winner's loss."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiments.sweeps.report import Row
+
+
+def _k(row: Row) -> float | None:
+    value = row.job.overrides.get("k")
+    if value is None:
+        value = json.loads((row.job.folder / "config.json").read_text("utf-8")).get("k")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
+    """Write the figures that the rows support into ``sweep_dir``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+
+    # 1. The metric against k, one line per miner (when k varies).
+    by_miner: dict[str, list[tuple[float, Row]]] = defaultdict(list)
+    for row in rows:
+        k = _k(row)
+        if k is not None:
+            by_miner[f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"].append((k, row))
+    if len({k for points in by_miner.values() for k, _ in points}) > 1:
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        for name, points in sorted(by_miner.items()):
+            points.sort(key=lambda point: point[0])
+            ks = [k for k, _ in points]
+            means = [row.metrics[metric].mean for _, row in points]
+            low = [row.metrics[metric].mean - row.metrics[metric].low for _, row in points]
+            high = [row.metrics[metric].high - row.metrics[metric].mean for _, row in points]
+            axes.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=name)
+        axes.set_xlabel("k (negatives per item)")
+        axes.set_ylabel(f"{metric} (eval, 95% CI)")
+        axes.set_title(f"{metric} against k, per miner / reranker")
+        axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
+        path = sweep_dir / f"{metric.replace('@', '_at_')}_vs_k.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+
+    # 2. One bar per configuration with its interval, coloured by reranker, the baseline as a line.
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 3), 4.5))
+    rerankers = sorted({row.choices.get("reranker", "?") for row in rows})
+    colours = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(rerankers)}
+    positions = range(len(rows))
+    means = [row.metrics[metric].mean for row in rows]
+    errors = [
+        [row.metrics[metric].mean - row.metrics[metric].low for row in rows],
+        [row.metrics[metric].high - row.metrics[metric].mean for row in rows],
+    ]
+    axes.bar(
+        positions,
+        means,
+        yerr=errors,
+        capsize=3,
+        color=[colours[row.choices.get("reranker", "?")] for row in rows],
+    )
+    baseline = rows[0].job.metrics["metrics"]["baseline"][metric]["mean"]
+    axes.axhline(baseline, color="grey", linestyle="--", label=f"embedding baseline {baseline:.3f}")
+    axes.set_xticks(list(positions), [row.label for row in rows], rotation=35, ha="right", fontsize=8)
+    axes.set_ylabel(f"{metric} (eval, 95% CI)")
+    axes.set_title(f"{metric} per configuration (best on the selection split first)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[name]) for name in rerankers]
+    axes.legend([*handles, axes.lines[-1]], [*rerankers, f"baseline {baseline:.3f}"], fontsize=8)
+    figure.tight_layout()
+    path = sweep_dir / f"{metric.replace('@', '_at_')}_per_configuration.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    written.append(path)
+
+    # 3. The winner's training loss.
+    history = rows[0].fit.get("loss_history") or []
+    if history:
+        figure, axes = plt.subplots(figsize=(7, 4))
+        axes.plot([step for step, _ in history], [loss for _, loss in history], marker=".")
+        axes.set_xlabel("optimiser step")
+        axes.set_ylabel("training loss")
+        axes.set_title(f"training loss of the winner ({rows[0].label or rows[0].job.folder.name})")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        path = sweep_dir / "winner_loss.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -1,0 +1,293 @@
+"""The verdict of a sweep: one row per configuration, the winner, paired tests against it, plots.
+
+``write_report(sweep_dir)`` reads only the job folders (``metrics.json``, ``per_query.jsonl``, ``.hydra/``), so
+``python -m experiments.report <sweep folder>`` regenerates the same report without any tracker. The winner is the
+row with the best ``metric`` on the *selection* split: the validation split carved from train when the runs report
+one (``metrics.json["validation"]``), else the eval split, and the report says which (choosing on eval is test-set
+tuning: its number is biased upward).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from experiments.errors import UserError
+from experiments.evaluation.bootstrap import Estimate
+from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.sweeps.jobs import Job, sweep_jobs
+from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Row:
+    """One completed configuration of the sweep."""
+
+    job: Job
+    knobs: dict[str, str]
+    choices: dict[str, str]
+    metrics: dict[str, Estimate]
+    delta_baseline: dict[str, Estimate]
+    selection_value: float
+    per_query: dict[str, np.ndarray]
+    queries: list[str]
+    vs_best: Estimate | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{key}={value}" for key, value in sorted(self.knobs.items())) or self.job.folder.name
+
+    @property
+    def fit(self) -> dict[str, Any]:
+        return self.job.metrics.get("fit") or {}
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    sweep_dir: Path
+    metric: str
+    rows: list[Row]
+    winner: Row
+    selection_split: str
+    markdown_path: Path
+    html_path: Path
+    plots: list[Path]
+
+    @property
+    def winner_value(self) -> float:
+        return self.winner.selection_value
+
+
+def _estimate(block: dict[str, float]) -> Estimate:
+    return Estimate(block["mean"], block["ci_low"], block["ci_high"])
+
+
+def _choices(folder: Path) -> dict[str, str]:
+    hydra_file = folder / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return {}
+    choices = yaml.safe_load(hydra_file.read_text("utf-8"))["hydra"]["runtime"]["choices"]
+    return {str(key): str(value) for key, value in choices.items() if not str(key).startswith("hydra")}
+
+
+def _row(job: Job, swept: list[str], metric: str) -> Row:
+    summary = job.metrics["metrics"]
+    validation = job.metrics.get("validation")
+    selection = validation["reranker"][metric]["mean"] if validation else summary["reranker"][metric]["mean"]
+    lines = (job.folder / "per_query.jsonl").read_text("utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    return Row(
+        job=job,
+        knobs={key: job.overrides[key] for key in swept if key in job.overrides},
+        choices=_choices(job.folder),
+        metrics={name: _estimate(summary["reranker"][name]) for name in METRIC_NAMES},
+        delta_baseline={name: _estimate(summary["delta"][name]) for name in METRIC_NAMES},
+        selection_value=float(selection),
+        per_query={name: np.array([r["reranker"][name] for r in records], dtype=float) for name in METRIC_NAMES},
+        queries=[r["query"] for r in records],
+    )
+
+
+def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
+    """Rows for the completed jobs, best first by the selection metric; and the name of the selection split."""
+    completed = [job for job in jobs if job.status == "completed"]
+    if not completed:
+        raise UserError("no completed job in this sweep folder: nothing to report.")
+    keys = list(dict.fromkeys(key for job in completed for key in job.overrides))
+    swept = [key for key in keys if len({job.overrides.get(key) for job in completed}) > 1]
+    rows = [_row(job, swept, metric) for job in completed]
+    rows.sort(key=lambda row: -row.selection_value)
+    split = "validation" if all(row.job.metrics.get("validation") for row in rows) else "eval"
+    best = rows[0]
+    compared: list[Row] = []
+    for row in rows[1:]:
+        same_queries = row.queries == best.queries
+        vs_best = paired_delta(row.per_query[metric], best.per_query[metric]) if same_queries else None
+        p = sign_flip_p_value(row.per_query[metric], best.per_query[metric]) if same_queries else None
+        compared.append(Row(**{**row.__dict__, "vs_best": vs_best, "p_value": p}))
+    tested = [row for row in compared if row.p_value is not None]
+    adjusted = iter(holm([row.p_value for row in tested if row.p_value is not None]))
+    final = [best] + [
+        Row(**{**row.__dict__, "p_adjusted": next(adjusted)}) if row.p_value is not None else row for row in compared
+    ]
+    return final, split
+
+
+def _cell(value: Estimate, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
+
+
+def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
+    header = [
+        "configuration",
+        f"{metric} on {split} (selection)",
+        *METRIC_NAMES,
+        f"Δ {metric} vs baseline",
+        f"Δ {metric} vs best (paired)",
+        "p (Holm)",
+        "train s",
+        "fine-tune id",
+    ]
+    table = [header]
+    for rank, row in enumerate(rows):
+        if rank == 0:
+            versus, p_text = "— (best)", "—"
+        elif row.vs_best is None:
+            versus, p_text = "n/a (other eval queries)", "n/a"
+        else:
+            mark = " *" if row.p_adjusted is not None and row.p_adjusted < ALPHA else ""
+            versus, p_text = _cell(row.vs_best, signed=True), f"{row.p_adjusted:.3f}{mark}"
+        table.append(
+            [
+                row.label,
+                f"{row.selection_value:.3f}",
+                *(_cell(row.metrics[name]) for name in METRIC_NAMES),
+                _cell(row.delta_baseline[metric], signed=True),
+                versus,
+                p_text,
+                f"{float(row.fit.get('train_seconds', 0.0)):.1f}" if row.fit else "—",
+                str(row.job.metrics.get("finetune_id") or "—"),
+            ]
+        )
+    return table
+
+
+def _markdown(report_rows: list[list[str]], report: dict[str, Any]) -> str:
+    lines = [
+        f"# Sweep report: {report['sweep_dir']}",
+        "",
+        f"**Winner: {report['winner']}** — {report['metric']} {report['winner_value']:.3f} on the "
+        f"{report['selection_split']} split.",
+        "",
+    ]
+    if report["selection_split"] == "eval":
+        lines += [
+            "> The runs report no validation split, so the winner was chosen on the eval split: its eval numbers",
+            "> are biased upward (test-set tuning). Confirm it on fresh data before relying on the margin.",
+            "",
+        ]
+    lines += [
+        f"{report['n_queries']} eval queries; 95% bootstrap intervals; the paired delta against the best row uses "
+        "the same eval queries, its p-value comes from a sign-flip randomisation test, Holm-corrected over the "
+        f"rows (* = p < {ALPHA}).",
+        "",
+        "| " + " | ".join(report_rows[0]) + " |",
+        "| " + " | ".join("---" for _ in report_rows[0]) + " |",
+        *("| " + " | ".join(row) + " |" for row in report_rows[1:]),
+        "",
+    ]
+    if report["failed"]:
+        lines += ["## Failed jobs", "", *(f"- `{label}`: {reason}" for label, reason in report["failed"]), ""]
+    lines += [f"![{Path(path).stem}]({Path(path).name})" for path in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in report_rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in report_rows[1:]
+    )
+    failed = "".join(f"<li><code>{html.escape(a)}</code>: {html.escape(b)}</li>" for a, b in report["failed"])
+    images = "".join(f'<p><img src="{html.escape(Path(p).name)}" width="640"></p>' for p in report["plots"])
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title>"
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
+        "table{border-collapse:collapse}</style></head><body>"
+        f"<h1>Sweep report</h1><p>{html.escape(str(report['sweep_dir']))}</p>"
+        f"<p><b>Winner: {html.escape(report['winner'])}</b> — {html.escape(report['metric'])} "
+        f"{report['winner_value']:.3f} on the {report['selection_split']} split.</p>"
+        f"<table><tr>{head}</tr>{body}</table>"
+        + (f"<h2>Failed jobs</h2><ul>{failed}</ul>" if failed else "")
+        + images
+        + "</body></html>\n"
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
+    """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``sweep_dir``."""
+    from experiments.sweeps.plots import write_plots
+
+    if metric not in METRIC_NAMES:
+        raise UserError(f"optimized_metric={metric!r} is not one of {list(METRIC_NAMES)}.")
+    sweep_dir = Path(sweep_dir)
+    jobs = sweep_jobs(sweep_dir)
+    rows, split = build_rows(jobs, metric)
+    plots = write_plots(sweep_dir, rows, metric)
+    winner = rows[0]
+    report: dict[str, Any] = {
+        "sweep_dir": str(sweep_dir),
+        "metric": metric,
+        "selection_split": split,
+        "winner": winner.label,
+        "winner_folder": str(winner.job.folder),
+        "winner_value": winner.selection_value,
+        "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
+        "winner_overrides": winner.job.overrides,
+        "n_queries": len(winner.queries),
+        "rows": [
+            {
+                "configuration": row.label,
+                "folder": str(row.job.folder),
+                "selection_value": row.selection_value,
+                "metrics": {name: row.metrics[name].__dict__ for name in METRIC_NAMES},
+                "delta_vs_best": None if row.vs_best is None else row.vs_best.__dict__,
+                "p_value": row.p_value,
+                "p_holm": row.p_adjusted,
+                "finetune_id": row.job.metrics.get("finetune_id"),
+            }
+            for row in rows
+        ],
+        "failed": [[job.label, job.reason or "did not finish"] for job in jobs if job.status != "completed"],
+        "plots": [str(path) for path in plots],
+    }
+    table = _table(rows, metric, split)
+    markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
+    _write(markdown_path, _markdown(table, report))
+    _write(html_path, _html(table, report))
+    _write(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.report <sweep folder> [--metric mrr@1]``: regenerate a sweep's report."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder (outputs/multirun/<date>/<time>)")
+    parser.add_argument(
+        "--metric", default="mrr@1", choices=list(METRIC_NAMES), help="the metric that picks the winner"
+    )
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(
+            f"error: {args.sweep_dir} is not a folder: pass a sweep folder such as outputs/multirun/<date>/<time>.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = write_report(args.sweep_dir, args.metric)
+    except UserError as error:
+        print(f"error: {args.sweep_dir}: {error}", file=sys.stderr)
+        return 2
+    print(f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f} on {report.selection_split})")
+    print(f"report: {report.markdown_path}")
+    return 0

@@ -1,0 +1,136 @@
+"""Sweeps: the job records, the paired statistics, and the report built from job folders alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from experiments.errors import UserError
+from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.sweeps.callback import planned_jobs
+from experiments.sweeps.jobs import read_job, record_failure
+from experiments.sweeps.report import main as report_main
+from experiments.sweeps.report import write_report
+from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
+
+N_QUERIES = 40
+
+
+def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: float = 10.0) -> Path:
+    """A completed job folder as the pipeline writes it, with mrr@1 per query given by ``hits``."""
+    folder = sweep / f"k={k},miner={miner}"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"miner={miner}", f"k={k}"]))
+    choices = {"miner": miner, "reranker": "bi_encoder_finetuned", "hydra/launcher": "basic"}
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (folder / "config.json").write_text(json.dumps({"k": k}))
+    rows = [
+        {
+            "query": f"q{i}",
+            "reranker": dict.fromkeys(METRIC_NAMES, hits[i]),
+            "baseline": dict.fromkeys(METRIC_NAMES, 0.0),
+        }
+        for i in range(N_QUERIES)
+    ]
+    (folder / "per_query.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    mean = float(np.mean(hits))
+    block = {name: {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1} for name in METRIC_NAMES}
+    zero = {name: {"mean": 0.25, "ci_low": 0.2, "ci_high": 0.3} for name in METRIC_NAMES}
+    metrics = {
+        "metrics": {"reranker": block, "baseline": zero, "delta": block, "n_queries": N_QUERIES},
+        "finetune_id": f"ft-{miner}{k}",
+        "fit": {"train_seconds": train_seconds, "loss_history": [[10, 2.0], [20, 1.5], [30, 1.1]]},
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    strong = (rng.random(N_QUERIES) < 0.9).astype(float)
+    fake_job(tmp_path, "kmeans", 4, list(strong))
+    fake_job(tmp_path, "kmeans", 2, list(np.where(np.arange(N_QUERIES) < 2, 0.0, strong)))  # 2 queries worse
+    fake_job(tmp_path, "random", 4, list(np.where(np.arange(N_QUERIES) < 30, 0.0, strong)))  # far worse
+    fake_job(tmp_path, "random", 2, list(np.where(np.arange(N_QUERIES) < 25, 0.0, strong)))
+    failed = tmp_path / "k=0,miner=random"
+    (failed / ".hydra").mkdir(parents=True)
+    record_failure(failed, UserError("k=0: the number of negatives per item must be at least 1"), user_error=True)
+    return tmp_path
+
+
+def test_holm_adjusts_in_step_down_order() -> None:
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+
+
+def test_sign_flip_test_separates_a_real_difference_from_noise() -> None:
+    better = np.ones(40)
+    assert sign_flip_p_value(np.zeros(40), better) < 0.001
+    assert sign_flip_p_value(better, better) == 1.0
+    noise = np.random.default_rng(1).random(40) < 0.5
+    assert sign_flip_p_value(noise.astype(float), np.roll(noise, 1).astype(float)) > 0.05
+    delta = paired_delta(np.zeros(40), better)
+    assert (delta.mean, delta.low, delta.high) == (-1.0, -1.0, -1.0)
+
+
+def test_report_ranks_tests_and_plots_from_folders_alone(sweep: Path) -> None:
+    report = write_report(sweep, metric="mrr@1")
+    labels = [row.label for row in report.rows]
+    assert labels == ["k=4,miner=kmeans", "k=2,miner=kmeans", "k=2,miner=random", "k=4,miner=random"]
+    assert report.selection_split == "eval"  # these runs report no validation split
+    by_label = {row.label: row for row in report.rows}
+    assert by_label["k=4,miner=random"].p_adjusted < 0.05  # far worse: significant after Holm
+    assert by_label["k=2,miner=kmeans"].p_adjusted > 0.05  # two queries worse: not significant
+    assert by_label["k=4,miner=random"].vs_best.mean == pytest.approx(
+        by_label["k=4,miner=random"].metrics["mrr@1"].mean - report.winner.metrics["mrr@1"].mean
+    )
+    markdown = report.markdown_path.read_text()
+    assert "**Winner: k=4,miner=kmeans**" in markdown and "biased upward" in markdown
+    assert f"{report.winner.metrics['mrr@1'].mean:.3f}" in markdown
+    assert "p (Holm)" in markdown and "ft-kmeans4" in markdown
+    assert "k=0,miner=random`: k=0: the number of negatives" in markdown
+    assert "<table>" in report.html_path.read_text()
+    saved = json.loads((sweep / "report.json").read_text())
+    assert saved["winner"] == "k=4,miner=kmeans" and len(saved["rows"]) == 4
+    import matplotlib.image
+
+    names = sorted(path.name for path in report.plots)
+    assert names == ["mrr_at_1_per_configuration.png", "mrr_at_1_vs_k.png", "winner_loss.png"]
+    for path in report.plots:
+        assert matplotlib.image.imread(path).shape[0] > 200  # a real, readable image
+
+
+def test_validation_numbers_pick_the_winner_when_present(sweep: Path) -> None:
+    loser = sweep / "k=4,miner=random" / "metrics.json"
+    metrics = json.loads(loser.read_text())
+    for path in sweep.glob("*/metrics.json"):
+        other = json.loads(path.read_text())
+        other["validation"] = {"reranker": {"mrr@1": {"mean": 0.99 if path == loser else 0.5}}}
+        path.write_text(json.dumps(other))
+    report = write_report(sweep, metric="mrr@1")
+    assert report.selection_split == "validation"
+    assert report.winner.label == "k=4,miner=random"
+    assert metrics["metrics"]["reranker"]["mrr@1"]["mean"] < 0.5  # worse on eval, chosen on validation all the same
+
+
+def test_the_report_command_regenerates_and_rejects_bad_folders(sweep: Path, tmp_path: Path, capsys) -> None:
+    assert report_main([str(sweep), "--metric", "recall@5"]) == 0
+    assert "winner:" in capsys.readouterr().out
+    assert report_main([str(tmp_path / "missing")]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report_main([str(empty)]) == 2
+    assert "no completed job" in capsys.readouterr().err
+
+
+def test_job_records_and_planned_jobs(sweep: Path) -> None:
+    failed = read_job(sweep / "k=0,miner=random")
+    assert failed.status == "failed" and failed.reason.startswith("k=0")
+    assert read_job(sweep / "k=4,miner=kmeans").overrides == {"miner": "kmeans", "k": "4"}
+    assert planned_jobs(["miner=random,cosine,kmeans", "k=2,4", "seed=1"]) == 6
+    assert planned_jobs(["k=range(1,4)"]) == 3
