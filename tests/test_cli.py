@@ -182,3 +182,12 @@ def test_a_ray_sweep_on_a_local_instance(tmp_path, tiny_model_dir):
     [parent] = [run for run in runs if run.data.tags.get("sweep") == "parent"]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_a_rejected_run_leaves_no_run_folder(tmp_path, tiny_model_dir):
+    completed = run_cli(*shrunk(tmp_path, tiny_model_dir), "reranker=none", "k=abc")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "error: k='abc': Input should be a valid integer, unable to parse string as an integer."
+    )
+    assert not list((tmp_path / "outputs").glob("runs/*/*"))

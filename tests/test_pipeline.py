@@ -187,3 +187,28 @@ def test_a_small_candidate_pool_caps_recall_and_says_so(make_cfg, tmp_path):
     assert "raise retrieval.top_k" in outcome.table
     rows = [json.loads(line) for line in (outcome.output_dir / "per_query.jsonl").read_text().splitlines()]
     assert all(len(row["baseline_top"]) == 3 for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("k=abc", "k='abc': Input should be a valid integer"),
+        ("k=2.5", "k=2.5: Input should be a valid integer, got a number with a fractional part"),
+        ("duplication=abc", "duplication='abc'"),
+        ("seed=abc", "seed='abc'"),
+        ("evaluation.bootstrap_resamples=0", "evaluation.bootstrap_resamples=0: Input should be greater than"),
+        ("evaluation.bootstrap_resamples=abc", "evaluation.bootstrap_resamples='abc'"),
+        ("optimized_metric=ndcg@10", "optimized_metric='ndcg@10'"),
+        ("reranker.learning_rate=abc", "reranker.learning_rate='abc': Input should be a valid number"),
+        ("reranker.batch_size=2.5", "reranker.batch_size=2.5"),
+        ("miner.n_clusters=many", "miner.n_clusters='many'"),
+    ],
+)
+def test_mistyped_knobs_are_one_line_errors_before_anything_is_made(make_cfg, tmp_path, override, message):
+    with pytest.raises(UserError) as caught:
+        app.run(make_cfg(override, reranker="bi_encoder_finetuned"), run_dir(tmp_path))
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert not (tmp_path / "outputs" / "cache").exists()
+    assert not run_dir(tmp_path).exists()

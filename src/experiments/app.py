@@ -6,6 +6,7 @@ The only place that reads ``cfg``; library code receives plain arguments.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from experiments.errors import ConfigError, UserError
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.errors import UserError
 from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
+from experiments.schema import check_config
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
 from experiments.tracking.base import scrub
 
@@ -25,6 +26,24 @@ log = logging.getLogger(__name__)
 
 #: The config groups that become a run's components (``experiments.pipeline.Components``), in build order.
 GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker", "tracker")
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain values, interpolations resolved; an unset required option becomes a one-line error."""
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:
+        raise UserError(f"{error.full_key} is required: add {error.full_key}=<value> to the command line.") from None
+    assert isinstance(container, dict)
+    return {str(key): value for key, value in container.items()}
+
+
+def discard_rejected(output_dir: Path) -> None:
+    """Remove a rejected run's folder when it holds nothing but what Hydra wrote before the run was checked."""
+    if not output_dir.is_dir():
+        return
+    if all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir()):
+        shutil.rmtree(output_dir, ignore_errors=True)
 
 
 def build(cfg: DictConfig, group: str) -> Any:
@@ -42,6 +61,7 @@ def build(cfg: DictConfig, group: str) -> Any:
 
 def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
+    check_config(resolved(cfg), GROUPS)
     parts = Components(**{group: build(cfg, group) for group in GROUPS})
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
     knobs = Knobs(
@@ -96,8 +116,6 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     metric = str(cfg.get("optimized_metric", "mrr@1"))
     limit_threads(parallel_jobs)
     try:
-        if metric not in METRIC_NAMES:
-            raise ConfigError(f"optimized_metric={metric}: use one of {', '.join(METRIC_NAMES)}.")
         if in_sweep:
             previous = completed_metric(output_dir, scrub(OmegaConf.to_container(cfg, resolve=True)), metric)
             if previous is not None:
@@ -108,6 +126,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     except UserError as error:
         if not in_sweep:
             print(f"error: {error}", file=sys.stderr)
+            discard_rejected(output_dir)
             sys.exit(2)
         print(f"error: {record_failure(output_dir, error, user_error=True)}", file=sys.stderr)
         return float("nan")
