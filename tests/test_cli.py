@@ -191,3 +191,58 @@ def test_a_rejected_run_leaves_no_run_folder(tmp_path, tiny_model_dir):
         "error: k='abc': Input should be a valid integer, unable to parse string as an integer."
     )
     assert not list((tmp_path / "outputs").glob("runs/*/*"))
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=bi_encoder_finetuned", f"reranker.base_model={tiny_model_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args, "reranker.epochs=50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    models = tmp_path / "outputs" / "cache" / "models"
+    deadline = time.monotonic() + 300
+    while not list(models.glob(".*.tmp-*")) and time.monotonic() < deadline:  # training has started
+        time.sleep(0.5)
+    assert list(models.glob(".*.tmp-*")), "training never started"
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - started < 30
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert not list(models.glob(".*.tmp-*"))
+    assert not list((tmp_path / "outputs").glob("runs/*/*/metrics.json"))
+
+
+@pytest.mark.slow
+def test_after_kill_9_the_next_run_removes_the_dead_build(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=bi_encoder_finetuned", f"reranker.base_model={tiny_model_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args, "reranker.epochs=50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    models = tmp_path / "outputs" / "cache" / "models"
+    deadline = time.monotonic() + 300
+    while not list(models.glob(".*.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    [debris] = list(models.glob(".*.tmp-*"))
+    completed = run_cli(*args, "reranker.epochs=1")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert not debris.exists()
+    assert [path.name.startswith("ft-") for path in models.iterdir()] == [True]

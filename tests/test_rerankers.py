@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -226,9 +227,26 @@ def test_build_once_defers_to_a_model_finished_meanwhile(tmp_path: Path) -> None
         (tmp / "weights").write_text("mine")
         return {"by": "me"}
 
-    assert build_once(final, build) == ({"by": "other"}, True)
+    # This process did train: it says so (not "reused"), and the stored model is the first one finished.
+    assert build_once(final, build) == ({"by": "me"}, False)
     assert [p.name for p in tmp_path.iterdir()] == [final.name]
+    assert json.loads((final / COMPLETE_MARKER).read_text()) == {"by": "other"}
     assert build_once(final, build) == ({"by": "other"}, True)
+
+
+def test_stale_builds_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import subprocess
+
+    from experiments.store import remove_stale_builds
+
+    gone = subprocess.Popen(["true"])  # a process that has exited
+    gone.wait()
+    stale = tmp_path / f".ft-aaaa.tmp-{gone.pid}-0123abcd"
+    running = tmp_path / f".ft-bbbb.tmp-{os.getpid()}-0123abcd"
+    for folder in (stale, running):
+        folder.mkdir()
+    assert remove_stale_builds(tmp_path) == [stale]
+    assert running.is_dir() and not stale.exists()
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,14 @@ def _print_outcome(outcome: RunOutcome) -> None:
     print(f"run folder: {outcome.output_dir}")
 
 
+class Terminated(BaseException):
+    """SIGTERM (what schedulers and ``kill`` send): unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
 def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_jobs: int | None = None) -> float:
     """CLI entry: run, print the table and the run folder, return ``optimized_metric`` of the reranker.
 
@@ -115,6 +125,8 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     """
     metric = str(cfg.get("optimized_metric", "mrr@1"))
     limit_threads(parallel_jobs)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if in_sweep:
             previous = completed_metric(output_dir, scrub(OmegaConf.to_container(cfg, resolve=True)), metric)
@@ -130,6 +142,9 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
             sys.exit(2)
         print(f"error: {record_failure(output_dir, error, user_error=True)}", file=sys.stderr)
         return float("nan")
+    except Terminated:
+        print(f"error: terminated (SIGTERM); temporary files removed; {output_dir} is incomplete", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         if not in_sweep:
             raise

@@ -37,6 +37,7 @@ def build_once(final_dir: Path, build: Callable[[Path], dict[str, Any]]) -> tupl
     Returns:
         ``(record, reused)``: reused is True when a complete model was already there and nothing was built.
     """
+    remove_stale_builds(final_dir.parent)
     record = read_marker(final_dir)
     if record is not None:
         return record, True
@@ -51,11 +52,37 @@ def build_once(final_dir: Path, build: Callable[[Path], dict[str, Any]]) -> tupl
         try:
             tmp_dir.rename(final_dir)
         except OSError:
-            existing = read_marker(final_dir)
-            if existing is None:
+            if read_marker(final_dir) is None:
                 raise
-            return existing, True  # another process finished the same model first: use theirs
+            # Another process stored the same model first: use theirs, but report the training this one did.
+            return record, False
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
     return record, False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_builds(store: Path) -> list[Path]:
+    """Delete temporary build folders (``.<id>.tmp-<pid>-*``) whose process is gone (killed with ``kill -9``).
+
+    Returns the folders removed. Folders of a build still running (its process alive) are left alone.
+    """
+    removed: list[Path] = []
+    if not store.is_dir():
+        return removed
+    for folder in store.glob(".*.tmp-*-*"):
+        pid_text = folder.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
