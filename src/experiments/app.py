@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
+from experiments.folders import disk_error
 from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
 from experiments.schema import check_config
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
@@ -146,6 +147,13 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
         print(f"error: terminated (SIGTERM); temporary files removed; {output_dir} is incomplete", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
     except Exception as error:
+        disk = disk_error(error, cfg.paths)
+        if disk is not None and not in_sweep:
+            print(f"error: {disk}", file=sys.stderr)
+            sys.exit(2)
+        if disk is not None:
+            print(f"error: {record_failure(output_dir, disk, user_error=True)}", file=sys.stderr)
+            return float("nan")
         if not in_sweep:
             raise
         log.exception("job failed")  # the traceback goes to the job's log file too

@@ -15,6 +15,10 @@ Every row is validated before any work starts; the first problem stops the run w
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 from experiments.datasets.transactions import Transaction
 from experiments.errors import DataError
 from experiments.records import Category, DatasetSplits, Example, unique
+
+log = logging.getLogger(__name__)
 
 
 def _problem(error: ValidationError) -> str:
@@ -38,34 +44,85 @@ def _validated(model: type[BaseModel], row: Any, where: str) -> Any:
         raise DataError(f"{where}: {_problem(error)}") from None
 
 
-def read_examples(path: Path) -> list[Example]:
-    """Parse and validate one train or eval file; raises ``DataError`` at the first bad line."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows; use a finite number or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large to be a finite number")
+    return value
+
+
+def _readable(path: Path, option: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file; point {option} at a JSON Lines file.")
     if not path.is_file():
-        raise DataError(f"{path}: file not found; check the dataset.*_path option.")
-    examples: list[Example] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
+        raise DataError(f"{path}: file not found; check the {option} option.")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot be read (permission denied); check the file's permissions or {option}.")
+
+
+def _lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line; bytes that are not UTF-8 name their line."""
+    _readable(path, option)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
-            if "input" in row or "expected" in row:
-                examples.append(_validated(Example, row, where))
-            elif "merchant_name" in row or "expense_category" in row:
-                examples.append(_validated(Transaction, row, where).to_example())
-            else:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
                 raise DataError(
-                    f"{where}: row: neither an example row (input, expected) nor a transaction row "
-                    "(merchant_name, ..., expense_category); see docs/data-formats.md for both shapes"
-                )
+                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                    "save the file as UTF-8."
+                ) from None
+            if line.strip():
+                yield number, line
+
+
+def read_numbered_examples(path: Path, option: str = "dataset.*_path") -> list[tuple[int, Example]]:
+    """Parse and validate one train or eval file into ``(line number, example)``; stops at the first bad line."""
+    examples: list[tuple[int, Example]] = []
+    for number, line in _lines(path, option):
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        except ValueError as error:
+            raise DataError(f"{where}: {error}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
+        if "input" in row or "expected" in row:
+            examples.append((number, _validated(Example, row, where)))
+        elif "merchant_name" in row or "expense_category" in row:
+            examples.append((number, _validated(Transaction, row, where).to_example()))
+        else:
+            raise DataError(
+                f"{where}: row: neither an example row (input, expected) nor a transaction row "
+                "(merchant_name, ..., expense_category); see docs/data-formats.md for both shapes"
+            )
     if not examples:
-        raise DataError(f"{path}: no rows; the file must hold at least one example.")
+        raise DataError(f"{path}: no rows; the file is empty.")
     return examples
+
+
+def read_examples(path: Path, option: str = "dataset.*_path") -> list[Example]:
+    """Parse and validate one train or eval file; raises ``DataError`` at the first bad line."""
+    return [example for _, example in read_numbered_examples(path, option)]
+
+
+def duplicate_rows(numbered: list[tuple[int, Example]]) -> list[tuple[int, int]]:
+    """``(line, line of its first copy)`` for every row that repeats an earlier row's input and labels."""
+    first: dict[tuple[str, tuple[str, ...]], int] = {}
+    repeats: list[tuple[int, int]] = []
+    for number, example in numbered:
+        key = (example.input, tuple(example.expected))
+        if key in first:
+            repeats.append((number, first[key]))
+        else:
+            first[key] = number
+    return repeats
 
 
 class _CategoryRow(BaseModel):
@@ -75,10 +132,11 @@ class _CategoryRow(BaseModel):
 
 def read_categories(path: Path) -> list[Category]:
     """Parse a categories file: a JSON list of strings or of ``{"category": ..., "description": ...}``."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check dataset.categories_path.")
+    _readable(path, "dataset.categories_path")
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the file as UTF-8.") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(rows, list) or not rows:
@@ -122,20 +180,38 @@ class JsonlDataset:
         }
 
     def load(self) -> DatasetSplits:
-        train = read_examples(Path(self.train_path))
-        evaluation = read_examples(Path(self.eval_path))
+        numbered = {
+            "train": read_numbered_examples(Path(self.train_path), "dataset.train_path"),
+            "eval": read_numbered_examples(Path(self.eval_path), "dataset.eval_path"),
+        }
+        paths = {"train": self.train_path, "eval": self.eval_path}
+        train = [example for _, example in numbered["train"]]
+        evaluation = [example for _, example in numbered["eval"]]
         labels = unique([label for example in train + evaluation for label in example.expected])
         if self.categories_path:
             categories = read_categories(Path(self.categories_path))
             known = {category.name for category in categories}
-            unknown = [label for label in labels if label not in known]
-            if unknown:
-                raise DataError(
-                    f"{self.categories_path}: labels used in the data are missing from the categories file: "
-                    f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
-                )
+            for split, rows in numbered.items():
+                for number, example in rows:
+                    missing = [label for label in example.expected if label not in known]
+                    if missing:
+                        raise DataError(
+                            f"{paths[split]}:{number}: expected: {missing[0]!r} is not in the categories file "
+                            f"{self.categories_path}; add it there or fix the label."
+                        )
         else:
             categories = [Category(name=label) for label in sorted(labels)]
-        return DatasetSplits(
-            name="jsonl", train=train, eval=evaluation, categories=categories, source=self.config_dict()
-        )
+        source: dict[str, Any] = self.config_dict()
+        for split, rows in numbered.items():
+            repeats = duplicate_rows(rows)
+            source[f"{split}_duplicate_rows"] = len(repeats)
+            if repeats:
+                line, first = repeats[0]
+                log.warning(
+                    "%s: %d duplicate rows (e.g. line %d repeats line %d); each copy counts as its own example",
+                    paths[split],
+                    len(repeats),
+                    line,
+                    first,
+                )
+        return DatasetSplits(name="jsonl", train=train, eval=evaluation, categories=categories, source=source)

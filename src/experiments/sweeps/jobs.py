@@ -74,10 +74,13 @@ def record_failure(folder: Path, error: BaseException, user_error: bool) -> str:
         "kind": "user_error" if user_error else "exception",
         "traceback": None if user_error else "".join(traceback.format_exception(error)),
     }
-    folder.mkdir(parents=True, exist_ok=True)
     partial = folder / (FAILED_FILE + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, folder / FAILED_FILE)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, folder / FAILED_FILE)
+    except OSError:  # a full or read-only disk: the console line is all that can be said
+        pass
     return reason
 
 

@@ -1,0 +1,103 @@
+"""Folders the product writes to: checked before Hydra creates a run folder, and disk errors told in one line.
+
+A read-only outputs folder, a read-only cache or a full disk is a user's situation, not a bug: the message names
+the folder and the ``paths.*`` option that moves it, and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from experiments.errors import UserError
+
+#: OS errors that mean "this folder cannot take the run's files".
+DISK_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+#: The ``paths.*`` options that decide where the product writes, checked before a run starts.
+WRITTEN = ("outputs_dir", "cache_dir", "models_dir", "scores_dir", "lancedb_uri")
+
+
+def _problem(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if error.errno == errno.EROFS:
+        return "it is read-only"
+    return "it is not writable (permission denied)"
+
+
+def _fix(error: OSError | None, option: str) -> str:
+    if error is None or error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space or set {option}=<another folder>"
+    return f"set {option}=<a writable folder>"
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and write a probe file into it; a failure is a one-line ``UserError``."""
+    probe = folder / f".write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            raise
+        raise UserError(f"cannot write to {folder}: {_problem(error)}; {_fix(error, option)}.") from None
+
+
+def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | None:
+    """A one-line ``UserError`` for a disk-full / read-only / permission error under one of ``paths``, else None.
+
+    The option named is the ``paths.*`` entry holding the file (the most specific one).
+    """
+    os_error = error if isinstance(error, OSError) and error.errno in DISK_ERRNOS else None
+    if os_error is not None:
+        problem, filename = _problem(os_error), os_error.filename
+    elif "No space left on device" in str(error):  # e.g. safetensors' own error type, which names no file
+        problem, filename = "the disk is full", None
+    else:
+        return None
+    candidates = [(key, Path(str(value))) for key, value in paths.items() if key in WRITTEN and value]
+    if filename:
+        inside = [(key, path) for key, path in candidates if Path(str(filename)).is_relative_to(path)]
+        owner = max(inside, key=lambda item: len(item[1].parts), default=None)
+    else:  # the fullest of the folders (the most specific one on a tie)
+        existing = [(key, path) for key, path in candidates if path.is_dir()]
+        owner = min(existing, key=lambda item: (_free_bytes(item[1]), -len(item[1].parts)), default=None)
+    where = f"{filename}" if filename else f"{owner[1]}" if owner else "a file of the run"
+    option = f"paths.{owner[0]}" if owner else "paths.outputs_dir"
+    return UserError(f"cannot write {where}: {problem}; {_fix(os_error, option)}.")
+
+
+def _free_bytes(folder: Path) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+class WritableFolders(Callback):
+    """Before Hydra makes the run (or sweep) folder: every ``paths.*`` folder the run writes must take a file."""
+
+    def _check(self, config: DictConfig) -> None:
+        paths = config.paths
+        for key in WRITTEN:
+            value = paths.get(key)
+            if value and "://" not in str(value):
+                try:
+                    check_writable(Path(str(value)), f"paths.{key}")
+                except UserError as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    sys.exit(2)  # SystemExit passes through Hydra's callback guard, before any folder is made
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)

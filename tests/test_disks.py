@@ -1,0 +1,74 @@
+"""Read-only folders and a full disk: one line naming the folder and the option that moves it, nothing corrupt.
+
+Tests run as root, for whom permissions do not stop writes, so the faults are real mounts: a read-only bind mount
+and a tiny tmpfs. Where mounts are not allowed the tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test_cli import run_cli, shrunk
+
+
+def _mount(*args: str) -> None:
+    completed = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if completed.returncode != 0:
+        pytest.skip(f"cannot mount here ({completed.stderr.strip()}): the disk fault tests need mount rights")
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    source, target = tmp_path / "ro-source", tmp_path / "ro"
+    source.mkdir()
+    target.mkdir()
+    _mount("--bind", "-o", "ro", str(source), str(target))
+    yield target
+    subprocess.run(["umount", str(target)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    target = tmp_path / "full"
+    target.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=512k", "tmpfs", str(target))
+    yield target
+    subprocess.run(["umount", str(target)], check=False)
+
+
+def test_read_only_outputs_folder_is_one_line_before_any_folder(tmp_path, tiny_model_dir, read_only):
+    overrides = [arg for arg in shrunk(tmp_path, tiny_model_dir) if not arg.startswith("paths.outputs_dir")]
+    completed = run_cli(*overrides, f"paths.outputs_dir={read_only}", "reranker=none")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write to {read_only}: it is read-only; set paths.outputs_dir=<a writable folder>."
+    )
+    assert "Traceback" not in completed.stderr
+
+
+def test_read_only_cache_names_the_cache_option(tmp_path, tiny_model_dir, read_only):
+    completed = run_cli(*shrunk(tmp_path, tiny_model_dir), f"paths.cache_dir={read_only}", "reranker=none")
+    assert completed.returncode == 2
+    assert "it is read-only; set paths.cache_dir=<a writable folder>." in completed.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "outputs").glob("runs/*/*"))
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_model_is_one_line_and_leaves_no_model(tmp_path, tiny_model_dir, tiny_disk):
+    completed = run_cli(
+        *shrunk(tmp_path, tiny_model_dir),
+        f"paths.models_dir={tiny_disk}",
+        "reranker=bi_encoder_finetuned",
+        f"reranker.base_model={tiny_model_dir}",
+        "reranker.epochs=1",
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write ") and "the disk is full; free space or set paths.models_dir" in last
+    assert "Traceback" not in completed.stderr
+    assert list(tiny_disk.iterdir()) == []  # no half-written model, no temporary folder
+    assert not list((tmp_path / "outputs").glob("runs/*/*/metrics.json"))
