@@ -17,18 +17,20 @@ from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
 from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
-from experiments.tracking.base import scrub
+from experiments.secrets import redact_logs, refuse_secret_options, scrub
+from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
 #: The config groups that become a run's components (``experiments.pipeline.Components``), in build order.
-GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker", "tracker")
+#: ``trackers`` is a dict of tracker nodes (none, one or several), built into one ``Trackers`` list.
+GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker")
 
 
 def build(cfg: DictConfig, group: str) -> Any:
     """Instantiate one config group, turning a rejected option into a one-line ``UserError``."""
     try:
-        return instantiate(cfg[group])
+        return instantiate(cfg.get(group) or {})
     except MissingMandatoryValue as error:
         raise UserError(f"{error.full_key} is required: add {error.full_key}=<value> to the command line.") from None
     except InstantiationException as error:
@@ -40,7 +42,9 @@ def build(cfg: DictConfig, group: str) -> Any:
 
 def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
-    parts = Components(**{group: build(cfg, group) for group in GROUPS})
+    refuse_secret_options(OmegaConf.to_container(cfg, resolve=False))
+    redact_logs()
+    parts = Components(**{group: build(cfg, group) for group in GROUPS}, trackers=Trackers(build(cfg, "trackers")))
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
     knobs = Knobs(
         k=cfg.k,
