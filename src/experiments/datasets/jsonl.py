@@ -31,7 +31,7 @@ def _problem(error: ValidationError) -> str:
     return f"{field}: {first['msg']}"
 
 
-def _validated(model: type[BaseModel], row: Any, where: str) -> Any:
+def validated(model: type[BaseModel], row: Any, where: str) -> Any:
     try:
         return model.model_validate(row)
     except ValidationError as error:
@@ -55,9 +55,9 @@ def read_examples(path: Path) -> list[Example]:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
             if "input" in row or "expected" in row:
-                examples.append(_validated(Example, row, where))
+                examples.append(validated(Example, row, where))
             elif "merchant_name" in row or "expense_category" in row:
-                examples.append(_validated(Transaction, row, where).to_example())
+                examples.append(validated(Transaction, row, where).to_example())
             else:
                 raise DataError(
                     f"{where}: row: neither an example row (input, expected) nor a transaction row "
@@ -88,7 +88,7 @@ def read_categories(path: Path) -> list[Category]:
         where = f"{path}: item {position}"
         if isinstance(row, str):
             row = {"category": row}
-        parsed = _validated(_CategoryRow, row, where)
+        parsed = validated(_CategoryRow, row, where)
         if not parsed.category.strip():
             raise DataError(f"{where}: category: must be a non-empty string")
         categories.append(Category(name=parsed.category, description=parsed.description))
@@ -124,18 +124,23 @@ class JsonlDataset:
     def load(self) -> DatasetSplits:
         train = read_examples(Path(self.train_path))
         evaluation = read_examples(Path(self.eval_path))
-        labels = unique([label for example in train + evaluation for label in example.expected])
-        if self.categories_path:
-            categories = read_categories(Path(self.categories_path))
-            known = {category.name for category in categories}
-            unknown = [label for label in labels if label not in known]
-            if unknown:
-                raise DataError(
-                    f"{self.categories_path}: labels used in the data are missing from the categories file: "
-                    f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
-                )
-        else:
-            categories = [Category(name=label) for label in sorted(labels)]
-        return DatasetSplits(
-            name="jsonl", train=train, eval=evaluation, categories=categories, source=self.config_dict()
-        )
+        return with_categories("jsonl", train, evaluation, self.categories_path, self.config_dict())
+
+
+def with_categories(
+    name: str, train: list[Example], evaluation: list[Example], categories_path: str | None, source: dict[str, Any]
+) -> DatasetSplits:
+    """The splits with their categories: from the categories file (which must hold every label), else the labels."""
+    labels = unique([label for example in train + evaluation for label in example.expected])
+    if categories_path:
+        categories = read_categories(Path(categories_path))
+        known = {category.name for category in categories}
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise DataError(
+                f"{categories_path}: labels used in the data are missing from the categories file: "
+                f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+            )
+    else:
+        categories = [Category(name=label) for label in sorted(labels)]
+    return DatasetSplits(name=name, train=train, eval=evaluation, categories=categories, source=source)
