@@ -1,6 +1,8 @@
 """Whole runs with the services: Cohere and Braintrust over real HTTP (local fake servers), trackers as a list,
 failing trackers, and a canary key that must appear nowhere a run writes or sends."""
 
+# ruff: noqa: F811  (the pipeline tests' fixtures are imported, then requested by name)
+
 from __future__ import annotations
 
 import json

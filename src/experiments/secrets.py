@@ -19,7 +19,9 @@ from experiments.errors import ConfigError, UserError
 COHERE_KEYS = ("CO_API_KEY", "COHERE_API_KEY")
 BRAINTRUST_KEYS = ("BRAINTRUST_API_KEY",)
 
-SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
+#: Names that hold secrets: ``*api_key``, ``*token``, ``*password``, ``*credential(s)``, anything with ``secret``.
+#: Anchored at the end so that ``max_tokens_per_doc`` or ``TOKENIZERS_PARALLELISM`` are not taken for secrets.
+SECRET_NAME = re.compile(r"(api[_-]?key|token|password|credentials?)$|secret", re.IGNORECASE)
 REDACTED = "***"
 #: Shorter values (``1``, ``true``) are flags, not secrets; redacting them would mangle ordinary text.
 MIN_SECRET_LENGTH = 8

@@ -6,9 +6,10 @@ embedding baseline's top 5 and the fine-tune id). The experiment's metadata hold
 aggregate metrics. With ``BRAINTRUST_API_KEY`` in the environment the rows are sent; without it they are written
 to ``braintrust_rows.jsonl`` in the run folder and the run says so in one line.
 
-The SDK flushes at interpreter exit and retries with 30 s login timeouts; here the upload is flushed explicitly,
-its HTTP timeout and retries are bounded by ``timeout_s``, and the exit-time flush is switched off, so a server
-that does not answer costs at most about ``timeout_s`` (``experiments.tracking.trackers`` enforces it).
+The SDK flushes at interpreter exit and retries each request for minutes; here the upload is flushed explicitly,
+each request's timeout and retries are bounded by ``timeout_s`` (``bound_sdk``), and the exit-time flush is off,
+so a server that does not answer costs the run about ``timeout_s`` (``experiments.tracking.trackers`` enforces it)
+and the process exit at most half of that again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from experiments.secrets import BRAINTRUST_KEYS, env_key
+from experiments.secrets import BRAINTRUST_KEYS, env_key, scrub
 from experiments.tracking.base import FailedRun, TrackedRun
 
 ROWS_FILE = "braintrust_rows.jsonl"
@@ -40,10 +41,23 @@ def eval_rows(run: TrackedRun) -> list[dict[str, Any]]:
 
 
 def bound_sdk(timeout_s: float) -> None:
-    """Bound the SDK's own waits (read from the environment when it builds its logger), unless the user set them."""
+    """Bound the SDK's own waits, unless the user configured them.
+
+    By default every request of the SDK may take 60 s and is retried 10 times with exponential backoff (up to
+    minutes), the upload is retried again on top, and whatever is left is flushed at interpreter exit — where a
+    server that never answers would hold the process. Here one request may take a quarter of ``timeout_s`` and is
+    retried once, the uploader does not retry on top, and the exit-time flush is off; the upload happens only when
+    the tracker flushes (synchronous flush), so a dropped upload raises instead of being reported as logged.
+    """
+    from braintrust import logger
+    from braintrust.api._transport import RetryRequestExceptionsAdapter
+
     os.environ.setdefault("BRAINTRUST_DISABLE_ATEXIT_FLUSH", "true")
-    os.environ.setdefault("BRAINTRUST_HTTP_TIMEOUT", f"{max(timeout_s / 3, 1.0):g}")
-    os.environ.setdefault("BRAINTRUST_NUM_RETRIES", "1")
+    os.environ.setdefault("BRAINTRUST_NUM_RETRIES", "0")
+    os.environ.setdefault("BRAINTRUST_SYNC_FLUSH", "true")
+    if logger._http_adapter is None:
+        request_s = max(timeout_s / 4, 0.5)
+        logger.set_http_adapter(RetryRequestExceptionsAdapter(base_num_retries=1, default_timeout_secs=request_s))
 
 
 class BraintrustTracker:
@@ -88,7 +102,7 @@ class BraintrustTracker:
         return None
 
     def log_run(self, run: TrackedRun) -> None:
-        rows = eval_rows(run)
+        rows: list[dict[str, Any]] = scrub(eval_rows(run))
         if self._api_key is None:
             path = run.run_folder / ROWS_FILE
             path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

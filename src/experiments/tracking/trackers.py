@@ -91,6 +91,8 @@ class Trackers:
             problem = f"no answer within {tracker.timeout_s:g} s (trackers.{key}.timeout_s)"
         elif "error" in outcome:
             error = outcome["error"]
+            while isinstance(error, BaseExceptionGroup) and error.exceptions:  # a batch of uploads: the first
+                error = error.exceptions[0]
             problem = redact(f"{type(error).__name__}: {error}".splitlines()[0])[:300]
         else:
             return outcome.get("value")
