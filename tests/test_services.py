@@ -202,3 +202,31 @@ def test_a_key_on_the_command_line_is_refused(tmp_path, override):
     [line] = completed.stderr.strip().splitlines()
     assert "API keys are never taken from the config or the command line" in line and "export the key" in line
     assert not list(tmp_path.rglob("*"))  # not even Hydra's record of the overrides
+
+
+def test_a_sweep_opens_its_parent_in_every_tracker(tmp_path, monkeypatch):
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from test_pipeline import CONF
+
+    from experiments.tracking.sweep import SweepParentRun
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        overrides = [f"paths.outputs_dir={tmp_path / 'outputs'}", "trackers=[mlflow,braintrust]"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    callback = SweepParentRun()
+    callback.on_multirun_start(cfg)
+    try:
+        assert os.environ["EXPERIMENTS_PARENT_BRAINTRUST"].startswith("sweep ")
+        parent_id = os.environ["EXPERIMENTS_PARENT_MLFLOW"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            job = compose("config", overrides=overrides)
+        assert job.trackers.mlflow.parent_run_id == parent_id
+        assert job.trackers.braintrust.sweep == os.environ["EXPERIMENTS_PARENT_BRAINTRUST"]
+    finally:
+        callback.on_multirun_end(cfg)
+    assert "EXPERIMENTS_PARENT_MLFLOW" not in os.environ and "EXPERIMENTS_PARENT_BRAINTRUST" not in os.environ
+    [parent] = mlflow_runs(tmp_path)
+    assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
