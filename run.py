@@ -30,6 +30,14 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from experiments.errors import UserError
+    from experiments.secrets import refuse_secret_overrides
+
+    try:
+        refuse_secret_overrides(sys.argv[1:])  # before Hydra saves the overrides into the run folder
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()
     from experiments.sweeps import callback
 

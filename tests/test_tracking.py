@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.tracking.base import flatten, metric_key, scrub
 
@@ -28,3 +30,62 @@ def test_metric_keys_are_valid_mlflow_names():
     for name in METRIC_NAMES:
         _validate_metric_name(metric_key(name))
     assert metric_key("recall@1") == "recall_at_1"
+
+
+def test_secret_values_from_the_environment_are_redacted_everywhere(monkeypatch):
+    from experiments.secrets import redact, scrub
+
+    monkeypatch.setenv("CO_API_KEY", "co-canary-abcdef123")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-enough")
+    assert redact("Bearer co-canary-abcdef123 sent") == "Bearer *** sent"
+    assert scrub({"url": "https://x/?key=co-canary-abcdef123", "max_tokens_per_doc": 512}) == {
+        "url": "https://x/?key=***",
+        "max_tokens_per_doc": 512,  # not a secret: only names *ending* in token are
+    }
+    assert redact("false-but-long-enough") == "false-but-long-enough"
+
+
+def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, capsys):
+    from experiments.errors import UserError
+    from experiments.tracking.trackers import Trackers
+
+    class Recorder:
+        strict, timeout_s = False, 5.0
+
+        def __init__(self):
+            self.runs = []
+
+        def log_run(self, run):
+            self.runs.append((run.artifacts / "metrics.json").read_text())
+
+    class Broken(Recorder):
+        def log_run(self, run):
+            raise ConnectionError("server down\nwith a second line")
+
+    class Hanging(Recorder):
+        timeout_s = 0.2
+
+        def log_run(self, run):
+            import time
+
+            time.sleep(5)
+
+    from experiments.tracking.base import TrackedRun
+
+    (tmp_path / "metrics.json").write_text("{}")
+    run = TrackedRun("r", {}, {}, {}, None, None, None, [], None, tmp_path, tmp_path)
+    recorder = Recorder()
+    Trackers({"broken": Broken(), "hanging": Hanging(), "recorder": recorder}).log_run(run)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "warning: tracker broken failed (ConnectionError: server down); the run folder and the other trackers "
+        "have the run",
+        "warning: tracker hanging failed (no answer within 0.2 s (trackers.hanging.timeout_s)); the run folder and "
+        "the other trackers have the run",
+    ]
+    assert recorder.runs == ["{}"]  # the redacted copy of the run folder
+    strict = Broken()
+    strict.strict = True
+    with pytest.raises(UserError, match=r"^tracker broken failed \(ConnectionError: server down\); trackers.broken"):
+        Trackers({"broken": strict, "recorder": recorder}).log_run(run)
+    assert len(recorder.runs) == 2

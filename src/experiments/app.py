@@ -22,13 +22,15 @@ from experiments.errors import UserError
 from experiments.folders import disk_error
 from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
 from experiments.schema import check_config
+from experiments.secrets import redact_logs, refuse_secret_options, scrub
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
-from experiments.tracking.base import scrub
+from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
 #: The config groups that become a run's components (``experiments.pipeline.Components``), in build order.
-GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker", "tracker")
+#: ``trackers`` is a dict of tracker nodes (none, one or several), built into one ``Trackers`` list.
+GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker")
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def discard_rejected(output_dir: Path) -> None:
 def build(cfg: DictConfig, group: str) -> Any:
     """Instantiate one config group, turning a rejected option into a one-line ``UserError``."""
     try:
-        return instantiate(cfg[group])
+        return instantiate(cfg.get(group) or {})
     except MissingMandatoryValue as error:
         raise UserError(f"{error.full_key} is required: add {error.full_key}=<value> to the command line.") from None
     except InstantiationException as error:
@@ -64,8 +66,10 @@ def build(cfg: DictConfig, group: str) -> Any:
 
 def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
-    check_config(resolved(cfg), GROUPS)
-    parts = Components(**{group: build(cfg, group) for group in GROUPS})
+    refuse_secret_options(OmegaConf.to_container(cfg, resolve=False))
+    redact_logs()
+    check_config(resolved(cfg), (*GROUPS, "trackers"))
+    parts = Components(**{group: build(cfg, group) for group in GROUPS}, trackers=Trackers(build(cfg, "trackers")))
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
     knobs = Knobs(
         k=cfg.k,

@@ -16,3 +16,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file is missing or has a malformed row (the message starts with ``file:line:``)."""
+
+
+class ServiceError(UserError):
+    """A remote service (Cohere, Braintrust) refused or failed a request; the message says what to do next."""

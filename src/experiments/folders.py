@@ -41,10 +41,13 @@ def _fix(error: OSError | None, option: str) -> str:
 
 
 def check_writable(folder: Path, option: str) -> None:
-    """Create ``folder`` if needed and write a probe file into it; a failure is a one-line ``UserError``."""
-    probe = folder / f".write-probe-{uuid.uuid4().hex[:8]}"
+    """Write (and remove) a probe file in ``folder``, or in its nearest existing parent when it does not exist yet
+    (nothing is created); a failure is a one-line ``UserError``."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = existing / f".write-probe-{uuid.uuid4().hex[:8]}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"probe")
         probe.unlink()
     except OSError as error:

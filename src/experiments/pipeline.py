@@ -3,8 +3,9 @@
 data → embed → index → mine (train only) → fine-tuning set → fit reranker → evaluate (with and without the
 reranker, on the eval split only) → write the run folder → track. Each step takes and returns plain records, so
 it can be tested alone; the components arrive already built (``experiments.app`` instantiates them from
-config). Trackers are called in one place, at the end (``_track``): a run that fails or is killed before then
-leaves no half-recorded tracker run. The files a run writes are described in ``docs/run-folder.md``.
+config). The trackers are called in one place, at the end (``_track``), after the run folder is complete: a run
+that fails or is killed before then leaves no half-recorded tracker run, and a failing tracker never loses the
+folder. The files a run writes are described in ``docs/run-folder.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from experiments.report import format_table
 from experiments.rerankers.base import FitResult, Reranker
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
-from experiments.tracking.base import Tracker, flatten
+from experiments.secrets import redact
+from experiments.tracking.base import FailedRun, TrackedRun, flatten, run_metrics
+from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class Components:
     retrieval: Retriever
     miner: Miner
     reranker: Reranker
-    tracker: Tracker
+    trackers: Trackers
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def evaluate(
 
 
 def run_experiment(parts: Components, knobs: Knobs, folders: Folders, config: Mapping[str, Any]) -> RunOutcome:
-    """Run one experiment, write its folder, then record it in the tracker.
+    """Run one experiment, write its folder, then record it in every tracker.
 
     Args:
         config: the resolved config with secrets removed; saved as ``config.json`` and tracked as params.
@@ -213,9 +216,9 @@ def run_experiment(parts: Components, knobs: Knobs, folders: Folders, config: Ma
     except UserError:
         raise
     except BaseException as error:
-        _track_failure(parts.tracker, name, params, error)
+        _track_failure(parts.trackers, name, params, error)
         raise
-    _track(parts.tracker, outcome)
+    _track(parts.trackers, outcome)
     return outcome
 
 
@@ -295,11 +298,11 @@ def _write_outputs(outcome: RunOutcome) -> None:
     write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
-# Tracking: the one place that talks to the tracker.
+# Tracking: the one place that talks to the trackers.
 
 
-def _track(tracker: Tracker, outcome: RunOutcome) -> None:
-    """Record a finished run: params, inputs, metrics, the fine-tune id, and the run folder as artifacts."""
+def _track(trackers: Trackers, outcome: RunOutcome) -> None:
+    """Record a finished run: params, inputs, metrics, per-query rows, the fine-tune id and the run folder."""
     fit, finetune_set = outcome.fit, outcome.finetune_set
     extras = {
         "finetune_items": float(len(finetune_set)),
@@ -311,23 +314,22 @@ def _track(tracker: Tracker, outcome: RunOutcome) -> None:
         "dataset_digest": outcome.splits.digest(),
         **({"finetune_id": fit.finetune_id} if fit else {}),
     }
-    tracker.start(run_name=outcome.run_name, tags={})
-    try:
-        tracker.log_params(outcome.params)
-        tracker.log_inputs(outcome.splits, finetune_set)
-        tracker.log_results(outcome.summary, extras)
-        tracker.set_tags(tags)
-        tracker.log_artifacts(outcome.output_dir)
-    except BaseException:
-        tracker.end(failed=True)
-        raise
-    tracker.end(failed=False)
+    run = TrackedRun(
+        name=outcome.run_name,
+        params=outcome.params,
+        tags=tags,
+        metrics=run_metrics(outcome.summary, extras),
+        splits=outcome.splits,
+        finetune_set=finetune_set,
+        summary=outcome.summary,
+        results=outcome.evaluation.results,
+        finetune_id=fit.finetune_id if fit else None,
+        run_folder=outcome.output_dir,
+        artifacts=outcome.output_dir,
+    )
+    trackers.log_run(run)
 
 
-def _track_failure(tracker: Tracker, name: str, params: Mapping[str, object], error: BaseException) -> None:
+def _track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
     """Record a run that failed after validation, with its params and the reason, as FAILED."""
-    try:
-        tracker.start(run_name=name, tags={"error": f"{type(error).__name__}: {error}"[:500]})
-        tracker.log_params(params)
-    finally:
-        tracker.end(failed=True)
+    trackers.log_failure(FailedRun(name=name, params=params, error=redact(f"{type(error).__name__}: {error}")))

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ def _problem(error: ValidationError) -> str:
     return f"{field}: {first['msg']}"
 
 
-def _validated(model: type[BaseModel], row: Any, where: str) -> Any:
+def validated(model: type[BaseModel], row: Any, where: str) -> Any:
     try:
         return model.model_validate(row)
     except ValidationError as error:
@@ -94,9 +94,9 @@ def read_numbered_examples(path: Path, option: str = "dataset.*_path") -> list[t
         if not isinstance(row, dict):
             raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
         if "input" in row or "expected" in row:
-            examples.append((number, _validated(Example, row, where)))
+            examples.append((number, validated(Example, row, where)))
         elif "merchant_name" in row or "expense_category" in row:
-            examples.append((number, _validated(Transaction, row, where).to_example()))
+            examples.append((number, validated(Transaction, row, where).to_example()))
         else:
             raise DataError(
                 f"{where}: row: neither an example row (input, expected) nor a transaction row "
@@ -146,7 +146,7 @@ def read_categories(path: Path) -> list[Category]:
         where = f"{path}: item {position}"
         if isinstance(row, str):
             row = {"category": row}
-        parsed = _validated(_CategoryRow, row, where)
+        parsed = validated(_CategoryRow, row, where)
         if not parsed.category.strip():
             raise DataError(f"{where}: category: must be a non-empty string")
         categories.append(Category(name=parsed.category, description=parsed.description))
@@ -185,22 +185,6 @@ class JsonlDataset:
             "eval": read_numbered_examples(Path(self.eval_path), "dataset.eval_path"),
         }
         paths = {"train": self.train_path, "eval": self.eval_path}
-        train = [example for _, example in numbered["train"]]
-        evaluation = [example for _, example in numbered["eval"]]
-        labels = unique([label for example in train + evaluation for label in example.expected])
-        if self.categories_path:
-            categories = read_categories(Path(self.categories_path))
-            known = {category.name for category in categories}
-            for split, rows in numbered.items():
-                for number, example in rows:
-                    missing = [label for label in example.expected if label not in known]
-                    if missing:
-                        raise DataError(
-                            f"{paths[split]}:{number}: expected: {missing[0]!r} is not in the categories file "
-                            f"{self.categories_path}; add it there or fix the label."
-                        )
-        else:
-            categories = [Category(name=label) for label in sorted(labels)]
         source: dict[str, Any] = self.config_dict()
         for split, rows in numbered.items():
             repeats = duplicate_rows(rows)
@@ -214,4 +198,42 @@ class JsonlDataset:
                     line,
                     first,
                 )
-        return DatasetSplits(name="jsonl", train=train, eval=evaluation, categories=categories, source=source)
+        return with_categories(
+            "jsonl",
+            [example for _, example in numbered["train"]],
+            [example for _, example in numbered["eval"]],
+            self.categories_path,
+            source,
+            locate=lambda split, position: f"{paths[split]}:{numbered[split][position][0]}",
+        )
+
+
+def with_categories(
+    name: str,
+    train: list[Example],
+    evaluation: list[Example],
+    categories_path: str | None,
+    source: dict[str, Any],
+    locate: Callable[[str, int], str] | None = None,
+) -> DatasetSplits:
+    """The splits with their categories: from the categories file (which must hold every label), else the labels.
+
+    Args:
+        locate: where example ``position`` of split ``"train"``/``"eval"`` came from (``file:line``), for errors.
+    """
+    if categories_path:
+        categories = read_categories(Path(categories_path))
+        known = {category.name for category in categories}
+        for split, examples in (("train", train), ("eval", evaluation)):
+            for position, example in enumerate(examples):
+                missing = [label for label in example.expected if label not in known]
+                if missing:
+                    where = locate(split, position) if locate else f"{split} example {position + 1}"
+                    raise DataError(
+                        f"{where}: expected: {missing[0]!r} is not in the categories file {categories_path}; "
+                        "add it there or fix the label."
+                    )
+    else:
+        labels = unique([label for example in train + evaluation for label in example.expected])
+        categories = [Category(name=label) for label in sorted(labels)]
+    return DatasetSplits(name=name, train=train, eval=evaluation, categories=categories, source=source)

@@ -98,14 +98,21 @@ def run_queries(
 ) -> list[QueryResult]:
     """Retrieve every eval query once and, when ``reranker`` is given, rescore its candidates.
 
+    All queries are retrieved first, so the reranker learns the whole workload (``Reranker.prepare``) before
+    the first score: a paid service states and caps its requests before spending any.
+
     Baseline scores are cosine similarities; reranked scores are the reranker's. ``rerank_ms`` times the
     rescoring of one query's candidates (the search is not counted).
     """
+    found = [retriever.search(vector) for vector in vectors]
+    if reranker is not None:
+        reranker.prepare(
+            [(example.input, candidates.texts) for example, candidates in zip(examples, found, strict=True)]
+        )
     results: list[QueryResult] = []
-    for example, vector in tqdm(
-        list(zip(examples, vectors, strict=True)), desc="evaluate", disable=not progress, leave=False
+    for example, candidates in tqdm(
+        list(zip(examples, found, strict=True)), desc="evaluate", disable=not progress, leave=False
     ):
-        candidates = retriever.search(vector)
         baseline = candidates.ranked()
         if reranker is None:
             results.append(QueryResult(example, baseline, baseline, 0.0))

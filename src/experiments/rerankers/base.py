@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from experiments.records import FinetuneSet, sha256_json
+from experiments.secrets import scrub
 
 ModelT = TypeVar("ModelT")
 
@@ -72,14 +73,22 @@ class Reranker(ABC):
         """
         return None
 
+    def prepare(self, work: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Called once, before any ``score``, with every ``(query, documents)`` the run will score.
+
+        Rerankers that pay per request count (and cap) their requests here; the others ignore it.
+        """
+        return None
+
     @abstractmethod
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """Relevance of each document to the query (higher is better), aligned with ``documents``."""
 
     def config_dict(self) -> dict[str, object]:
-        """The reranker and its parameters, for tracked params."""
+        """The reranker and its public parameters, for tracked params (secret-looking keys and values redacted)."""
         params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
-        return {"name": self.name, **params}
+        cleaned: dict[str, object] = scrub({"name": self.name, **params})
+        return cleaned
 
 
 class ModelReranker(Reranker, Generic[ModelT]):

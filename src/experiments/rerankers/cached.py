@@ -34,6 +34,16 @@ class CachedScores(Reranker):
     def name(self) -> str:
         return self.inner.name
 
+    def prepare(self, work: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Tell the inner reranker only about the pairs the cache does not hold (those it will be asked for)."""
+        missing: list[tuple[str, Sequence[str]]] = []
+        for query, documents in work:
+            found = self._cache.get([content_key(self.model_key, query, document) for document in documents])
+            fresh = [d for d in documents if content_key(self.model_key, query, d) not in found]
+            if fresh:
+                missing.append((query, fresh))
+        self.inner.prepare(missing)
+
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         keys = [content_key(self.model_key, query, document) for document in documents]
         found = self._cache.get(keys)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from experiments.evaluation.evaluate import Summary
 from experiments.records import DatasetSplits, FinetuneSet
-from experiments.tracking.base import metric_key
+from experiments.tracking.base import FailedRun, TrackedRun
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class MLflowTracker:
         artifact_location: artifact root for a newly created experiment (absolute, so the working directory
             does not matter).
         parent_run_id: nest this run under a parent (a sweep's run), when given.
+        strict: fail the run when MLflow fails (otherwise: one line, and the run folder and other trackers keep it).
+        timeout_s: how long recording one run may take before it counts as failed.
     """
 
     def __init__(
@@ -37,8 +39,12 @@ class MLflowTracker:
         tracking_uri: str | None = None,
         artifact_location: str | None = None,
         parent_run_id: str | None = None,
+        strict: bool = False,
+        timeout_s: float = 300.0,
     ) -> None:
         self.experiment = experiment
+        self.strict = strict
+        self.timeout_s = timeout_s
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
         self.artifact_location = artifact_location
         self.parent_run_id = parent_run_id
@@ -71,6 +77,28 @@ class MLflowTracker:
         import mlflow
 
         mlflow.MlflowClient().set_terminated(self._sweep_run_id, status="FINISHED")
+
+    def log_run(self, run: TrackedRun) -> None:
+        """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run."""
+        self.start(run_name=run.name, tags={})
+        try:
+            self.log_params(run.params)
+            self.log_inputs(run.splits, run.finetune_set)
+            self.log_results(run.metrics, run.summary)
+            self.set_tags(run.tags)
+            self.log_artifacts(run.artifacts)
+        except BaseException:
+            self.end(failed=True)
+            raise
+        self.end(failed=False)
+
+    def log_failure(self, run: FailedRun) -> None:
+        """A FAILED run with the params and the reason (tag ``error``)."""
+        try:
+            self.start(run_name=run.name, tags={"error": run.error[:500]})
+            self.log_params(run.params)
+        finally:
+            self.end(failed=True)
 
     def start(self, run_name: str, tags: Mapping[str, str]) -> None:
         import mlflow
@@ -107,21 +135,11 @@ class MLflowTracker:
                 context="training",
             )
 
-    def log_results(self, summary: Summary, extra: Mapping[str, float]) -> None:
+    def log_results(self, metrics: Mapping[str, float], summary: Summary) -> None:
         import mlflow
         import pandas as pd
 
-        metrics: dict[str, float] = dict(extra)
-        for system, prefix in (("reranker", ""), ("baseline", "baseline_")):
-            for name, value in summary.systems[system].items():
-                key = prefix + metric_key(name)
-                metrics.update({key: value.mean, f"{key}_ci_low": value.low, f"{key}_ci_high": value.high})
-        for name, value in summary.delta.items():
-            key = "delta_" + metric_key(name)
-            metrics.update({key: value.mean, f"{key}_ci_low": value.low, f"{key}_ci_high": value.high})
-        metrics.update({f"latency_{key}_ms": value for key, value in summary.latency_ms.items()})
-        metrics["candidate_recall"] = summary.candidate_recall
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(dict(metrics))
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

@@ -1,8 +1,9 @@
-"""A Hydra callback that groups a sweep's runs under one parent run of the configured tracker.
+"""A Hydra callback that opens a sweep's parent in every configured tracker.
 
-``on_multirun_start`` opens the parent and exports its id in ``EXPERIMENTS_PARENT_RUN_ID``; each job's tracker
-config reads it (``parent_run_id: ${oc.env:EXPERIMENTS_PARENT_RUN_ID,null}``), so jobs started in this process or in
-worker processes spawned after it (joblib) nest under it. ``on_multirun_end`` closes it.
+``on_multirun_start`` opens the parent in each tracker of ``trackers:`` and exports its id in
+``EXPERIMENTS_PARENT_<TRACKER>`` (``EXPERIMENTS_PARENT_MLFLOW``, ``EXPERIMENTS_PARENT_BRAINTRUST``); each job's
+tracker config reads it (``parent_run_id: ${oc.env:EXPERIMENTS_PARENT_MLFLOW,null}``), so jobs started in this
+process or in worker processes spawned after it (joblib) nest under it. ``on_multirun_end`` closes them.
 """
 
 from __future__ import annotations
@@ -14,25 +15,34 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-PARENT_ENV = "EXPERIMENTS_PARENT_RUN_ID"
+from experiments.tracking.trackers import Trackers
+
+PARENT_ENV = "EXPERIMENTS_PARENT_"
+
+
+def parent_env(tracker: str) -> str:
+    """The environment variable that carries a sweep's parent id for ``tracker`` to the jobs."""
+    return f"{PARENT_ENV}{tracker.upper()}"
 
 
 class SweepParentRun(Callback):
-    """Opens one parent run per ``-m`` sweep in the tracker chosen by ``tracker=``."""
+    """Opens one parent per ``-m`` sweep in every tracker chosen by ``trackers=``."""
 
     def __init__(self) -> None:
-        self._tracker: Any = None
+        self._trackers = Trackers()
+        self._opened: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # The parent itself nests under nothing; trackers without the notion take no such argument.
-        detached = {"parent_run_id": None} if "parent_run_id" in config.tracker else {}
-        tracker = instantiate(config.tracker, **detached)
-        parent_id = tracker.start_sweep(name=f"sweep {config.hydra.sweep.dir}")
-        if parent_id:
-            os.environ[PARENT_ENV] = parent_id
-            self._tracker = tracker
+        nodes = config.get("trackers") or {}
+        for key in nodes:
+            os.environ.pop(parent_env(key), None)  # the parent itself nests under nothing
+        self._trackers = Trackers(instantiate(nodes))
+        parents = self._trackers.start_sweep(name=f"sweep {config.hydra.sweep.dir}")
+        for key, parent_id in parents.items():
+            os.environ[parent_env(key)] = parent_id
+        self._opened = list(parents)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self._tracker is not None:
-            self._tracker.end_sweep()
-            os.environ.pop(PARENT_ENV, None)
+        self._trackers.end_sweep(self._opened)
+        for key in self._opened:
+            os.environ.pop(parent_env(key), None)
