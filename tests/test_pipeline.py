@@ -137,7 +137,21 @@ def test_mlflow_run_holds_params_inputs_metrics_and_table(make_cfg, tmp_path):
     [run] = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
     assert run.info.status == "FINISHED"
     assert run.data.params["k"] == "3"
-    assert run.data.params["miner._target_"] == "experiments.miners.cosine.CosineMiner"
+    params = run.data.params
+    assert params["miner"] == "CosineMiner" and params["miner.rank_min"] == "1"  # (under Hydra: "cosine")
+    assert params["reranker"] == "FinetunedCrossEncoder" and params["reranker.loss"] == "bce"
+    assert not [
+        key for key in params if "_target_" in key or "_config." in key or key.startswith(("paths", "trackers"))
+    ]
+    assert len(params) < 45
+    metric_history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
+    assert [point.step for point in metric_history] == [step for step, _ in outcome.fit.loss_history]
+    assert len(run.data.metrics) <= 60 and "load_s" not in run.data.metrics
+    experiment = mlflow.get_experiment_by_name("reranker-finetuning")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "mrr_at_1"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.headline"])
+    assert view["orderByKey"] == "metrics.`mrr_at_1`" and "params.`miner`" in view["selectedColumns"]
     assert run.data.tags["finetune_id"] == outcome.fit.finetune_id
     for name in ("recall_at_1", "mrr_at_5", "baseline_mrr_at_1", "delta_mrr_at_1_ci_low", "mrr_at_1_ci_high"):
         assert name in run.data.metrics, name

@@ -43,6 +43,16 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     return {str(key): value for key, value in container.items()}
 
 
+def hydra_choices() -> dict[str, str]:
+    """The option chosen per config group (``{"miner": "kmeans"}``) when running under Hydra, else {}."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {str(group): str(option) for group, option in choices.items() if not str(group).startswith("hydra")}
+
+
 def discard_rejected(output_dir: Path) -> None:
     """Remove a rejected run's folder when it holds nothing but what Hydra wrote before the run was checked."""
     if not output_dir.is_dir():
@@ -83,7 +93,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         models_dir=Path(cfg.paths.models_dir),
         scores_dir=Path(cfg.paths.scores_dir),
     )
-    return run_experiment(parts, knobs, folders, config)
+    return run_experiment(parts, knobs, folders, config, choices=hydra_choices())
 
 
 def limit_threads(parallel_jobs: int | None) -> None:

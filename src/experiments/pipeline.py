@@ -32,7 +32,7 @@ from experiments.rerankers.base import FitResult, Reranker
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.secrets import redact
-from experiments.tracking.base import FailedRun, TrackedRun, flatten, run_metrics
+from experiments.tracking.base import FailedRun, TrackedRun, run_metrics, tracked_params
 from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -187,11 +187,18 @@ def evaluate(
     return Evaluation(results, summary)
 
 
-def run_experiment(parts: Components, knobs: Knobs, folders: Folders, config: Mapping[str, Any]) -> RunOutcome:
+def run_experiment(
+    parts: Components,
+    knobs: Knobs,
+    folders: Folders,
+    config: Mapping[str, Any],
+    choices: Mapping[str, str] | None = None,
+) -> RunOutcome:
     """Run one experiment, write its folder, then record it in every tracker.
 
     Args:
-        config: the resolved config with secrets removed; saved as ``config.json`` and tracked as params.
+        config: the resolved config with secrets removed; saved as ``config.json``.
+        choices: the option chosen per config group (``{"miner": "kmeans"}``), for short tracked params.
 
     Raises:
         UserError: a bad file or option; raised before anything is written or recorded.
@@ -201,16 +208,11 @@ def run_experiment(parts: Components, knobs: Knobs, folders: Folders, config: Ma
     splits = load_data(parts, knobs)
     watch.lap("load", started)
     name = run_name(parts, knobs)
-    params = flatten(
-        {
-            **config,
-            "dataset_digest": splits.digest(),
-            "embedder_identity": parts.embedder.identity(),
-            "miner_config": parts.miner.config_dict(),
-            "reranker_config": parts.reranker.config_dict(),
-            "eval_in_train": eval_in_train(splits),
-        }
-    )
+    params = {
+        **tracked_params(config, choices),
+        "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16] or None,
+        "eval_in_train": eval_in_train(splits),
+    }
     try:
         outcome = _run_steps(parts, knobs, folders, config, splits, watch, name, params)
     except UserError:
@@ -304,12 +306,10 @@ def _write_outputs(outcome: RunOutcome) -> None:
 def _track(trackers: Trackers, outcome: RunOutcome) -> None:
     """Record a finished run: params, inputs, metrics, per-query rows, the fine-tune id and the run folder."""
     fit, finetune_set = outcome.fit, outcome.finetune_set
-    extras = {
-        "finetune_items": float(len(finetune_set)),
-        **{key: float(value) for key, value in finetune_set.fill_notes.items()},
-        **{key: float(value) for key, value in outcome.timings.items()},
-    }
+    extras = {"train_seconds": fit.train_seconds} if fit and not fit.reused else {}
     tags = {
+        "finetune_items": str(len(finetune_set)),
+        **{key: str(value) for key, value in finetune_set.fill_notes.items()},
         "finetune_set_digest": finetune_set.digest(),
         "dataset_digest": outcome.splits.digest(),
         **({"finetune_id": fit.finetune_id} if fit else {}),
@@ -326,6 +326,7 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
         finetune_id=fit.finetune_id if fit else None,
         run_folder=outcome.output_dir,
         artifacts=outcome.output_dir,
+        loss_history=list(fit.loss_history) if fit else [],
     )
     trackers.log_run(run)
 

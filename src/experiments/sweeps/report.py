@@ -241,6 +241,7 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         "winner_value": winner.selection_value,
         "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
         "winner_overrides": winner.job.overrides,
+        "winner_choices": winner.choices,
         "n_queries": len(winner.queries),
         "rows": [
             {

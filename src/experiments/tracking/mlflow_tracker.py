@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from experiments.evaluation.evaluate import Summary
 from experiments.records import DatasetSplits, FinetuneSet
-from experiments.tracking.base import FailedRun, TrackedRun
+from experiments.tracking.base import FailedRun, TrackedRun, metrics_from_summary, tracked_params
+from experiments.tracking.mlflow_view import describe_experiment
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ class MLflowTracker:
         parent_run_id: nest this run under a parent (a sweep's run), when given.
         strict: fail the run when MLflow fails (otherwise: one line, and the run folder and other trackers keep it).
         timeout_s: how long recording one run may take before it counts as failed.
+        primary_metric: the metric the UI sorts and charts by (``optimized_metric``), e.g. ``mrr@1``.
     """
 
     def __init__(
@@ -41,8 +46,10 @@ class MLflowTracker:
         parent_run_id: str | None = None,
         strict: bool = False,
         timeout_s: float = 300.0,
+        primary_metric: str = "mrr@1",
     ) -> None:
         self.experiment = experiment
+        self.primary_metric = primary_metric
         self.strict = strict
         self.timeout_s = timeout_s
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
@@ -60,7 +67,8 @@ class MLflowTracker:
             # A parallel job may create it first: then the experiment exists, which is all we need.
             with contextlib.suppress(mlflow.exceptions.MlflowException):
                 mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
-        mlflow.set_experiment(self.experiment)
+        experiment = mlflow.set_experiment(self.experiment)
+        describe_experiment(mlflow.MlflowClient(), experiment.experiment_id, self.primary_metric)
 
     def start_sweep(self, name: str) -> str:
         """Open the parent run of a sweep and return its id (jobs nest under it)."""
@@ -72,11 +80,15 @@ class MLflowTracker:
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
 
-    def end_sweep(self) -> None:
-        """Mark the sweep's parent run finished."""
+    def end_sweep(self, sweep_dir: Path) -> None:
+        """Give the sweep's parent run the winner's metrics and config and the report, then mark it finished."""
         import mlflow
 
-        mlflow.MlflowClient().set_terminated(self._sweep_run_id, status="FINISHED")
+        client = mlflow.MlflowClient()
+        report_file = sweep_dir / "report.json"
+        if report_file.is_file():
+            log_sweep_report(client, self._sweep_run_id, json.loads(report_file.read_text("utf-8")), sweep_dir)
+        client.set_terminated(self._sweep_run_id, status="FINISHED")
 
     def log_run(self, run: TrackedRun) -> None:
         """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run."""
@@ -85,6 +97,7 @@ class MLflowTracker:
             self.log_params(run.params)
             self.log_inputs(run.splits, run.finetune_set)
             self.log_results(run.metrics, run.summary)
+            self.log_loss_history(run.loss_history)
             self.set_tags(run.tags)
             self.log_artifacts(run.artifacts)
         except BaseException:
@@ -142,6 +155,18 @@ class MLflowTracker:
         mlflow.log_metrics(dict(metrics))
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")
 
+    def log_loss_history(self, history: Sequence[tuple[int, float]]) -> None:
+        """The fine-tune's training loss as the metric history ``train_loss`` (one point per logged step)."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        if not history or self.run_id is None:
+            return
+        now = int(time.time() * 1000)
+        points = [Metric("train_loss", float(loss), now, int(step)) for step, loss in history]
+        for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+            mlflow.MlflowClient().log_batch(self.run_id, metrics=points[start : start + 1000])
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
 
@@ -157,3 +182,24 @@ class MLflowTracker:
 
         if mlflow.active_run() is not None:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+
+def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], sweep_dir: Path) -> None:
+    """The winner's headline metrics and config as the parent's metrics and params, the report as its artifacts."""
+    from mlflow.entities import Metric, Param
+
+    winner = Path(str(report["winner_folder"]))
+    metrics_file, config_file = winner / "metrics.json", winner / "config.json"
+    now = int(time.time() * 1000)
+    metrics: list[Metric] = []
+    params = [Param("winner", str(report["winner"])), Param("selection_split", str(report["selection_split"]))]
+    if metrics_file.is_file():
+        summary = json.loads(metrics_file.read_text("utf-8"))["metrics"]
+        metrics = [Metric(key, float(value), now, 0) for key, value in metrics_from_summary(summary).items()]
+    if config_file.is_file():
+        winning = tracked_params(json.loads(config_file.read_text("utf-8")), report.get("winner_choices"))
+        params += [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in winning.items()]
+    client.log_batch(parent_id, metrics=metrics, params=params)
+    for name in ("report.md", "report.html", "report.json", *(Path(path).name for path in report.get("plots", []))):
+        if (sweep_dir / name).is_file():
+            client.log_artifact(parent_id, str(sweep_dir / name), artifact_path="report")

@@ -50,10 +50,11 @@ class Trackers:
                 parents[key] = parent
         return parents
 
-    def end_sweep(self, keys: list[str]) -> None:
+    def end_sweep(self, keys: list[str], sweep_dir: Path) -> None:
+        """Close the parents opened by ``start_sweep``; they may attach the sweep's report from ``sweep_dir``."""
         for key in keys:
             tracker = self.trackers[key]
-            self._call(key, tracker, tracker.end_sweep)
+            self._call(key, tracker, partial(tracker.end_sweep, sweep_dir))
 
     def log_run(self, run: TrackedRun) -> None:
         """Record a finished run in every tracker, with params, tags and files scrubbed of secrets."""
