@@ -25,7 +25,8 @@ from experiments.errors import DataError
 from experiments.records import Category, DatasetSplits, Example, unique
 
 
-def _problem(error: ValidationError) -> str:
+def problem(error: ValidationError) -> str:
+    """The first validation problem as ``field: message`` (``row`` for the row as a whole; nested fields dotted)."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "row"
     return f"{field}: {first['msg']}"
@@ -35,7 +36,7 @@ def _validated(model: type[BaseModel], row: Any, where: str) -> Any:
     try:
         return model.model_validate(row)
     except ValidationError as error:
-        raise DataError(f"{where}: {_problem(error)}") from None
+        raise DataError(f"{where}: {problem(error)}") from None
 
 
 def read_examples(path: Path) -> list[Example]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from experiments.evaluation.evaluate import Summary
 from experiments.records import DatasetSplits, FinetuneSet
+
+if TYPE_CHECKING:
+    from experiments.serving.package import CategoriserPackage
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|credential)", re.IGNORECASE)
 REDACTED = "***"
@@ -34,6 +37,10 @@ class Tracker(Protocol):
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def log_artifacts(self, directory: Path) -> None: ...
+
+    def log_model(self, categoriser: CategoriserPackage) -> None:
+        """Store the run's categoriser as a model; trackers without a notion of models ignore it."""
+        ...
 
     def end(self, failed: bool) -> None: ...
 

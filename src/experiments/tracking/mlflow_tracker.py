@@ -8,10 +8,14 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.evaluation.evaluate import Summary
 from experiments.records import DatasetSplits, FinetuneSet
 from experiments.tracking.base import metric_key
+
+if TYPE_CHECKING:
+    from experiments.serving.package import CategoriserPackage
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,15 @@ class MLflowTracker:
         import mlflow
 
         mlflow.log_artifacts(str(directory))
+        # The run folder's path finds this run again (``python -m experiments.register <run folder>``).
+        mlflow.set_tag("run_folder", str(directory.resolve()))
+
+    def log_model(self, categoriser: CategoriserPackage) -> None:
+        """Log the categoriser as this run's pyfunc model ``categoriser`` (``runs:/<run id>/categoriser``)."""
+        from experiments.serving.mlflow_model import log_categoriser
+
+        info = log_categoriser(categoriser)
+        log.info("model: %s (python -m experiments.suggest %s ...)", info.model_uri, self.run_id)
 
     def end(self, failed: bool) -> None:
         import mlflow

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.evaluation.evaluate import Summary
 from experiments.records import DatasetSplits, FinetuneSet
+
+if TYPE_CHECKING:
+    from experiments.serving.package import CategoriserPackage
 
 
 class NoTracker:
@@ -34,6 +38,9 @@ class NoTracker:
         pass
 
     def log_artifacts(self, directory: Path) -> None:
+        pass
+
+    def log_model(self, categoriser: CategoriserPackage) -> None:
         pass
 
     def end(self, failed: bool) -> None:
