@@ -135,15 +135,13 @@ def rank(model: Any, texts: Sequence[str], top_n: int, batch_size: int, progress
     return results
 
 
-def suggest_file(model: Any, args: argparse.Namespace) -> None:
-    """Rank every good row of ``--input`` and write ``--output`` (atomically); report skipped rows."""
+def suggest_file(model: Any, args: argparse.Namespace, rows: tuple[list[int], list[str], list[str]]) -> None:
+    """Rank the good rows of ``--input`` (``read_rows``) and write ``--output`` atomically; report skipped rows."""
     from experiments.pipeline import write_atomic
 
-    lines, texts, problems = read_rows(args.input, args.strict)
+    lines, texts, problems = rows
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    if not texts:
-        raise DataError(f"{args.input}: no row to rank ({len(problems)} bad).")
     output = args.output or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".suggestions.jsonl")
     started = time.perf_counter()
     results = rank(model, texts, args.top_n, args.batch_size, progress=not args.no_progress)
@@ -157,14 +155,18 @@ def suggest_file(model: Any, args: argparse.Namespace) -> None:
     )
 
 
-def suggest_one(model: Any, row: dict[str, Any], args: argparse.Namespace) -> None:
-    """Rank one row and print it: ``rank. category  score`` lines, or one JSON object with ``--json``."""
+def one_text(row: dict[str, Any]) -> str:
+    """The query text of the single row; a problem names the flag (``--amount: Field required``)."""
     try:
-        text = query_text(row)
+        return query_text(row)
     except RowError as error:
         field, _, message = str(error).partition(": ")
         flag = f"--{field.replace('_', '-')}" if field in (*FLAG_FIELDS, "trip_name") else field
         raise UserError(f"{flag}: {message}") from None
+
+
+def suggest_one(model: Any, text: str, args: argparse.Namespace) -> None:
+    """Rank one query text and print it: ``rank. category  score`` lines, or one JSON object with ``--json``."""
     [result] = rank(model, [text], args.top_n, args.batch_size, progress=False)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
@@ -182,16 +184,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.top_n < 1 or args.batch_size < 1:
             raise UserError(f"--top-n {args.top_n} and --batch-size {args.batch_size} must be at least 1.")
+        # The input is checked before the model is loaded: a bad row costs no model load.
         row = single_row(args)
+        text = one_text(row) if row is not None else None
+        rows = read_rows(args.input, args.strict) if row is None else None
+        if rows is not None and not rows[1]:
+            raise DataError(f"{args.input}: no row to rank ({len(rows[2])} bad).")
         from experiments.serving.mlflow_model import connect, load, tracking_uri
 
         if not Path(args.model, "MLmodel").is_file():  # a downloaded model folder needs no store
             connect(tracking_uri(args.tracking_uri))
         model = load(args.model)
-        if row is None:
-            suggest_file(model, args)
-        else:
-            suggest_one(model, row, args)
+        if rows is not None:
+            suggest_file(model, args, rows)
+        elif text is not None:
+            suggest_one(model, text, args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

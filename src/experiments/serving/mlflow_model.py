@@ -44,6 +44,17 @@ REQUIREMENTS = (
     "pydantic",
     "tqdm",
 )
+#: The input columns: a query text, or a transaction's fields (docs/data-formats.md).
+INPUT_COLUMNS = (
+    "input",
+    "merchant_name",
+    "merchant_category",
+    "department",
+    "location",
+    "amount",
+    "spend_program_name",
+    "trip_name",
+)
 #: The documented transaction row (docs/data-formats.md), without its label: the model's input example.
 INPUT_EXAMPLE = {
     "merchant_name": "Blue Bottle Coffee",
@@ -57,16 +68,18 @@ INPUT_EXAMPLE = {
 
 
 def signature() -> ModelSignature:
-    """Input: a query text or the transaction fields, all optional (a row is one or the other); output: the
-    ranked ``categories`` and their ``scores``; param ``top_n``."""
+    """Input: the query text or the transaction fields, all optional (a row is one or the other); output: the
+    ranked ``categories`` and their ``scores``; param ``top_n``.
+
+    The input columns are typed ``Any``: a request mixing query rows and transaction rows, or one where no
+    transaction has a trip, has missing values (NaN) in typed columns, which MLflow's checks reject for the whole
+    request. The model validates every row itself (docs/data-formats.md) and names the row and field of a problem.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-    from mlflow.types.schema import Array
+    from mlflow.types.schema import AnyType, Array
 
-    text = ("input", "merchant_name", "department", "location", "spend_program_name", "trip_name")
-    columns: list[Any] = [ColSpec("string", name, required=False) for name in text]
-    columns.insert(2, ColSpec(Array("string"), "merchant_category", required=False))
-    columns.insert(5, ColSpec("double", "amount", required=False))
+    columns: list[Any] = [ColSpec(AnyType(), name, required=False) for name in INPUT_COLUMNS]
     return ModelSignature(
         inputs=Schema(columns),
         outputs=Schema([ColSpec(Array("string"), "categories"), ColSpec(Array("double"), "scores")]),

@@ -19,7 +19,7 @@ from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 # MLflow suggests type hints for predict when a class is defined; the signature is given at logging instead.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class CategoriserModel(PythonModel):
