@@ -157,11 +157,11 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         return self.score_many([query], [documents])[0]
 
     def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
-        """Cosine similarities, with every query embedded in one batched pass."""
+        """Cosine similarities, with every distinct query embedded in one batched pass."""
         self._remember([text for docs in documents for text in docs])
-        wanted = [position for position, docs in enumerate(documents) if docs]
-        vectors = dict(zip(wanted, self._embed([queries[p] for p in wanted]), strict=True)) if wanted else {}
+        wanted = list(dict.fromkeys(query for query, docs in zip(queries, documents, strict=True) if docs))
+        vectors = dict(zip(wanted, self._embed(wanted), strict=True)) if wanted else {}
         return [
-            [float(self._doc_vectors[text] @ vectors[position]) for text in docs]
-            for position, docs in enumerate(documents)
+            [float(self._doc_vectors[text] @ vectors[query]) for text in docs]
+            for query, docs in zip(queries, documents, strict=True)
         ]
