@@ -22,8 +22,8 @@ from conftest import compose_small, write_small_data
 
 from experiments import app, register, suggest
 from experiments.pipeline import RunOutcome
+from experiments.serving.mlflow_model import INPUT_EXAMPLE, run_model_uri
 from experiments.serving.mlflow_model import register as register_run
-from experiments.serving.mlflow_model import run_model_uri
 from experiments.serving.rows import RowError, query_text
 
 
@@ -160,14 +160,7 @@ def test_model_signature_and_bad_rows(logged):
 
 
 def test_query_text_from_rows():
-    transaction = {
-        "merchant_name": "Blue Bottle Coffee",
-        "merchant_category": ["Restaurants", "Coffee Shops"],
-        "department": "Engineering",
-        "location": "San Francisco, CA",
-        "amount": 18.5,
-        "spend_program_name": "Team Budget",
-    }
+    transaction = {key: value for key, value in INPUT_EXAMPLE.items() if key != "trip_name"}
     text = query_text({**transaction, "trip_name": float("nan"), "expense_category": "Team Meals", "id": 3})
     assert text.splitlines()[0] == "Name : Blue Bottle Coffee" and text.endswith("Trip Name: unknown")
     assert query_text({"input": "Name : Uber", "expected": ["Travel"]}) == "Name : Uber"

@@ -26,12 +26,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from experiments.datasets.transactions import TransactionFields
 from experiments.errors import DataError, UserError
 from experiments.serving.categoriser import DEFAULT_TOP_N
 from experiments.serving.rows import RowError, query_text
 
 #: The transaction fields settable by flags (``--merchant-name`` ...), in the row order of docs/data-formats.md.
-FLAG_FIELDS = ("merchant_name", "merchant_category", "department", "location", "amount", "spend_program_name")
+FLAG_FIELDS = tuple(name for name in TransactionFields.model_fields if name != "trip_name")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -49,12 +50,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source.add_argument("--row", help="one row as JSON: a transaction or {'input': '<query text>'}")
     source.add_argument("--query", help="one query text, ranked as is")
     for name in FLAG_FIELDS:
-        flag = "--" + name.replace("_", "-")
-        if name == "merchant_category":
-            source.add_argument(flag, action="append", help="repeat for several merchant categories")
-        else:
-            source.add_argument(flag, type=float if name == "amount" else str)
+        if name != "merchant_category":
+            source.add_argument("--" + name.replace("_", "-"), type=float if name == "amount" else str)
     source.add_argument("--trip-name", help="optional; 'unknown' when left out")
+    source.add_argument("--merchant-category", action="append", help="repeat for several merchant categories")
     parser.add_argument("--output", type=Path, help="output JSON Lines file (default: <input>.suggestions.jsonl)")
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N, help="categories per row (default: 5)")
     parser.add_argument("--batch-size", type=int, default=256, help="rows per model call (default: 256)")

@@ -16,9 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.datasets.transactions import TransactionFields
 from experiments.errors import UserError
 from experiments.serving.categoriser import DEFAULT_TOP_N
 from experiments.serving.package import CategoriserPackage
+from experiments.serving.rows import QUERY_COLUMN
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -45,16 +47,7 @@ REQUIREMENTS = (
     "tqdm",
 )
 #: The input columns: a query text, or a transaction's fields (docs/data-formats.md).
-INPUT_COLUMNS = (
-    "input",
-    "merchant_name",
-    "merchant_category",
-    "department",
-    "location",
-    "amount",
-    "spend_program_name",
-    "trip_name",
-)
+INPUT_COLUMNS = (QUERY_COLUMN, *TransactionFields.model_fields)
 #: The documented transaction row (docs/data-formats.md), without its label: the model's input example.
 INPUT_EXAMPLE = {
     "merchant_name": "Blue Bottle Coffee",
