@@ -1,8 +1,10 @@
-"""Wall time of the default run (cold and warm), training throughput and rerank latency on this machine.
+"""Wall time of the default run (cold and warm), training throughput, rerank latency and `suggest` throughput.
 
 Usage: ``make bench`` or ``.venv/bin/python scripts/benchmark.py [extra overrides ...]``. Cold = empty caches
-(no embeddings, no trained model); warm = the same command again, everything cached. Runs in a temporary
-outputs folder, so it never touches your runs.
+(no embeddings, no trained model); warm = the same command again, everything cached. Then the run's logged model
+ranks 10,000 new transactions with ``python -m experiments.suggest`` (rows/s, model load excluded) and the eval
+split (its rankings must equal the evaluation's). Runs in a temporary outputs folder, so it never touches your
+runs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed_run(outputs: Path, overrides: list[str]) -> tuple[float, dict[str, object]]:
+def timed_run(outputs: Path, overrides: list[str]) -> tuple[float, dict[str, object], Path]:
     command = [sys.executable, str(ROOT / "run.py"), f"paths.outputs_dir={outputs}", "progress=false", *overrides]
     started = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -26,15 +28,51 @@ def timed_run(outputs: Path, overrides: list[str]) -> tuple[float, dict[str, obj
     if completed.returncode != 0:
         sys.exit(f"run failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
     folder = Path(completed.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
-    return elapsed, json.loads((folder / "metrics.json").read_text())
+    return elapsed, json.loads((folder / "metrics.json").read_text()), folder
+
+
+def suggest(outputs: Path, model: str, source: Path) -> tuple[float, str, list[dict[str, object]]]:
+    """Run ``python -m experiments.suggest`` on a file: wall time, its summary line, the written rows."""
+    target = source.with_suffix(".out.jsonl")
+    command = [sys.executable, "-m", "experiments.suggest", model, "--input", str(source), "--output", str(target)]
+    command += ["--no-progress", "--tracking-uri", f"sqlite:///{outputs / 'mlflow.db'}"]
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    elapsed = time.perf_counter() - started
+    if completed.returncode != 0:
+        sys.exit(f"suggest failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    summary = completed.stderr.strip().splitlines()[-1]
+    return elapsed, summary, [json.loads(line) for line in target.read_text().splitlines()]
+
+
+def suggest_benchmark(outputs: Path, finetune_id: str, folder: Path, same_data: bool) -> list[str]:
+    """10,000 new transactions through the logged model, and the eval split against the evaluation's rankings."""
+    from experiments.datasets.synthetic import SyntheticTransactions
+
+    data = outputs / "suggest"
+    SyntheticTransactions(seed=1, n_transactions=10_000).write_jsonl(data / "new")
+    rows = [line for name in ("train.jsonl", "eval.jsonl") for line in (data / "new" / name).read_text().splitlines()]
+    (data / "transactions.jsonl").write_text("\n".join(rows) + "\n")
+    wall, summary, _ = suggest(outputs, finetune_id, data / "transactions.jsonl")
+    lines = [f"suggest, {len(rows)} new transactions: {summary.split(';')[0]}; {wall:.1f} s wall with start-up"]
+    if same_data:  # the default run's data set (dataset=synthetic with its defaults)
+        SyntheticTransactions().write_jsonl(data / "bundled")
+        _, _, ranked = suggest(outputs, finetune_id, data / "bundled" / "eval.jsonl")
+        evaluated = [json.loads(line)["reranked_top"] for line in (folder / "per_query.jsonl").read_text().splitlines()]
+        same = sum(row["categories"] == top for row, top in zip(ranked, evaluated, strict=True))
+        lines.append(f"suggest on the eval split: {same}/{len(evaluated)} rankings (top 5) equal the evaluation's")
+    return lines
 
 
 def main() -> None:
     overrides = sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         outputs = Path(tmp)
-        cold_s, cold = timed_run(outputs, overrides)
-        warm_s, warm = timed_run(outputs, overrides)
+        cold_s, cold, folder = timed_run(outputs, overrides)
+        warm_s, warm, _ = timed_run(outputs, overrides)
+        finetune_id = cold.get("finetune_id")
+        same_data = not any(override.startswith(("dataset", "retrieval")) for override in overrides)
+        served = suggest_benchmark(outputs, finetune_id, folder, same_data) if isinstance(finetune_id, str) else []
     fit = cold.get("fit") or {}
     assert isinstance(fit, dict)
     metrics = cold["metrics"]
@@ -57,6 +95,8 @@ def main() -> None:
     reranker, baseline = metrics["reranker"], metrics["baseline"]
     for name in ("mrr@1", "recall@5"):
         print(f"{name}: baseline {baseline[name]['mean']:.3f} -> reranker {reranker[name]['mean']:.3f}")
+    for line in served:
+        print(line)
 
 
 if __name__ == "__main__":

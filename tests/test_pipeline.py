@@ -3,66 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from conftest import CONF, SERVICES
 
 from experiments import app
 from experiments.errors import UserError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MINERS = sorted(path.stem for path in (CONF / "miner").glob("*.yaml"))
 #: Rerankers that call a paid service run against local fake servers in test_services.py.
-SERVICES = {"cohere", "cohere_finetuned"}
 RERANKERS = sorted(path.stem for path in (CONF / "reranker").glob("*.yaml") if path.stem not in SERVICES)
-MODEL_KEYS = {"cross_encoder": "model", "cross_encoder_finetuned": "base_model", "bi_encoder_finetuned": "base_model"}
-
-
-@pytest.fixture
-def small_data(tmp_path: Path) -> dict[str, str]:
-    """The bundled generator's rows, written to files (so the jsonl loader is exercised), trimmed small."""
-    from experiments.datasets.synthetic import SyntheticTransactions
-
-    folder = tmp_path / "data"
-    SyntheticTransactions(seed=0).write_jsonl(folder)
-    for name, keep in (("train.jsonl", 90), ("eval.jsonl", 30)):
-        lines = (folder / name).read_text().splitlines()
-        (folder / name).write_text("\n".join(lines[:keep]) + "\n")
-    return {name: str(folder / name) for name in ("train.jsonl", "eval.jsonl", "categories.json")}
-
-
-@pytest.fixture
-def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], monkeypatch) -> Callable:
-    """Compose the real config with the given overrides, shrunk: tiny model, small data, outputs in tmp_path."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-    def make(*overrides: str, reranker: str = "none", dataset: str = "jsonl") -> DictConfig:
-        files = [
-            f"dataset.train_path={small_data['train.jsonl']}",
-            f"dataset.eval_path={small_data['eval.jsonl']}",
-            f"dataset.categories_path={small_data['categories.json']}",
-        ]
-        shrink = [
-            f"paths.outputs_dir={tmp_path / 'outputs'}",
-            f"dataset={dataset}",
-            *(files if dataset == "jsonl" else []),
-            f"embedder.model={tiny_model_dir}",
-            f"reranker={reranker}",
-            "progress=false",
-            "evaluation.bootstrap_resamples=200",
-            "k=3",
-        ]
-        if reranker in MODEL_KEYS:
-            shrink.append(f"reranker.{MODEL_KEYS[reranker]}={tiny_model_dir}")
-        if reranker.endswith("_finetuned") and reranker not in SERVICES:
-            shrink += ["reranker.epochs=1"]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[*shrink, *overrides])
-
-    return make
 
 
 def run_dir(tmp_path: Path, name: str = "run") -> Path:
@@ -72,7 +23,9 @@ def run_dir(tmp_path: Path, name: str = "run") -> Path:
 @pytest.mark.parametrize("reranker", RERANKERS)
 @pytest.mark.parametrize("miner", MINERS)
 def test_every_miner_with_every_reranker(make_cfg, tmp_path, miner, reranker):
-    outcome = app.run(make_cfg(f"miner={miner}", reranker=reranker), run_dir(tmp_path))
+    # Every reranker's categoriser is packaged and logged once (with the first miner); tests/test_serving.py checks it.
+    log_model = f"log_model={miner == MINERS[0]}"
+    outcome = app.run(make_cfg(f"miner={miner}", log_model, reranker=reranker), run_dir(tmp_path))
     folder = outcome.output_dir
     for name in ("config.json", "finetune.jsonl", "metrics.json", "per_query.jsonl", "table.txt"):
         assert (folder / name).is_file(), name

@@ -87,6 +87,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         seed=cfg.seed,
         bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
         progress=cfg.progress,
+        log_model=cfg.log_model,
     )
     folders = Folders(
         output_dir=output_dir,

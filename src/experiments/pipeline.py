@@ -1,7 +1,8 @@
 """One run, as a short sequence of named steps.
 
 data → embed → index → mine (train only) → fine-tuning set → fit reranker → evaluate (with and without the
-reranker, on the eval split only) → write the run folder → track. Each step takes and returns plain records, so
+reranker, on the eval split only) → package the categoriser → write the run folder → track (the package is
+logged as the run's model). Each step takes and returns plain records, so
 it can be tested alone; the components arrive already built (``experiments.app`` instantiates them from
 config). The trackers are called in one place, at the end (``_track``), after the run folder is complete: a run
 that fails or is killed before then leaves no half-recorded tracker run, and a failing tracker never loses the
@@ -32,6 +33,7 @@ from experiments.rerankers.base import FitResult, Reranker
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.secrets import redact
+from experiments.serving.package import CategoriserPackage
 from experiments.tracking.base import FailedRun, TrackedRun, run_metrics, tracked_params
 from experiments.tracking.trackers import Trackers
 
@@ -47,6 +49,8 @@ class Knobs:
     seed: int = 42
     bootstrap_resamples: int = 1000
     progress: bool = True
+    #: Package the categoriser and log it as the run's model (``log_model=false`` skips it).
+    log_model: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class RunOutcome:
     evaluation: Evaluation
     table: str
     timings: dict[str, float] = field(default_factory=dict)
+    categoriser: CategoriserPackage | None = None
 
     @property
     def summary(self) -> Summary:
@@ -187,6 +192,26 @@ def evaluate(
     return Evaluation(results, summary)
 
 
+def package(
+    parts: Components, splits: DatasetSplits, vectors: Embeddings, fit: FitResult | None
+) -> CategoriserPackage | None:
+    """The categoriser the evaluation measured, ready to ship: the categories and the vectors the index held,
+    ``top_k``, and how to rebuild the embedder and the (fitted) reranker. None when a part cannot be shipped."""
+    embedder, reranker = parts.embedder.portable(), parts.reranker.portable()
+    if embedder is None or reranker is None:
+        log.warning("%s cannot be shipped as a model: no model is logged for this run", parts.reranker.name)
+        return None
+    return CategoriserPackage(
+        categories=splits.categories,
+        documents=vectors.documents,
+        vectors=vectors.categories,
+        top_k=parts.retrieval.top_k,
+        embedder=embedder,
+        reranker=reranker,
+        finetune_id=fit.finetune_id if fit else None,
+    )
+
+
 def run_experiment(
     parts: Components,
     knobs: Knobs,
@@ -258,8 +283,11 @@ def _run_steps(
     evaluation = evaluate(parts, splits, vectors, fit, folders, knobs)
     watch.lap("evaluate", started)
 
+    categoriser = package(parts, splits, vectors, fit) if knobs.log_model else None
     table = format_table(evaluation.summary, reranker_label=parts.reranker.name)
-    outcome = RunOutcome(name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings)
+    outcome = RunOutcome(
+        name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings, categoriser
+    )
     _write_outputs(outcome)
     return outcome
 
@@ -304,7 +332,8 @@ def _write_outputs(outcome: RunOutcome) -> None:
 
 
 def _track(trackers: Trackers, outcome: RunOutcome) -> None:
-    """Record a finished run: params, inputs, metrics, per-query rows, the fine-tune id and the run folder."""
+    """Record a finished run: params, inputs, metrics, per-query rows, the fine-tune id, the run folder, and the
+    categoriser as the run's model."""
     fit, finetune_set = outcome.fit, outcome.finetune_set
     extras = {"train_seconds": fit.train_seconds} if fit and not fit.reused else {}
     tags = {
@@ -327,6 +356,7 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
         run_folder=outcome.output_dir,
         artifacts=outcome.output_dir,
         loss_history=list(fit.loss_history) if fit else [],
+        categoriser=outcome.categoriser,
     )
     trackers.log_run(run)
 

@@ -31,7 +31,8 @@ from experiments.records import Category, DatasetSplits, Example, unique
 log = logging.getLogger(__name__)
 
 
-def _problem(error: ValidationError) -> str:
+def problem(error: ValidationError) -> str:
+    """The first validation problem as ``field: message`` (``row`` for the row as a whole; nested fields dotted)."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "row"
     return f"{field}: {first['msg']}"
@@ -41,7 +42,7 @@ def validated(model: type[BaseModel], row: Any, where: str) -> Any:
     try:
         return model.model_validate(row)
     except ValidationError as error:
-        raise DataError(f"{where}: {_problem(error)}") from None
+        raise DataError(f"{where}: {problem(error)}") from None
 
 
 def _reject_constant(name: str) -> Any:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from experiments.models import Portable, portable
 from experiments.records import FinetuneSet, sha256_json
 from experiments.secrets import scrub
 
@@ -84,6 +85,17 @@ class Reranker(ABC):
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """Relevance of each document to the query (higher is better), aligned with ``documents``."""
 
+    def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        """``score`` for many queries at once, each with its own documents; model rerankers batch the calls.
+
+        Returns the same scores as ``score`` query by query, up to float rounding of batched model calls.
+        """
+        return [self.score(query, docs) for query, docs in zip(queries, documents, strict=True)]
+
+    def portable(self) -> Portable | None:
+        """How to rebuild this reranker, ready to score, inside a served model; None when it cannot be shipped."""
+        return None
+
     def config_dict(self) -> dict[str, object]:
         """The reranker and its public parameters, for tracked params (secret-looking keys and values redacted)."""
         params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
@@ -95,6 +107,16 @@ class ModelReranker(Reranker, Generic[ModelT]):
     """A reranker that scores with a model loaded from a folder on first use (eval mode)."""
 
     _model: ModelT | None = None
+    #: The constructor argument that names the model.
+    model_arg: str = "model"
+
+    def _model_ref(self) -> str:
+        """The model reference to rebuild this reranker with (``model_arg``'s value, or a trained folder)."""
+        return str(getattr(self, self.model_arg))
+
+    def portable(self) -> Portable:
+        """The same class scoring with the same model; a model folder on this machine is shipped with it."""
+        return portable(self, self.model_arg, **{self.model_arg: self._model_ref(), "progress": False})
 
     @abstractmethod
     def _model_source(self) -> str:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from torch import nn
 
+#: Texts per forward pass when scoring (training batches are ``batch_size`` rows).
+ENCODE_BATCH_SIZE = 64
+
 
 def load_bi_encoder(path: str, max_length: int, device: str) -> SentenceTransformer:
     """Load a sentence-transformers model (a plain transformers folder gets mean pooling), in eval mode."""
@@ -137,15 +140,28 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._loaded().encode(
-            list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            list(texts),
+            batch_size=ENCODE_BATCH_SIZE,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
 
-    def score(self, query: str, documents: Sequence[str]) -> list[float]:
-        """Cosine similarity of the query to each document, aligned with ``documents``."""
-        if not documents:
-            return []
+    def _remember(self, documents: Sequence[str]) -> None:
         missing = [text for text in dict.fromkeys(documents) if text not in self._doc_vectors]
         if missing:
             self._doc_vectors.update(zip(missing, self._embed(missing), strict=True))
-        query_vector = self._embed([query])[0]
-        return [float(self._doc_vectors[text] @ query_vector) for text in documents]
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        """Cosine similarity of the query to each document, aligned with ``documents``."""
+        return self.score_many([query], [documents])[0]
+
+    def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Cosine similarities, with every distinct query embedded in one batched pass."""
+        self._remember([text for docs in documents for text in docs])
+        wanted = list(dict.fromkeys(query for query, docs in zip(queries, documents, strict=True) if docs))
+        vectors = dict(zip(wanted, self._embed(wanted), strict=True)) if wanted else {}
+        return [
+            [float(self._doc_vectors[text] @ vectors[query]) for text in docs]
+            for query, docs in zip(queries, documents, strict=True)
+        ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from experiments.errors import ConfigError
 from experiments.models import PACKAGED_MINILM, pick_device
 from experiments.records import FinetuneItem
-from experiments.rerankers.cross_encoder import load_cross_encoder, predict_logits
+from experiments.rerankers.cross_encoder import load_cross_encoder, predict_logits, predict_logits_many
 from experiments.rerankers.trained import TrainedReranker, check_positive, mnrl_rows
 
 if TYPE_CHECKING:
@@ -194,3 +194,6 @@ class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One logit per document (higher is more relevant), aligned with ``documents``."""
         return predict_logits(self._loaded(), query, documents, self.score_batch_size)
+
+    def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        return predict_logits_many(self._loaded(), queries, documents, self.score_batch_size)

@@ -179,6 +179,12 @@ class TrainedReranker(ModelReranker[ModelT]):
             **self._own_train_args(),
         }
 
+    model_arg = "base_model"
+
+    def _model_ref(self) -> str:
+        """The trained folder after ``fit`` (rebuilt with it as its base model, it scores the same), else the base."""
+        return str(self._model_path) if self._model_path else self.base_model
+
     def _model_source(self) -> str:
         """The model trained by the last ``fit``, or the base model before any ``fit``."""
         return str(self._model_path) if self._model_path else resolve_model(self.base_model)

@@ -18,6 +18,7 @@ from experiments.secrets import REDACTED, scrub
 if TYPE_CHECKING:
     from experiments.evaluation.evaluate import QueryResult, Summary
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.serving.package import CategoriserPackage
 
 __all__ = [
     "REDACTED",
@@ -46,6 +47,7 @@ class TrackedRun:
         run_folder: the run's own folder (complete: ``metrics.json`` is there).
         artifacts: a copy of the run folder with secret values redacted: what trackers may upload.
         loss_history: ``(step, training loss)`` of the fine-tune, when the reranker trained in this run.
+        categoriser: the run's categoriser, ready to ship as a model (None when a part cannot be shipped).
     """
 
     name: str
@@ -60,6 +62,7 @@ class TrackedRun:
     run_folder: Path
     artifacts: Path
     loss_history: Sequence[tuple[int, float]] = ()
+    categoriser: CategoriserPackage | None = None
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.evaluation.evaluate import Summary
 from experiments.records import DatasetSplits, FinetuneSet
 from experiments.tracking.base import FailedRun, TrackedRun, metrics_from_summary, tracked_params
 from experiments.tracking.mlflow_view import describe_experiment
+
+if TYPE_CHECKING:
+    from experiments.serving.package import CategoriserPackage
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +101,11 @@ class MLflowTracker:
             self.log_inputs(run.splits, run.finetune_set)
             self.log_results(run.metrics, run.summary)
             self.log_loss_history(run.loss_history)
-            self.set_tags(run.tags)
+            # The run folder's path finds this run again (``python -m experiments.register <run folder>``).
+            self.set_tags({**run.tags, "run_folder": str(run.run_folder.resolve())})
             self.log_artifacts(run.artifacts)
+            if run.categoriser is not None:
+                self.log_model(run.categoriser)
         except BaseException:
             self.end(failed=True)
             raise
@@ -176,6 +182,13 @@ class MLflowTracker:
         import mlflow
 
         mlflow.log_artifacts(str(directory))
+
+    def log_model(self, categoriser: CategoriserPackage) -> None:
+        """Log the categoriser as this run's pyfunc model ``categoriser`` (``runs:/<run id>/categoriser``)."""
+        from experiments.serving.mlflow_model import log_categoriser
+
+        info = log_categoriser(categoriser)
+        log.info("model: %s (python -m experiments.suggest %s ...)", info.model_uri, self.run_id)
 
     def end(self, failed: bool) -> None:
         import mlflow
