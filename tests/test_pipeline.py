@@ -3,61 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from conftest import CONF, TRAINED
 
 from experiments import app
 from experiments.errors import UserError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MINERS = sorted(path.stem for path in (CONF / "miner").glob("*.yaml"))
 RERANKERS = sorted(path.stem for path in (CONF / "reranker").glob("*.yaml"))
-MODEL_KEYS = {"cross_encoder": "model", "cross_encoder_finetuned": "base_model", "bi_encoder_finetuned": "base_model"}
-
-
-@pytest.fixture
-def small_data(tmp_path: Path) -> dict[str, str]:
-    """The bundled generator's rows, written to files (so the jsonl loader is exercised), trimmed small."""
-    from experiments.datasets.synthetic import SyntheticTransactions
-
-    folder = tmp_path / "data"
-    SyntheticTransactions(seed=0).write_jsonl(folder)
-    for name, keep in (("train.jsonl", 90), ("eval.jsonl", 30)):
-        lines = (folder / name).read_text().splitlines()
-        (folder / name).write_text("\n".join(lines[:keep]) + "\n")
-    return {name: str(folder / name) for name in ("train.jsonl", "eval.jsonl", "categories.json")}
-
-
-@pytest.fixture
-def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], monkeypatch) -> Callable:
-    """Compose the real config with the given overrides, shrunk: tiny model, small data, outputs in tmp_path."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-    def make(*overrides: str, reranker: str = "none") -> DictConfig:
-        shrink = [
-            f"paths.outputs_dir={tmp_path / 'outputs'}",
-            "dataset=jsonl",
-            f"dataset.train_path={small_data['train.jsonl']}",
-            f"dataset.eval_path={small_data['eval.jsonl']}",
-            f"dataset.categories_path={small_data['categories.json']}",
-            f"embedder.model={tiny_model_dir}",
-            f"reranker={reranker}",
-            "progress=false",
-            "evaluation.bootstrap_resamples=200",
-            "k=3",
-        ]
-        if reranker in MODEL_KEYS:
-            shrink.append(f"reranker.{MODEL_KEYS[reranker]}={tiny_model_dir}")
-        if reranker.endswith("_finetuned"):
-            shrink += ["reranker.epochs=1"]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[*shrink, *overrides])
-
-    return make
 
 
 def run_dir(tmp_path: Path, name: str = "run") -> Path:
@@ -78,7 +33,7 @@ def test_every_miner_with_every_reranker(make_cfg, tmp_path, miner, reranker):
         for name in ("recall@1", "recall@3", "recall@5", "mrr@1", "mrr@3", "mrr@5"):
             value = metrics["metrics"][system][name]
             assert 0.0 <= value["ci_low"] <= value["mean"] <= value["ci_high"] <= 1.0
-    assert (metrics["finetune_id"] is not None) == reranker.endswith("_finetuned")
+    assert (metrics["finetune_id"] is not None) == (reranker in TRAINED)
     rows = [json.loads(line) for line in (folder / "per_query.jsonl").read_text().splitlines()]
     assert len(rows) == 30 and len(rows[0]["reranked_top"]) == 5
     for line in (folder / "finetune.jsonl").read_text().splitlines():

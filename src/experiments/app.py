@@ -48,6 +48,8 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         seed=cfg.seed,
         bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
         progress=cfg.progress,
+        validation_fraction=cfg.validation_fraction,
+        replicates=cfg.replicates,
     )
     folders = Folders(
         output_dir=output_dir,

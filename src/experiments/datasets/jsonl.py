@@ -38,8 +38,12 @@ def _validated(model: type[BaseModel], row: Any, where: str) -> Any:
         raise DataError(f"{where}: {_problem(error)}") from None
 
 
-def read_examples(path: Path) -> list[Example]:
-    """Parse and validate one train or eval file; raises ``DataError`` at the first bad line."""
+def read_examples(path: Path, group_by: str | None = None) -> list[Example]:
+    """Parse and validate one train or eval file; raises ``DataError`` at the first bad line.
+
+    With ``group_by``, every row must carry that field (a transaction row's key, or an example row's metadata
+    key); its value is kept as ``metadata[group_by]`` as a string.
+    """
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the dataset.*_path option.")
     examples: list[Example] = []
@@ -55,9 +59,9 @@ def read_examples(path: Path) -> list[Example]:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
             if "input" in row or "expected" in row:
-                examples.append(_validated(Example, row, where))
+                examples.append(_grouped(_validated(Example, row, where), row.get("metadata") or {}, group_by, where))
             elif "merchant_name" in row or "expense_category" in row:
-                examples.append(_validated(Transaction, row, where).to_example())
+                examples.append(_grouped(_validated(Transaction, row, where).to_example(), row, group_by, where))
             else:
                 raise DataError(
                     f"{where}: row: neither an example row (input, expected) nor a transaction row "
@@ -66,6 +70,14 @@ def read_examples(path: Path) -> list[Example]:
     if not examples:
         raise DataError(f"{path}: no rows; the file must hold at least one example.")
     return examples
+
+
+def _grouped(example: Example, fields: dict[str, Any], group_by: str | None, where: str) -> Example:
+    if group_by is None:
+        return example
+    if not isinstance(fields, dict) or fields.get(group_by) is None:
+        raise DataError(f"{where}: {group_by}: missing; every row needs the dataset.group_by field")
+    return example.model_copy(update={"metadata": {**example.metadata, group_by: str(fields[group_by])}})
 
 
 class _CategoryRow(BaseModel):
@@ -106,12 +118,17 @@ class JsonlDataset:
         train_path: JSON Lines file of train rows (mined and trained on).
         eval_path: JSON Lines file of eval rows (only ever evaluated on).
         categories_path: optional categories file; labels in the data that it lacks are an error.
+        group_by: optional field that groups rows (e.g. ``merchant_name`` for transaction rows); see
+            ``DatasetSplits.group_key``.
     """
 
-    def __init__(self, train_path: str, eval_path: str, categories_path: str | None = None) -> None:
+    def __init__(
+        self, train_path: str, eval_path: str, categories_path: str | None = None, group_by: str | None = None
+    ) -> None:
         self.train_path = train_path
         self.eval_path = eval_path
         self.categories_path = categories_path
+        self.group_by = group_by
 
     def config_dict(self) -> dict[str, object]:
         return {
@@ -119,11 +136,12 @@ class JsonlDataset:
             "train_path": self.train_path,
             "eval_path": self.eval_path,
             "categories_path": self.categories_path,
+            "group_by": self.group_by,
         }
 
     def load(self) -> DatasetSplits:
-        train = read_examples(Path(self.train_path))
-        evaluation = read_examples(Path(self.eval_path))
+        train = read_examples(Path(self.train_path), self.group_by)
+        evaluation = read_examples(Path(self.eval_path), self.group_by)
         labels = unique([label for example in train + evaluation for label in example.expected])
         if self.categories_path:
             categories = read_categories(Path(self.categories_path))
@@ -137,5 +155,10 @@ class JsonlDataset:
         else:
             categories = [Category(name=label) for label in sorted(labels)]
         return DatasetSplits(
-            name="jsonl", train=train, eval=evaluation, categories=categories, source=self.config_dict()
+            name="jsonl",
+            train=train,
+            eval=evaluation,
+            categories=categories,
+            source=self.config_dict(),
+            group_key=self.group_by,
         )
