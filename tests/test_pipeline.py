@@ -142,3 +142,11 @@ def test_a_small_candidate_pool_caps_recall_and_says_so(make_cfg, tmp_path):
     assert "raise retrieval.top_k" in outcome.table
     rows = [json.loads(line) for line in (outcome.output_dir / "per_query.jsonl").read_text().splitlines()]
     assert all(len(row["baseline_top"]) == 3 for row in rows)
+
+
+def test_a_warm_rerun_takes_every_score_from_the_cache(make_cfg, tmp_path):
+    first = app.run(make_cfg("tracker=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "a"))
+    second = app.run(make_cfg("tracker=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "b"))
+    assert first.evaluation.scored_pairs and first.evaluation.cached_pairs == 0
+    assert second.evaluation.scored_pairs == 0 and second.evaluation.cached_pairs == first.evaluation.scored_pairs
+    assert second.summary.systems == first.summary.systems

@@ -237,6 +237,7 @@ def evaluate(
     )
     summary = summarize(results, resamples=knobs.bootstrap_resamples, seed=knobs.seed)
     if isinstance(scorer, CachedScores):
+        scorer.flush()
         return Evaluation(results, summary, scored_pairs=scorer.misses, cached_pairs=scorer.hits)
     return Evaluation(results, summary)
 
