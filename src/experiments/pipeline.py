@@ -300,18 +300,15 @@ def _run_steps(
     watch.lap("index", started)
 
     held_out = validation_holdout(splits, knobs)
-    first: tuple[FinetuneSet, FitResult | None, Evaluation] | None = None
-    evaluations: list[Evaluation] = []
-    for seed in knobs.seeds():
-        # The stage timings are the first seed's; later seeds' laps go to a throwaway stopwatch.
-        laps = watch if first is None else _Stopwatch()
-        replicate = _replicate(parts, splits, vectors, folders, replace(knobs, seed=seed), held_out, laps)
-        if first is None:
-            first = replicate
-            write_atomic(folders.output_dir / "finetune.jsonl", replicate[0].to_jsonl())
-        evaluations.append(replicate[2])
-    assert first is not None
-    finetune_set, fit, evaluation = first
+    # The run's own seed goes last, so the reranker is left holding the model the run folder reports; the stage
+    # timings are that seed's too (the other seeds' laps go to a throwaway stopwatch).
+    replicates = [
+        _replicate(parts, splits, vectors, folders, replace(knobs, seed=seed), held_out, _Stopwatch())
+        for seed in knobs.seeds()[:0:-1]
+    ]
+    finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, held_out, watch)
+    write_atomic(folders.output_dir / "finetune.jsonl", finetune_set.to_jsonl())
+    evaluations = [evaluation, *(replicate[2] for replicate in reversed(replicates))]
 
     table = format_table(evaluation.summary, reranker_label=parts.reranker.name)
     outcome = RunOutcome(name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings)
