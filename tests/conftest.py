@@ -11,7 +11,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODEL_KEYS = {"cross_encoder": "model", "cross_encoder_finetuned": "base_model", "bi_encoder_finetuned": "base_model"}
+MODEL_KEYS = {
+    "cross_encoder": "model",
+    "cross_encoder_finetuned": "base_model",
+    "bi_encoder_finetuned": "base_model",
+    "fused": "category.base_model",
+}
+#: Trained rerankers and the knob that shrinks their training to one epoch in tests.
+TRAINED = {"cross_encoder_finetuned": "epochs", "bi_encoder_finetuned": "epochs", "fused": "category.epochs"}
 #: Rerankers that call a paid service: their tests run against local fake servers (test_services.py, test_cohere.py).
 SERVICES = {"cohere", "cohere_finetuned"}
 
@@ -122,8 +129,8 @@ def compose_small(
     ]
     if reranker in MODEL_KEYS:
         shrink.append(f"reranker.{MODEL_KEYS[reranker]}={model_dir}")
-    if reranker.endswith("_finetuned") and reranker not in SERVICES:
-        shrink += ["reranker.epochs=1"]
+    if reranker in TRAINED:
+        shrink += [f"reranker.{TRAINED[reranker]}=1"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[*shrink, *overrides])
 

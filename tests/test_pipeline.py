@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF, SERVICES
+from conftest import CONF, SERVICES, TRAINED
 
 from experiments import app
 from experiments.errors import UserError
@@ -36,7 +36,7 @@ def test_every_miner_with_every_reranker(make_cfg, tmp_path, miner, reranker):
         for name in ("recall@1", "recall@3", "recall@5", "mrr@1", "mrr@3", "mrr@5"):
             value = metrics["metrics"][system][name]
             assert 0.0 <= value["ci_low"] <= value["mean"] <= value["ci_high"] <= 1.0
-    assert (metrics["finetune_id"] is not None) == reranker.endswith("_finetuned")
+    assert (metrics["finetune_id"] is not None) == (reranker in TRAINED)
     rows = [json.loads(line) for line in (folder / "per_query.jsonl").read_text().splitlines()]
     assert len(rows) == 30 and len(rows[0]["reranked_top"]) == 5
     for line in (folder / "finetune.jsonl").read_text().splitlines():
@@ -184,3 +184,11 @@ def test_mistyped_knobs_are_one_line_errors_before_anything_is_made(make_cfg, tm
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
     assert not (tmp_path / "outputs" / "cache").exists()
     assert not run_dir(tmp_path).exists()
+
+
+def test_a_warm_rerun_takes_every_score_from_the_cache(make_cfg, tmp_path):
+    first = app.run(make_cfg("trackers=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "a"))
+    second = app.run(make_cfg("trackers=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "b"))
+    assert first.evaluation.scored_pairs and first.evaluation.cached_pairs == 0
+    assert second.evaluation.scored_pairs == 0 and second.evaluation.cached_pairs == first.evaluation.scored_pairs
+    assert second.summary.systems == first.summary.systems

@@ -88,6 +88,8 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
         progress=cfg.progress,
         log_model=cfg.log_model,
+        validation_fraction=cfg.validation_fraction,
+        replicates=cfg.replicates,
     )
     folders = Folders(
         output_dir=output_dir,
@@ -175,4 +177,4 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
         print(f"error: {record_failure(output_dir, error, user_error=False)}", file=sys.stderr)
         return float("nan")
     _print_outcome(outcome)
-    return outcome.summary.systems["reranker"][metric].mean
+    return outcome.metric(metric)

@@ -15,21 +15,23 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.datasets.base import Dataset
+from experiments.datasets.splits import eval_groups_in_train, holdout
 from experiments.embedders.base import Embedder
-from experiments.errors import UserError
+from experiments.errors import ConfigError, UserError
 from experiments.evaluation.evaluate import QueryResult, Summary, run_queries, summarize
+from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
 from experiments.report import format_table
-from experiments.rerankers.base import FitResult, Reranker
+from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.secrets import redact
@@ -51,6 +53,13 @@ class Knobs:
     progress: bool = True
     #: Package the categoriser and log it as the run's model (``log_model=false`` skips it).
     log_model: bool = True
+    #: Share of train (whole groups) held out for every choice a reranker makes; 0 = no validation split.
+    validation_fraction: float = 0.2
+    #: Mine-fit-evaluate under this many seeds (seed, seed + 1, ...); the run folder is the first seed's.
+    replicates: int = 1
+
+    def seeds(self) -> list[int]:
+        return [self.seed + offset for offset in range(self.replicates)]
 
 
 @dataclass(frozen=True)
@@ -108,10 +117,18 @@ class RunOutcome:
     table: str
     timings: dict[str, float] = field(default_factory=dict)
     categoriser: CategoriserPackage | None = None
+    #: With ``replicates > 1``: ``{"n", "seeds", <metric>: {"mean", "sd", "values"}}`` of the reranked metrics.
+    replicates: dict[str, Any] | None = None
 
     @property
     def summary(self) -> Summary:
         return self.evaluation.summary
+
+    def metric(self, name: str) -> float:
+        """The reranker's ``name`` (``mrr@1``): its mean over seeds when the run has replicates."""
+        if self.replicates:
+            return float(self.replicates[name]["mean"])
+        return self.summary.systems["reranker"][name].mean
 
 
 class _Stopwatch:
@@ -138,12 +155,25 @@ def run_name(parts: Components, knobs: Knobs) -> str:
 
 def load_data(parts: Components, knobs: Knobs) -> DatasetSplits:
     """Validate every file and knob (and fingerprint the embedding model) before any work or record."""
+    if not 0 <= knobs.validation_fraction < 1:
+        raise ConfigError(f"validation_fraction={knobs.validation_fraction} must be in [0, 1); 0 turns it off.")
+    if knobs.replicates < 1:
+        raise ConfigError(f"replicates={knobs.replicates} must be at least 1.")
     splits = parts.dataset.load()
     check_knobs(knobs.k, knobs.duplication, len(splits.categories))
     parts.embedder.identity()  # a bad model path fails here
     leaked = eval_in_train(splits)
     if leaked:
         log.warning("%d eval queries also appear in the train split; their scores are optimistic", leaked)
+    shared = eval_groups_in_train(splits)
+    if shared:
+        log.warning(
+            "%d of %d eval queries share a %s with the train split; their scores are optimistic for unseen %ss",
+            shared,
+            len(splits.eval),
+            splits.group_key,
+            splits.group_key,
+        )
     return splits
 
 
@@ -164,16 +194,42 @@ def embed(embedder: Embedder, retrieval: Retriever, splits: DatasetSplits) -> Em
     )
 
 
-def mine(miner: Miner, splits: DatasetSplits, vectors: Embeddings, knobs: Knobs) -> FinetuneSet:
-    """Hard negatives for the *train* split only."""
+def mine(
+    miner: Miner, splits: DatasetSplits, vectors: Embeddings, knobs: Knobs, keep: Sequence[int] | None = None
+) -> FinetuneSet:
+    """Hard negatives for the *train* split only (only the train positions ``keep``, when given)."""
+    rows = range(len(splits.train)) if keep is None else keep
     context = MiningContext(
-        examples=splits.train,
+        examples=[splits.train[row] for row in rows],
         labels=splits.category_names,
         documents=vectors.documents,
         category_vectors=vectors.categories,
-        query_vectors=vectors.train,
+        query_vectors=vectors.train[list(rows)],
     )
     return miner.mine(context, knobs.k, knobs.duplication, knobs.seed)
+
+
+def fit_context(
+    miner: Miner, splits: DatasetSplits, vectors: Embeddings, knobs: Knobs, held_out: set[int]
+) -> FitContext:
+    """The train examples, the category documents and the validation holdout (mined like the run's set)."""
+    validation = None
+    if held_out:
+        keep = [row for row in range(len(splits.train)) if row not in held_out]
+        validation = Validation(
+            fit_examples=[splits.train[row] for row in keep],
+            fit_set=mine(miner, splits, vectors, knobs, keep),
+            examples=[splits.train[row] for row in sorted(held_out)],
+        )
+    documents = dict(zip(splits.category_names, vectors.documents, strict=True))
+    return FitContext(examples=list(splits.train), documents=documents, validation=validation)
+
+
+def validation_holdout(splits: DatasetSplits, knobs: Knobs) -> set[int]:
+    """Train positions held out for choices: whole groups, ``validation_fraction`` of train, seeded by the run."""
+    if knobs.validation_fraction <= 0:
+        return set()
+    return holdout(splits.train, splits.group_key, knobs.validation_fraction, knobs.seed)
 
 
 def evaluate(
@@ -181,13 +237,14 @@ def evaluate(
 ) -> Evaluation:
     """Score the eval split: the baseline and the reranked ranking of the same retrieved candidates."""
     reranker = parts.reranker
-    key = fit.finetune_id if fit else reranker.score_key()
+    key = reranker.score_key() or (fit.finetune_id if fit else None)
     scorer = CachedScores(reranker, key, folders.scores_dir) if key and reranker.reorders else reranker
     results = run_queries(
         splits.eval, vectors.eval, parts.retrieval, scorer if reranker.reorders else None, progress=knobs.progress
     )
     summary = summarize(results, resamples=knobs.bootstrap_resamples, seed=knobs.seed)
     if isinstance(scorer, CachedScores):
+        scorer.flush()
         return Evaluation(results, summary, scored_pairs=scorer.misses, cached_pairs=scorer.hits)
     return Evaluation(results, summary)
 
@@ -237,6 +294,7 @@ def run_experiment(
         **tracked_params(config, choices),
         "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16] or None,
         "eval_in_train": eval_in_train(splits),
+        "eval_groups_in_train": eval_groups_in_train(splits),
     }
     try:
         outcome = _run_steps(parts, knobs, folders, config, splits, watch, name, params)
@@ -270,26 +328,76 @@ def _run_steps(
     parts.retrieval.build(splits.categories, vectors.categories, model_key=sha256_json(parts.embedder.identity()))
     watch.lap("index", started)
 
-    started = time.perf_counter()
-    finetune_set = mine(parts.miner, splits, vectors, knobs)
+    held_out = validation_holdout(splits, knobs)
+    # The run's own seed goes last, so the reranker is left holding the model the run folder reports; the stage
+    # timings are that seed's too (the other seeds' laps go to a throwaway stopwatch).
+    replicates = [
+        _replicate(parts, splits, vectors, folders, replace(knobs, seed=seed), held_out, _Stopwatch())
+        for seed in knobs.seeds()[:0:-1]
+    ]
+    finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, held_out, watch)
     write_atomic(folders.output_dir / "finetune.jsonl", finetune_set.to_jsonl())
-    watch.lap("mine", started)
-
-    started = time.perf_counter()
-    fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed)
-    watch.lap("fit", started)
-
-    started = time.perf_counter()
-    evaluation = evaluate(parts, splits, vectors, fit, folders, knobs)
-    watch.lap("evaluate", started)
+    evaluations = [evaluation, *(replicate[2] for replicate in reversed(replicates))]
 
     categoriser = package(parts, splits, vectors, fit) if knobs.log_model else None
     table = format_table(evaluation.summary, reranker_label=parts.reranker.name)
     outcome = RunOutcome(
         name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings, categoriser
     )
+    if knobs.replicates > 1:
+        outcome.replicates = replicate_summary(knobs.seeds(), evaluations)
     _write_outputs(outcome)
     return outcome
+
+
+def _replicate(
+    parts: Components,
+    splits: DatasetSplits,
+    vectors: Embeddings,
+    folders: Folders,
+    knobs: Knobs,
+    held_out: set[int],
+    watch: _Stopwatch,
+) -> tuple[FinetuneSet, FitResult | None, Evaluation]:
+    """Mine, fit and evaluate under ``knobs.seed`` (the validation holdout is the run's, the same for every seed)."""
+    started = time.perf_counter()
+    finetune_set = mine(parts.miner, splits, vectors, knobs)
+    context = fit_context(parts.miner, splits, vectors, knobs, held_out)
+    watch.lap("mine", started)
+    started = time.perf_counter()
+    fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed, context)
+    watch.lap("fit", started)
+    started = time.perf_counter()
+    evaluation = evaluate(parts, splits, vectors, fit, folders, knobs)
+    watch.lap("evaluate", started)
+    return finetune_set, fit, evaluation
+
+
+def replicate_summary(seeds: Sequence[int], evaluations: Sequence[Evaluation]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of every reranked metric, with the per-seed values."""
+    block: dict[str, Any] = {"n": len(seeds), "seeds": list(seeds)}
+    for name in METRIC_NAMES:
+        values = [evaluation.summary.systems["reranker"][name].mean for evaluation in evaluations]
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        block[name] = {"mean": float(np.mean(values)), "sd": sd, "values": values}
+    return block
+
+
+def validation_block(selection: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The chosen setting's validation scores (``{"reranker": {"mrr@1": {"mean": ...}}, ...}``), when the
+    reranker chose on the validation split (a model trained without it); what a sweep's report picks winners by."""
+    if not selection or not selection.get("curve") or not selection.get("criterion"):
+        return None
+    chosen = selection.get("epochs", selection.get("weight"))
+    for point in selection["curve"]:
+        if point[0] == chosen:
+            scores = dict(zip(selection["criterion"], point[1:], strict=True))
+            return {
+                "reranker": {name: {"mean": float(value)} for name, value in scores.items()},
+                "queries": selection.get("validation_queries"),
+                "chosen": chosen,
+            }
+    return None
 
 
 def _write_outputs(outcome: RunOutcome) -> None:
@@ -318,8 +426,11 @@ def _write_outputs(outcome: RunOutcome) -> None:
             "train_pairs": fit.train_pairs,
             **fit.extra,
             "loss_history": fit.loss_history,
+            "selection": fit.selection,
         },
         "metrics": evaluation.summary.as_dict(),
+        **({"validation": validation_block(fit.selection)} if fit and validation_block(fit.selection) else {}),
+        **({"replicates": outcome.replicates} if outcome.replicates else {}),
         "scored_pairs": evaluation.scored_pairs,
         "cached_pairs": evaluation.cached_pairs,
         "timings": outcome.timings,
@@ -335,7 +446,10 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
     """Record a finished run: params, inputs, metrics, per-query rows, the fine-tune id, the run folder, and the
     categoriser as the run's model."""
     fit, finetune_set = outcome.fit, outcome.finetune_set
-    extras = {"train_seconds": fit.train_seconds} if fit and not fit.reused else {}
+    extras = {
+        **({"train_seconds": fit.train_seconds} if fit and not fit.reused else {}),
+        **replicate_metrics(outcome.replicates),
+    }
     tags = {
         "finetune_items": str(len(finetune_set)),
         **{key: str(value) for key, value in finetune_set.fill_notes.items()},
@@ -359,6 +473,17 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
         categoriser=outcome.categoriser,
     )
     trackers.log_run(run)
+
+
+def replicate_metrics(replicates: Mapping[str, Any] | None) -> dict[str, float]:
+    """``replicates_mrr_at_1_mean`` / ``_sd`` per metric, for trackers (empty without replicates)."""
+    if not replicates:
+        return {}
+    return {
+        f"replicates_{name.replace('@', '_at_')}_{stat}": float(replicates[name][stat])
+        for name in METRIC_NAMES
+        for stat in ("mean", "sd")
+    }
 
 
 def _track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:

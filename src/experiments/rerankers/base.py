@@ -11,10 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from experiments.models import Portable, portable
-from experiments.records import FinetuneSet, sha256_json
+from experiments.records import Example, FinetuneSet, sha256_json
 from experiments.secrets import scrub
 
 ModelT = TypeVar("ModelT")
@@ -33,6 +33,8 @@ class FitResult:
         train_pairs: number of (query, passage) pairs or training rows seen per epoch.
         extra: anything else worth logging (final loss, steps, epochs, ...).
         loss_history: ``(step, training loss)`` as logged during training, for a loss curve.
+        selection: what was chosen on the validation split and the curve it was chosen from (empty when the
+            reranker chose nothing), e.g. ``{"epochs": 2, "curve": [...]}``.
     """
 
     finetune_id: str
@@ -42,6 +44,43 @@ class FitResult:
     train_pairs: int = 0
     extra: dict[str, float | int | str] = field(default_factory=dict)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A holdout carved from the train split (whole groups), for the choices a reranker makes.
+
+    Attributes:
+        fit_examples: the train examples outside the holdout.
+        fit_set: the fine-tuning set mined from ``fit_examples`` only (same miner, knobs and seed as the run's).
+        examples: the held-out validation queries; choices are scored on these. Never eval examples.
+    """
+
+    fit_examples: list[Example]
+    fit_set: FinetuneSet
+    examples: list[Example]
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a reranker may learn from besides the fine-tuning set. Everything in it comes from the train split.
+
+    Attributes:
+        examples: every labelled train example (the fine-tuning set was mined from these).
+        documents: category label → the document text the reranker is asked to score for it.
+        validation: the holdout for choices; None when the run has no validation split.
+    """
+
+    examples: list[Example]
+    documents: dict[str, str]
+    validation: Validation | None = None
+
+    def for_selection(self) -> FitContext:
+        """The context of a fit on ``validation.fit_examples`` alone (no nested holdout)."""
+        if self.validation is None:
+            raise ValueError("no validation split to select on")
+        return FitContext(examples=self.validation.fit_examples, documents=self.documents)
 
 
 def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:
@@ -60,10 +99,14 @@ class Reranker(ABC):
     def name(self) -> str:
         return type(self).__name__
 
-    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult | None:
+    def fit(
+        self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
+    ) -> FitResult | None:
         """Train on ``finetune_set`` (or reuse the model stored under its fine-tune id in ``cache_dir``).
 
-        Returns ``None`` for rerankers that do not train.
+        ``context`` carries the labelled train examples and the validation holdout; rerankers that choose a
+        setting (epochs, a weight) choose it there and then fit on all of train. Returns ``None`` for rerankers
+        that do not train.
         """
         return None
 
