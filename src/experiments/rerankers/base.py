@@ -94,6 +94,9 @@ class Reranker(ABC):
 
     #: False only for the pass-through reranker: the pipeline then reports the embedding ranking as is.
     reorders: bool = True
+    #: True for rerankers whose scores are paid for (a remote API): the score cache writes them at once, so a
+    #: crash mid-evaluation never pays for the same call twice.
+    paid: bool = False
 
     @property
     def name(self) -> str:

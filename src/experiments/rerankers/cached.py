@@ -57,6 +57,8 @@ class CachedScores(Reranker):
             computed = {keys[p]: np.array([s], dtype=np.float32) for p, s in zip(missing, fresh, strict=True)}
             self._pending.update(computed)
             found.update(computed)
+            if self.inner.paid:
+                self.flush()
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         return [float(found[key][0]) for key in keys]

@@ -158,7 +158,10 @@ class MLflowTracker:
         import mlflow
         import pandas as pd
 
-        mlflow.log_metrics(dict(metrics))
+        # The primary metric first: MLflow's compare view charts the first metric a run logged by default.
+        primary = self.primary_metric.replace("@", "_at_")
+        ordered = {key: metrics[key] for key in (primary,) if key in metrics} | dict(metrics)
+        mlflow.log_metrics(ordered)
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")
 
     def log_loss_history(self, history: Sequence[tuple[int, float]]) -> None:
