@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,6 +311,7 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
         **{key: float(value) for key, value in outcome.timings.items()},
     }
     tags = {
+        "experiments.run_uid": uuid.uuid4().hex,
         "finetune_set_digest": finetune_set.digest(),
         "dataset_digest": outcome.splits.digest(),
         **({"finetune_id": fit.finetune_id} if fit else {}),
@@ -331,5 +333,8 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
 
 
 def _track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
-    """Record a run that failed after validation, with its params and the reason, as FAILED."""
-    trackers.log_failure(FailedRun(name=name, params=params, error=redact(f"{type(error).__name__}: {error}")))
+    """Record a run that failed after validation, with its params and the reason, as FAILED (KILLED when it was
+    stopped: SIGTERM or Ctrl-C)."""
+    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+    reason = redact(f"{type(error).__name__}: {error}")
+    trackers.log_failure(FailedRun(name=name, params=params, error=reason, status=status))

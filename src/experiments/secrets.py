@@ -41,7 +41,8 @@ MIN_SECRET_LENGTH = 8
 URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s@?#]+)@")
 URL_CREDENTIALS_BYTES = re.compile(URL_CREDENTIALS.pattern.encode())
 #: Prefixes of the keys of common services (OpenAI, Stripe-style, GitHub, GitLab, Hugging Face, Slack, AWS, Google).
-KEY_PREFIXES = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "github_pat_", "glpat-", "hf_", "xox", "AKIA")
+KEY_PREFIXES: tuple[str, ...] = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "github_pat_", "glpat-")
+KEY_PREFIXES += ("hf_", "xox", "AKIA", "AIza")
 KEY_TOKEN = re.compile(r"[A-Za-z0-9_\-]{20,}")
 #: ``${oc.env:NAME}`` / ``${oc.env:NAME,default}``: a value read from the environment when the config resolves.
 ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -262,9 +263,9 @@ def guard_output() -> None:
     job" tracebacks, ``run.log``) is redacted when it is created, whichever handler writes it.
     """
     if not isinstance(sys.stdout, RedactingStream):
-        sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, RedactingStream):
-        sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = RedactingStream(sys.stderr)
     current = logging.getLogRecordFactory()
     if not getattr(current, "redacting", False):
         logging.setLogRecordFactory(_redacting_records(current))
