@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from experiments.processes import alive
 from experiments.secrets import guard_output
 from experiments.tracking.base import TrackedRun
-from experiments.tracking.trackers import PENDING, Trackers, in_thread
+from experiments.tracking.trackers import PENDING, Trackers, describe, in_thread
 
 CLAIMED = ".sending-"
 
@@ -67,7 +67,7 @@ def send(pending: Path) -> bool:
         if discard is not None and uid:
             outcome = in_thread(key, partial(discard, uid), tracker.timeout_s)
             if "value" not in outcome:
-                problem = outcome.get("error") or f"no answer within {tracker.timeout_s:g} s"
+                problem = describe(outcome["error"]) if "error" in outcome else f"no answer in {tracker.timeout_s:g} s"
                 print(f"warning: {folder}: tracker {key} still fails ({problem}); still pending", file=sys.stderr)
                 claimed.rename(pending)
                 return False

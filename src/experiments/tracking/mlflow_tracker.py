@@ -37,6 +37,7 @@ def bound_http() -> None:
     """Bound MLflow's HTTP timeouts and retries, unless the user set them in the environment."""
     for name, value in HTTP_BOUNDS.items():
         os.environ.setdefault(name, value)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # each retry's line: the failure says it
 
 
 class MLflowTracker:

@@ -83,7 +83,8 @@ class Trackers:
         """
         with scrubbed_copy(run.run_folder) as artifacts:
             clean = replace(run, params=scrub(dict(run.params)), tags=scrub(dict(run.tags)), artifacts=artifacts)
-            failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), pending=True)
+            later = f"; it is kept in the run folder: send it later with `{SEND_LATER} {run.run_folder}`"
+            failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later)
         for key in failed:
             save_pending(replace(clean, artifacts=run.run_folder), key)
         if strict_failures:
@@ -96,12 +97,14 @@ class Trackers:
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
 
-    def _each(self, action: Callable[[Tracker], None], pending: bool = False) -> tuple[list[str], list[str]]:
-        """Call ``action`` on every tracker: the keys of those that failed, and the messages of the strict ones."""
+    def _each(self, action: Callable[[Tracker], None], later: str = "") -> tuple[list[str], list[str]]:
+        """Call ``action`` on every tracker: the keys of those that failed, and the messages of the strict ones.
+
+        ``later`` ends the failure's line (how to send the run later)."""
         failed: list[str] = []
         strict_failures: list[str] = []
         for key, tracker in self.trackers.items():
-            if self._call(key, tracker, partial(action, tracker), strict_failures, pending) is FAILED:
+            if self._call(key, tracker, partial(action, tracker), strict_failures, later) is FAILED:
                 failed.append(key)
         return failed, strict_failures
 
@@ -111,7 +114,7 @@ class Trackers:
         tracker: Tracker,
         action: Callable[[], object],
         failures: list[str] | None = None,
-        pending: bool = False,
+        later: str = "",
     ) -> object:
         """Run ``action`` within ``tracker.timeout_s``; report a failure in one line (collect it when strict).
 
@@ -122,13 +125,9 @@ class Trackers:
         if "running" in outcome:
             problem = f"no answer within {tracker.timeout_s:g} s (trackers.{key}.timeout_s)"
         elif "error" in outcome:
-            error = outcome["error"]
-            while isinstance(error, BaseExceptionGroup) and error.exceptions:  # a batch of uploads: the first
-                error = error.exceptions[0]
-            problem = redact(f"{type(error).__name__}: {error}".splitlines()[0])[:300]
+            problem = describe(outcome["error"])
         else:
             return outcome.get("value")
-        later = f"; it is kept in the run folder: send it later with `{SEND_LATER}`" if pending else ""
         if tracker.strict and failures is not None:
             failures.append(f"tracker {key} failed ({problem}); trackers.{key}.strict=true fails the run{later}")
         else:
@@ -143,6 +142,13 @@ class Trackers:
         abort = getattr(tracker, "abort", None)
         if abort is not None:
             in_thread(key, abort, min(tracker.timeout_s, ABORT_TIMEOUT_S))
+
+
+def describe(error: object) -> str:
+    """A failure in one short line, secrets redacted."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:  # a batch of uploads: the first
+        error = error.exceptions[0]
+    return redact(f"{type(error).__name__}: {error}".splitlines()[0])[:300]
 
 
 def in_thread(
