@@ -34,8 +34,9 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from experiments.errors import UserError
-    from experiments.secrets import refuse_secret_overrides
+    from experiments.secrets import guard_output, refuse_secret_overrides
 
+    guard_output()  # the console and every log record (run.log too) are redacted from here on
     try:
         refuse_secret_overrides(sys.argv[1:])  # before Hydra saves the overrides into the run folder
     except UserError as error:

@@ -77,13 +77,16 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
     recorder = Recorder()
     Trackers({"broken": Broken(), "hanging": Hanging(), "recorder": recorder}).log_run(run)
     lines = capsys.readouterr().err.splitlines()
+    later = f"; it is kept in the run folder: send it later with `python -m experiments.sync {tmp_path}`"
     assert lines == [
         "warning: tracker broken failed (ConnectionError: server down); the run folder and the other trackers "
-        "have the run",
+        f"have the run{later}",
         "warning: tracker hanging failed (no answer within 0.2 s (trackers.hanging.timeout_s)); the run folder and "
-        "the other trackers have the run",
+        f"the other trackers have the run{later}",
     ]
     assert recorder.runs == ["{}"]  # the redacted copy of the run folder
+    pending = sorted(path.name for path in (tmp_path / "pending-trackers").iterdir())
+    assert pending == ["broken.pickle", "hanging.pickle"]
     strict = Broken()
     strict.strict = True
     with pytest.raises(UserError, match=r"^tracker broken failed \(ConnectionError: server down\); trackers.broken"):

@@ -22,7 +22,7 @@ from experiments.errors import UserError
 from experiments.folders import disk_error
 from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
 from experiments.schema import check_config
-from experiments.secrets import redact_logs, refuse_secret_options, scrub
+from experiments.secrets import redact_folder, redact_logs, refuse_secret_options, scrub
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
 from experiments.tracking.trackers import Trackers
 
@@ -142,6 +142,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     same sweep redoes only what failed or never finished).
     """
     metric = str(cfg.get("optimized_metric", "mrr@1"))
+    redact_folder(output_dir / ".hydra")  # Hydra's copy of the config and overrides, before anything reads it
     limit_threads(parallel_jobs)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -453,6 +454,7 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
     tags = {
         "finetune_items": str(len(finetune_set)),
         **{key: str(value) for key, value in finetune_set.fill_notes.items()},
+        "experiments.run_uid": uuid.uuid4().hex,
         "finetune_set_digest": finetune_set.digest(),
         "dataset_digest": outcome.splits.digest(),
         **({"finetune_id": fit.finetune_id} if fit else {}),
@@ -487,5 +489,8 @@ def replicate_metrics(replicates: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def _track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
-    """Record a run that failed after validation, with its params and the reason, as FAILED."""
-    trackers.log_failure(FailedRun(name=name, params=params, error=redact(f"{type(error).__name__}: {error}")))
+    """Record a run that failed after validation, with its params and the reason, as FAILED (KILLED when it was
+    stopped: SIGTERM or Ctrl-C)."""
+    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+    reason = redact(f"{type(error).__name__}: {error}")
+    trackers.log_failure(FailedRun(name=name, params=params, error=reason, status=status))

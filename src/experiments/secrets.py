@@ -1,9 +1,17 @@
 """API keys: read from the environment only, checked before any work, and kept out of every file and record.
 
-Keys never come from the config or the command line (Hydra would copy them into ``.hydra/`` and the tracked
-params). A component that needs one calls ``require_key`` in its ``__init__``, so a missing key stops the run
-before any data is read, any model loaded or any run recorded. Everything a run hands to a tracker goes through
-``redact`` (by value: every secret-looking environment variable's value) and ``scrub`` (by key name).
+Keys never come from the config or the command line (Hydra would copy them into ``.hydra/``, the sweep folder
+names and the tracked params): ``refuse_secret_overrides`` refuses, before Hydra writes anything, an override
+whose key looks secret (``api_key``, ``openai_key``, ``hf_auth``...), whose value looks like a key or is one of
+the environment's secrets, carries credentials inside a URL, or pulls a secret in with ``${oc.env:...}``. A
+component that needs a key calls ``require_key`` in its ``__init__``, so a missing key stops the run before any
+data is read, any model loaded or any run recorded.
+
+What is written or printed anyway goes through ``redact``: the values of every secret-looking environment
+variable and the credentials inside URLs (``http://user:pass@host``) become ``***``. ``guard_output`` applies it
+to the console and to every log record (``run.log`` included, tracebacks too); ``scrub`` applies it, and the
+key-name and key-shape filters, to the config and everything handed to a tracker; ``redact_folder`` rewrites
+Hydra's ``.hydra/`` files.
 """
 
 from __future__ import annotations
@@ -11,20 +19,33 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from experiments.errors import ConfigError, UserError
 
 COHERE_KEYS = ("CO_API_KEY", "COHERE_API_KEY")
 BRAINTRUST_KEYS = ("BRAINTRUST_API_KEY",)
 
-#: Names that hold secrets: ``*api_key``, ``*token``, ``*password``, ``*credential(s)``, anything with ``secret``.
-#: Anchored at the end so that ``max_tokens_per_doc`` or ``TOKENIZERS_PARALLELISM`` are not taken for secrets.
-SECRET_NAME = re.compile(r"(api[_-]?key|token|password|credentials?)$|secret", re.IGNORECASE)
+#: Names that hold secrets: ``*api_key``, ``*_key`` (``openai_key``), ``*token``, ``*password``, ``*auth``
+#: (``hf_auth``), ``*credential(s)``, anything with ``secret``. Anchored at the end so that ``max_tokens_per_doc``,
+#: ``TOKENIZERS_PARALLELISM`` or ``SSH_AUTH_SOCK`` are not taken for secrets.
+SECRET_NAME = re.compile(r"(api[_-]?key|_key|token|password|passwd|auth|credentials?)$|^key$|secret", re.IGNORECASE)
 REDACTED = "***"
 #: Shorter values (``1``, ``true``) are flags, not secrets; redacting them would mangle ordinary text.
 MIN_SECRET_LENGTH = 8
+#: The user-info part of a URL (``http://user:pass@host``): credentials, whatever the variable is called.
+URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s@?#]+)@")
+URL_CREDENTIALS_BYTES = re.compile(URL_CREDENTIALS.pattern.encode())
+#: Prefixes of the keys of common services (OpenAI, Stripe-style, GitHub, GitLab, Hugging Face, Slack, AWS, Google).
+KEY_PREFIXES: tuple[str, ...] = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "github_pat_", "glpat-")
+KEY_PREFIXES += ("hf_", "xox", "AKIA", "AIza")
+KEY_TOKEN = re.compile(r"[A-Za-z0-9_\-]{20,}")
+#: ``${oc.env:NAME}`` / ``${oc.env:NAME,default}``: a value read from the environment when the config resolves.
+ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def env_key(names: Sequence[str]) -> str | None:
@@ -49,26 +70,55 @@ def require_key(names: Sequence[str], needed_by: str) -> str:
 
 
 def secret_values() -> list[str]:
-    """Values of every environment variable whose name looks secret, longest first."""
-    values = {
-        value
-        for name, value in os.environ.items()
-        if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH
-    }
-    return sorted(values, key=len, reverse=True)
+    """Values of every environment variable whose name looks secret, and the passwords inside any environment
+    variable holding a URL with credentials (``MLFLOW_TRACKING_URI=http://user:pass@host``), longest first."""
+    values = {value for name, value in os.environ.items() if SECRET_NAME.search(name)}
+    for value in os.environ.values():
+        for match in URL_CREDENTIALS.finditer(value):
+            values.add(match.group(2).partition(":")[2])
+    return sorted((value for value in values if len(value.strip()) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def looks_like_key(token: str) -> bool:
+    """Whether a word looks like an API key: a known service prefix, or 32+ random-looking characters.
+
+    Digests and ids (lowercase hex), model names (``ms-marco-MiniLM-L6-v2``) and paths do not match.
+    """
+    if len(token) >= 20 and token.startswith(KEY_PREFIXES) and any(char.isdigit() for char in token):
+        return True
+    longest_part = max(len(part) for part in re.split(r"[-_]", token))
+    mixed = any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)
+    return len(token) >= 32 and longest_part >= 20 and mixed
 
 
 def redact(text: str) -> str:
-    """``text`` with every secret value from the environment replaced by ``***``."""
+    """``text`` with every secret value from the environment, and credentials inside URLs, replaced by ``***``."""
     for value in secret_values():
         text = text.replace(value, REDACTED)
-    return text
+    return URL_CREDENTIALS.sub(rf"\1{REDACTED}@", text)
 
 
 def redact_bytes(data: bytes) -> bytes:
     for value in secret_values():
         data = data.replace(value.encode("utf-8"), REDACTED.encode("utf-8"))
-    return data
+    return URL_CREDENTIALS_BYTES.sub(rf"\1{REDACTED}@".encode(), data)
+
+
+def redact_keys(text: str) -> str:
+    """``redact``, and every word that looks like a key (``looks_like_key``) replaced by ``***`` too."""
+    return KEY_TOKEN.sub(lambda match: REDACTED if looks_like_key(match.group()) else match.group(), redact(text))
+
+
+def redact_folder(folder: Path) -> None:
+    """Rewrite, in place, every file under ``folder`` that holds a secret value (Hydra's ``.hydra/`` files)."""
+    if not folder.is_dir():
+        return
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            cleaned = redact_bytes(data)
+            if cleaned != data:
+                path.write_bytes(cleaned)
 
 
 def scrub(value: Any) -> Any:
@@ -81,7 +131,7 @@ def scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [scrub(item) for item in value]
     if isinstance(value, str):
-        return redact(value)
+        return redact_keys(value)
     return value
 
 
@@ -98,22 +148,58 @@ def secret_paths(config: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def secret_in_value(value: str) -> str | None:
+    """Why a config or command-line value carries a secret, or None when it does not."""
+    if URL_CREDENTIALS.search(value):
+        return "it holds credentials inside a URL"
+    if redact(value) != value or any(looks_like_key(token) for token in KEY_TOKEN.findall(value)):
+        return "its value looks like an API key"
+    for name in ENV_INTERPOLATION.findall(value):
+        if SECRET_NAME.search(name) or redact_keys(os.environ.get(name, "")) != os.environ.get(name, ""):
+            return f"it pulls the secret {name} into the config"
+    return None
+
+
+def _refuse(where: str, why: str) -> None:
+    raise UserError(
+        f"{where}: {why}; API keys are never taken from the config or the command line (they would be saved "
+        "with the run): export the key in the environment instead (e.g. CO_API_KEY, MLFLOW_TRACKING_PASSWORD)."
+    )
+
+
+def _secret_values_in(config: Any, prefix: str = "") -> tuple[str, str] | None:
+    """The first ``(dotted key, why)`` of a config value that carries a secret (``secret_in_value``)."""
+    items = config.items() if isinstance(config, Mapping) else enumerate(config) if isinstance(config, list) else ()
+    for key, item in items:
+        found = _secret_values_in(item, f"{prefix}{key}.")
+        if found:
+            return found
+    why = secret_in_value(config) if isinstance(config, str) else None
+    return (prefix.rstrip("."), why) if why else None
+
+
 def refuse_secret_options(config: Any) -> None:
-    """Raise a ``UserError`` when the config (or the command line) carries a key."""
-    found = secret_paths(config)
+    """Raise a ``UserError`` when the config (or the command line) carries a key, by name or by value."""
+    names = secret_paths(config)
+    if names:
+        _refuse(names[0], "its name says it is a secret")
+    found = _secret_values_in(config)
     if found:
-        raise UserError(
-            f"{found[0]}: API keys are never taken from the config or the command line (they would be saved "
-            "with the run); remove it and export the key in the environment instead (CO_API_KEY, BRAINTRUST_API_KEY)."
-        )
+        _refuse(*found)
 
 
 def refuse_secret_overrides(arguments: Sequence[str]) -> None:
     """The command-line form of ``refuse_secret_options``: checked before Hydra records the overrides."""
     for argument in arguments:
-        key = argument.split("=", 1)[0].lstrip("+~")
-        if "=" in argument and SECRET_NAME.search(key.rsplit(".", 1)[-1]):
-            refuse_secret_options({key: "given"})
+        key, has_value, value = argument.partition("=")
+        key = key.lstrip("+~")
+        if not has_value:
+            continue
+        if SECRET_NAME.search(key.rsplit(".", 1)[-1]):
+            _refuse(key, "its name says it is a secret")
+        why = secret_in_value(value)
+        if why:
+            _refuse(key, why)
 
 
 class RedactingFilter(logging.Filter):
@@ -132,3 +218,54 @@ def redact_logs() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(existing, RedactingFilter) for existing in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+class RedactingStream:
+    """A text stream that writes through ``redact`` (the console: prints, tracebacks, MLflow's messages)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _redacting_records(make_record: Any) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it itself
+            return record
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    return factory
+
+
+def guard_output() -> None:
+    """Redact secrets from everything the process prints or logs, from here on (called first by ``run.py``).
+
+    The console streams are wrapped, and every log record (Hydra's ``#0 : ...`` launch lines, "Error executing
+    job" tracebacks, ``run.log``) is redacted when it is created, whichever handler writes it.
+    """
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "redacting", False):
+        logging.setLogRecordFactory(_redacting_records(current))

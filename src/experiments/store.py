@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from experiments.processes import alive
+
 #: Written last into a stored model folder: its presence means the folder is complete.
 COMPLETE_MARKER = "COMPLETE.json"
 
@@ -62,16 +64,6 @@ def build_once(final_dir: Path, build: Callable[[Path], dict[str, Any]]) -> tupl
     return record, False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def remove_stale_builds(store: Path) -> list[Path]:
     """Delete temporary build folders (``.<id>.tmp-<pid>-*``) whose process is gone (killed with ``kill -9``).
 
@@ -82,7 +74,7 @@ def remove_stale_builds(store: Path) -> list[Path]:
         return removed
     for folder in store.glob(".*.tmp-*-*"):
         pid_text = folder.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
+        if pid_text.isdigit() and not alive(int(pid_text)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from experiments.secrets import redact
+
 Status = Literal["completed", "failed", "unfinished"]
 
 FAILED_FILE = "failed.json"
@@ -68,11 +70,11 @@ def sweep_jobs(sweep_dir: Path) -> list[Job]:
 def record_failure(folder: Path, error: BaseException, user_error: bool) -> str:
     """Write ``failed.json`` (the reason, and the traceback for a bug) into a job's folder; returns the reason."""
     reason = str(error) if user_error else f"{type(error).__name__}: {error}"
-    reason = " ".join(reason.split())
+    reason = redact(" ".join(reason.split()))
     record = {
         "reason": reason,
         "kind": "user_error" if user_error else "exception",
-        "traceback": None if user_error else "".join(traceback.format_exception(error)),
+        "traceback": None if user_error else redact("".join(traceback.format_exception(error))),
     }
     partial = folder / (FAILED_FILE + ".partial")
     try:

@@ -40,7 +40,8 @@ class TrackedRun:
     Attributes:
         name: the run's name (``<miner>-k<k>-d<duplication>-<reranker>``), the same in every tracker.
         params: the flattened config and component settings, secrets removed.
-        tags: digests of the data and the fine-tuning set, and the fine-tune id when the reranker trained.
+        tags: digests of the data and the fine-tuning set, the fine-tune id when the reranker trained, and
+            ``experiments.run_uid`` (unique per run: what ``python -m experiments.sync`` finds a resent run by).
         metrics: every number to track, under MLflow-safe names (``recall_at_1``, ``delta_mrr_at_5_ci_low``...).
         summary: the aggregates behind ``metrics`` (for a metric table).
         results: one record per eval query (rankings before and after reranking, per-query metrics).
@@ -67,11 +68,13 @@ class TrackedRun:
 
 @dataclass(frozen=True)
 class FailedRun:
-    """A run that failed after its inputs were validated: its params and the reason."""
+    """A run that failed after its inputs were validated: its params, the reason, and ``FAILED`` or ``KILLED``
+    (stopped by SIGTERM or Ctrl-C)."""
 
     name: str
     params: Mapping[str, object]
     error: str
+    status: str = "FAILED"
 
 
 class Tracker(Protocol):
@@ -97,6 +100,11 @@ class Tracker(Protocol):
     def log_run(self, run: TrackedRun) -> None: ...
 
     def log_failure(self, run: FailedRun) -> None: ...
+
+
+# Optional tracker methods, called when present:
+#   abort() -> None: the process is being stopped (SIGTERM, Ctrl-C) while log_run runs: end the open run KILLED.
+#   discard(run_uid: str) -> None: delete what an interrupted attempt recorded of a run, before it is resent.
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, object]:

@@ -1,4 +1,9 @@
-"""MLflow tracking: a local SQLite store under ``outputs/`` by default, or ``MLFLOW_TRACKING_URI``."""
+"""MLflow tracking: a local SQLite store under ``outputs/`` by default, or ``MLFLOW_TRACKING_URI``.
+
+Toward a tracking server, each request is bounded (``bound_http``: seconds, not MLflow's minutes of retries).
+Every run is tagged with the process that records it (``experiments.processes``), so a run left RUNNING by a
+process that was killed with ``kill -9`` is found and marked KILLED the next time a tracker connects.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.evaluation.evaluate import Summary
+from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
 from experiments.tracking.base import FailedRun, TrackedRun, metrics_from_summary, tracked_params
 from experiments.tracking.mlflow_view import describe_experiment
@@ -24,6 +30,21 @@ log = logging.getLogger(__name__)
 
 # MLflow caps a param value at 6,000 characters.
 MAX_PARAM_LENGTH = 6000
+
+#: Toward a tracking server: each request waits at most 10 s and is retried twice (0 s, then 2 s apart), instead of
+#: MLflow's 120 s and 7 retries with backoff (about 4 minutes against a server that is down).
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def bound_http() -> None:
+    """Bound MLflow's HTTP timeouts and retries, unless the user set them in the environment."""
+    for name, value in HTTP_BOUNDS.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # each retry's line: the failure says it
 
 
 class MLflowTracker:
@@ -64,6 +85,7 @@ class MLflowTracker:
     def _connect(self) -> None:
         import mlflow
 
+        bound_http()
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
         if mlflow.get_experiment_by_name(self.experiment) is None:
@@ -72,13 +94,29 @@ class MLflowTracker:
                 mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
         experiment = mlflow.set_experiment(self.experiment)
         describe_experiment(mlflow.MlflowClient(), experiment.experiment_id, self.primary_metric)
+        self._end_killed_runs(experiment.experiment_id)
+
+    def _end_killed_runs(self, experiment_id: str) -> None:
+        """Mark KILLED the runs this host left RUNNING whose process is gone (``kill -9``, a crash, power loss)."""
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        host = this_process()["experiments.host"].replace("'", "")
+        running = client.search_runs(
+            [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`experiments.host` = '{host}'"
+        )
+        for run in running:
+            if gone(run.data.tags):
+                client.set_terminated(run.info.run_id, status="KILLED")
+                pid = run.data.tags.get("experiments.pid")
+                print(f"note: MLflow run {run.info.run_id} was left RUNNING by process {pid}, now gone: marked KILLED")
 
     def start_sweep(self, name: str) -> str:
         """Open the parent run of a sweep and return its id (jobs nest under it)."""
         import mlflow
 
         self._connect()
-        run = mlflow.start_run(run_name=name, tags={"sweep": "parent"})
+        run = mlflow.start_run(run_name=name, tags={"sweep": "parent", **this_process()})
         mlflow.end_run()  # children attach by id; leaving it active would nest them twice
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
@@ -95,7 +133,7 @@ class MLflowTracker:
 
     def log_run(self, run: TrackedRun) -> None:
         """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run."""
-        self.start(run_name=run.name, tags={})
+        self.start(run_name=run.name, tags=run.tags)
         try:
             self.log_params(run.params)
             self.log_inputs(run.splits, run.finetune_set)
@@ -107,23 +145,41 @@ class MLflowTracker:
             if run.categoriser is not None:
                 self.log_model(run.categoriser)
         except BaseException:
-            self.end(failed=True)
+            self.end(status="FAILED")
             raise
-        self.end(failed=False)
+        self.end(status="FINISHED")
 
     def log_failure(self, run: FailedRun) -> None:
-        """A FAILED run with the params and the reason (tag ``error``)."""
+        """A FAILED (or, for a run stopped by SIGTERM or Ctrl-C, KILLED) run with the params and the reason."""
         try:
             self.start(run_name=run.name, tags={"error": run.error[:500]})
             self.log_params(run.params)
         finally:
-            self.end(failed=True)
+            self.end(status=run.status)
+
+    def abort(self) -> None:
+        """The process is being stopped while recording: mark the run it opened KILLED."""
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        if self.run_id and client.get_run(self.run_id).info.status == "RUNNING":
+            client.set_terminated(self.run_id, status="KILLED")
+
+    def discard(self, run_uid: str) -> None:
+        """Delete what an earlier, interrupted attempt recorded of the run ``run_uid`` (before sending it again)."""
+        import mlflow
+
+        self._connect()
+        client = mlflow.MlflowClient()
+        experiment_id = mlflow.get_experiment_by_name(self.experiment).experiment_id  # type: ignore[union-attr]
+        for run in client.search_runs([experiment_id], f"tags.`experiments.run_uid` = '{run_uid}'"):
+            client.delete_run(run.info.run_id)
 
     def start(self, run_name: str, tags: Mapping[str, str]) -> None:
         import mlflow
 
         self._connect()
-        run = mlflow.start_run(run_name=run_name, tags=dict(tags), parent_run_id=self.parent_run_id)
+        run = mlflow.start_run(run_name=run_name, tags={**tags, **this_process()}, parent_run_id=self.parent_run_id)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s", self.run_id, mlflow.get_tracking_uri())
 
@@ -193,11 +249,12 @@ class MLflowTracker:
         info = log_categoriser(categoriser)
         log.info("model: %s (python -m experiments.suggest %s ...)", info.model_uri, self.run_id)
 
-    def end(self, failed: bool) -> None:
+    def end(self, status: str) -> None:
+        """End the active run as ``FINISHED``, ``FAILED`` or ``KILLED``."""
         import mlflow
 
         if mlflow.active_run() is not None:
-            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+            mlflow.end_run(status=status)
 
 
 def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], sweep_dir: Path) -> None:

@@ -1,0 +1,371 @@
+"""Hardening with real faults: secrets passed every way, a real ``mlflow server`` down at the start and stopped
+mid-run (then ``python -m experiments.sync``), and real SIGTERM / ``kill -9`` of a run while it records."""
+
+# ruff: noqa: F811  (the pipeline tests' fixtures are imported, then requested by name)
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from test_cli import ROOT, shrunk
+from test_pipeline import make_cfg, run_dir, small_data  # noqa: F401  (fixtures)
+from test_services import mlflow_runs
+
+from experiments import app
+from experiments.errors import UserError
+from experiments.secrets import looks_like_key, redact, refuse_secret_overrides, scrub, secret_values
+from experiments.sync import main as sync
+from experiments.tracking.trackers import PENDING
+
+# Canaries: each must appear nowhere a run writes, records or prints.
+HF_AUTH = "hfAuthCanary4d1f9b27c3e8a6"
+OPENAI_KEY = "sk-openaiCanary7e2b9d4a1c6f8"
+URI_PASSWORD = "uriPassCanary5b8e1d3f"
+CANARIES = (HF_AUTH, OPENAI_KEY, URI_PASSWORD, "co-canary-0d9be53a7e11")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src"), **extra}
+
+
+def run_cli(*args: str, env: dict[str, str], patch: str = "") -> subprocess.CompletedProcess[str]:
+    """``run.py`` in a subprocess; ``patch`` (Python) runs first, to inject a fault (a failure, a slow upload)."""
+    return subprocess.run(cli(args, patch), capture_output=True, text=True, env=env, timeout=600)
+
+
+def cli(args: tuple[str, ...] | list[str], patch: str = "") -> list[str]:
+    run_py = str(ROOT / "run.py")
+    argv = ["run.py", *args]
+    driver = f"{patch}\nimport runpy, sys\nsys.argv = {argv!r}\nrunpy.run_path({run_py!r}, run_name='__main__')"
+    return [sys.executable, "-c", driver]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def mlflow_server(store: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` with its database and artifacts under ``store``."""
+    import urllib.request
+
+    store.mkdir(exist_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination", str(store / "artifacts"),
+    ]  # fmt: skip
+    with open(store / "server.log", "ab") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (store / "server.log").read_text()
+                time.sleep(0.5)
+        yield server
+    finally:
+        stop(server)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)  # the server and its uvicorn worker: down, as in a crash
+        server.wait(timeout=30)
+
+
+def server_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("reranker-finetuning")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+# Secrets.
+
+
+def test_keys_are_told_by_name_by_shape_and_inside_urls(monkeypatch):
+    monkeypatch.setenv("HF_AUTH", HF_AUTH)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{URI_PASSWORD}@127.0.0.1:5000")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/ssh-agent.socket")
+    assert {HF_AUTH, URI_PASSWORD} <= set(secret_values())
+    assert "/tmp/ssh-agent.socket" not in secret_values()  # *_AUTH_SOCK is not a secret
+    assert redact(f"to http://alice:{URI_PASSWORD}@127.0.0.1:5000/x") == "to http://***@127.0.0.1:5000/x"
+    assert redact(f"token {HF_AUTH}.") == "token ***."
+    for key in (OPENAI_KEY, "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "Xq7mP2vL9nR4tY8wK3jH6gF1dS5aZ0cB"):
+        assert looks_like_key(key), key
+    for word in ("ms-marco-MiniLM-L12-v2", "0123456789abcdef" * 4, "kmeans-k4-d2-bi_encoder_finetuned", "ft-9f2c"):
+        assert not looks_like_key(word), word
+    assert scrub({"openai_key": "x", "hf_auth": "y", "note": f"key {OPENAI_KEY}", "max_tokens_per_doc": 512}) == {
+        "openai_key": "***",
+        "hf_auth": "***",
+        "note": "key ***",
+        "max_tokens_per_doc": 512,
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        (f"+api_key={OPENAI_KEY}", "its name says it is a secret"),
+        ("+openai_key=abc", "its name says it is a secret"),
+        ("+hf_auth=abc", "its name says it is a secret"),
+        (f"+note={OPENAI_KEY}", "its value looks like an API key"),
+        (f"+note={HF_AUTH}", "its value looks like an API key"),  # one of the environment's secrets
+        (f"trackers.mlflow.tracking_uri=http://alice:{URI_PASSWORD}@127.0.0.1:5000", "credentials inside a URL"),
+        ("+note=${oc.env:HF_AUTH}", "it pulls the secret HF_AUTH into the config"),
+        ("+note=${oc.env:MY_VAR,x}", "it pulls the secret MY_VAR into the config"),  # its value is key-shaped
+    ],
+)
+def test_a_secret_on_the_command_line_is_refused_whatever_its_form(monkeypatch, override, why):
+    monkeypatch.setenv("HF_AUTH", HF_AUTH)
+    monkeypatch.setenv("MY_VAR", OPENAI_KEY)
+    with pytest.raises(UserError, match="export the key in the environment") as caught:
+        refuse_secret_overrides(["miner=cosine", override])
+    assert why in str(caught.value) and HF_AUTH not in str(caught.value) and OPENAI_KEY not in str(caught.value)
+    refuse_secret_overrides(["miner=cosine", "k=2,4", "+note=${oc.env:HOME}", "reranker.model=/models/MiniLM-L6-v2"])
+
+
+def test_the_console_and_every_log_record_are_redacted_tracebacks_included(tmp_path):
+    script = f"""
+import logging, sys
+from experiments.secrets import guard_output
+guard_output()
+logging.basicConfig(filename={str(tmp_path / "run.log")!r}, level=logging.INFO)
+log = logging.getLogger("job")
+log.info("tracking to %s", "http://alice:{URI_PASSWORD}@host")
+try:
+    raise RuntimeError("boom {HF_AUTH}")
+except RuntimeError:
+    log.exception("Error executing job with overrides: ['+x={HF_AUTH}']")
+print("stdout {HF_AUTH}")
+raise RuntimeError("uncaught {HF_AUTH}")
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(HF_AUTH=HF_AUTH), timeout=120
+    )
+    log = (tmp_path / "run.log").read_text()
+    assert "RuntimeError: boom ***" in log and "http://***@host" in log and "['+x=***']" in log
+    assert "stdout ***" in completed.stdout and "RuntimeError: uncaught ***" in completed.stderr
+    for text in (log, completed.stdout, completed.stderr):
+        assert HF_AUTH not in text and URI_PASSWORD not in text
+
+
+@pytest.mark.slow
+def test_a_canary_secret_passed_every_way_is_found_nowhere(tmp_path, tiny_model_dir):
+    """Keys in the environment (one pulled in with oc.env, one in MLFLOW_TRACKING_URI to a real server), keys on
+    the command line in every form (refused, nothing written), a sweep, and jobs that fail with the key in their
+    traceback: no file under outputs/ or the server's store, and no captured output, holds a canary."""
+    port, store = free_port(), tmp_path / "server"
+    env = cli_env(
+        HF_AUTH=HF_AUTH,
+        OPENAI_KEY=OPENAI_KEY,
+        CO_API_KEY=CANARIES[3],
+        MLFLOW_TRACKING_URI=f"http://alice:{URI_PASSWORD}@127.0.0.1:{port}",
+    )
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=none"]
+    outputs, texts = tmp_path / "outputs", []
+    for override in (
+        f"+api_key={CANARIES[3]}",
+        f"+openai_key={OPENAI_KEY}",
+        f"+hf_auth={HF_AUTH}",
+        f"+note={HF_AUTH}",
+        "+note=${oc.env:HF_AUTH}",
+        "+note=${oc.env:OPENAI_KEY}",
+        f"reranker.base_url=https://alice:{URI_PASSWORD}@api.cohere.com",
+    ):
+        for sweep in ([], ["-m"]):
+            refused = run_cli(*sweep, *args, override, env=env)
+            assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert "export the key in the environment" in refused.stderr
+            assert not outputs.exists()  # refused before Hydra writes anything
+            texts += [refused.stdout, refused.stderr]
+    failing_embed = (
+        "import os\nfrom experiments import pipeline\n"
+        "def failing(embedder, retrieval, splits):\n"
+        "    raise RuntimeError('boom with ' + os.environ['HF_AUTH'] + ' and ' + os.environ['MLFLOW_TRACKING_URI'])\n"
+        "pipeline.embed = failing\n"
+    )
+    with mlflow_server(store, port):
+        single = run_cli(*args, "+note=${oc.env:HOME}", env=env)  # a normal run, tracked on the server
+        assert single.returncode == 0, single.stderr[-3000:]
+        crashed = run_cli(*args, "k=3", env=env, patch=failing_embed)  # Hydra's "Error executing job" + traceback
+        assert crashed.returncode == 1 and "Error executing job with overrides" in crashed.stderr
+        sweep = run_cli("-m", *args, "k=2,3", env=env, patch=failing_embed)  # both jobs fail, tracebacks logged
+        assert "#0 : " in sweep.stdout + sweep.stderr, sweep.stderr[-3000:]
+        texts += [single.stdout, single.stderr, crashed.stdout, crashed.stderr, sweep.stdout, sweep.stderr]
+        statuses = sorted(run.info.status for run in server_runs(f"http://127.0.0.1:{port}"))
+    assert statuses == ["FAILED", "FAILED", "FAILED", "FINISHED", "FINISHED"]  # and the sweep's parent
+    assert "RuntimeError: boom with *** and http://***@127.0.0.1" in crashed.stderr
+    logs = "".join(path.read_text() for path in outputs.rglob("*.log"))
+    assert logs.count("RuntimeError: boom with *** and http://***@127.0.0.1") >= 2  # both sweep jobs' run.log
+    assert "View run" in single.stdout and f"http://***@127.0.0.1:{port}" in single.stdout
+    files = [path for root in (outputs, store) for path in root.rglob("*") if path.is_file()]
+    assert any(path.name == "overrides.yaml" for path in files) and any(path.suffix == ".db" for path in files)
+    for path in files:
+        data = path.read_bytes()
+        for canary in CANARIES:
+            assert canary.encode() not in data, (canary, path)
+    for text in texts:
+        for canary in CANARIES:
+            assert canary not in text, canary
+
+
+# Trackers that go down.
+
+
+def test_sync_sends_a_pending_run_exactly_once(make_cfg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    started = time.perf_counter()
+    outcome = app.run(make_cfg(), run_dir(tmp_path))
+    assert time.perf_counter() - started < 60  # seconds of bounded retries, not MLflow's minutes
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "tracker mlflow failed" in line]
+    assert line.endswith(f"send it later with `python -m experiments.sync {outcome.output_dir}`")
+    assert (outcome.output_dir / "metrics.json").is_file()
+    pending = outcome.output_dir / PENDING / "mlflow.pickle"
+    assert pending.is_file()
+    assert sync([str(tmp_path / "outputs")]) == 1 and pending.is_file()  # still down: still pending
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # back: the run's own store (sqlite under outputs/)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    mlflow.set_experiment("reranker-finetuning")
+    import pickle
+
+    uid = pickle.loads(pending.read_bytes()).tags["experiments.run_uid"]
+    with mlflow.start_run(tags={"experiments.run_uid": uid}):  # what an interrupted attempt left behind
+        pass
+    assert sync([str(tmp_path / "outputs")]) == 0
+    assert sync([str(tmp_path / "outputs")]) == 0
+    assert "sync: 0 run(s) sent, 0 still pending" in capsys.readouterr().out
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["experiments.run_uid"] == uid
+    assert (
+        run.data.metrics["mrr_at_1"]
+        == json.loads((outcome.output_dir / "metrics.json").read_text())["metrics"]["reranker"]["mrr@1"]["mean"]
+    )
+    assert not pending.exists()
+
+
+@pytest.mark.slow
+def test_a_server_down_at_the_start_and_one_stopped_mid_run_lose_nothing(tmp_path, tiny_model_dir):
+    port, store = free_port(), tmp_path / "server"
+    uri = f"http://127.0.0.1:{port}"
+    env = cli_env(MLFLOW_TRACKING_URI=uri)
+    args = shrunk(tmp_path, tiny_model_dir)
+    started = time.monotonic()
+    down = run_cli(*args, "reranker=none", env=env)  # nothing listens at the start
+    assert down.returncode == 0 and "mrr@1" in down.stdout and "run folder:" in down.stdout
+    assert time.monotonic() - started < 120
+    assert "send it later with `python -m experiments.sync" in down.stderr and "Traceback" not in down.stderr
+
+    training = [*args, "reranker=bi_encoder_finetuned", f"reranker.base_model={tiny_model_dir}", "reranker.epochs=3"]
+    models = tmp_path / "outputs" / "cache" / "models"
+    with mlflow_server(store, port) as server:
+        run = subprocess.Popen(cli(training), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 300
+        while not list(models.glob(".*.tmp-*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop(server)  # the server dies while the run trains
+        stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
+    assert "mrr@1" in stdout and "send it later with `python -m experiments.sync" in stderr
+    folders = sorted(path.parent.parent for path in (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle"))
+    assert len(folders) == 2 and all((folder / "metrics.json").is_file() for folder in folders)
+
+    outputs = str(tmp_path / "outputs")
+    with mlflow_server(store, port):
+        first = subprocess.run(
+            [sys.executable, "-m", "experiments.sync", outputs], capture_output=True, text=True, env=env, timeout=300
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "experiments.sync", outputs], capture_output=True, text=True, env=env, timeout=300
+        )
+        runs = server_runs(uri)
+    assert first.returncode == 0 and "sync: 2 run(s) sent, 0 still pending" in first.stdout, first.stderr
+    assert second.returncode == 0 and "sync: 0 run(s) sent, 0 still pending" in second.stdout
+    assert sorted(run.info.status for run in runs) == ["FINISHED", "FINISHED"]  # exactly once each
+    assert len({run.data.tags["experiments.run_uid"] for run in runs}) == 2
+    assert all("mrr_at_1" in run.data.metrics and run.data.params for run in runs)
+
+
+# Kills.
+
+SLOW_UPLOAD = (
+    "import time\nfrom experiments.tracking import mlflow_tracker\n"
+    "mlflow_tracker.MLflowTracker.log_artifacts = lambda self, directory: time.sleep(600)\n"
+)
+
+
+def wait_for_running_run(db: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if db.is_file():
+            with sqlite3.connect(db) as connection:
+                try:
+                    if connection.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0]:
+                        return
+                except sqlite3.OperationalError:  # the schema is being created
+                    pass
+        time.sleep(0.2)
+    raise AssertionError(f"the run never started recording: {process.communicate()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_killed_while_it_records_ends_killed(tmp_path, tiny_model_dir, kill):
+    """SIGTERM: the run marks its MLflow run KILLED and exits promptly. ``kill -9``: the run stays RUNNING until
+    the next run connects, which finds its process gone and marks it KILLED."""
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=none"]
+    process = subprocess.Popen(
+        cli(args, SLOW_UPLOAD), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+    )
+    wait_for_running_run(tmp_path / "outputs" / "mlflow.db", process)
+    process.send_signal(kill)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - started < 30
+    if kill == signal.SIGTERM:
+        assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr
+        [run] = mlflow_runs(tmp_path)
+        assert run.info.status == "KILLED"
+        return
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "RUNNING" and run.data.tags["experiments.pid"] == str(process.pid)
+    following = run_cli(*args, "k=3", env=cli_env())
+    assert following.returncode == 0, following.stderr[-3000:]
+    assert f"was left RUNNING by process {process.pid}, now gone: marked KILLED" in following.stdout
+    statuses = {run.data.tags["experiments.pid"] == str(process.pid): run.info.status for run in mlflow_runs(tmp_path)}
+    assert statuses == {True: "KILLED", False: "FINISHED"}
+
+
+def test_sigterm_or_ctrl_c_before_recording_records_the_run_killed(make_cfg, tmp_path, monkeypatch):
+    from experiments import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "mine", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(make_cfg(), run_dir(tmp_path))
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt")
