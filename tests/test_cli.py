@@ -230,6 +230,9 @@ def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tm
     assert "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
     assert not list(models.glob(".*.tmp-*"))
     assert not list((tmp_path / "outputs").glob("runs/*/*/metrics.json"))
+    from test_services import mlflow_runs
+
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["KILLED"]  # not FAILED
 
 
 @pytest.mark.slow

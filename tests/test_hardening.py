@@ -248,6 +248,7 @@ def test_sync_sends_a_pending_run_exactly_once(make_cfg, tmp_path, monkeypatch, 
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    mlflow.create_experiment("reranker-finetuning", artifact_location=f"file://{tmp_path / 'outputs' / 'mlartifacts'}")
     mlflow.set_experiment("reranker-finetuning")
     import pickle
 
