@@ -101,6 +101,7 @@ def test_sweep_runs_every_combination_under_one_parent(tmp_path, tiny_model_dir)
     assert parent.data.metrics["mrr_at_1"] == pytest.approx(winner["mrr@1"]["mean"])
     artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/report.html", "report/mrr_at_1_per_configuration.png"} <= artifacts
+    assert "it is not registered as categoriser@champion" in completed.stdout  # chosen on eval: not registered
 
 
 def test_a_missing_required_option_is_named(tmp_path):
@@ -259,3 +260,26 @@ def test_after_kill_9_the_next_run_removes_the_dead_build(tmp_path, tiny_model_d
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert not debris.exists()
     assert [path.name.startswith("ft-") for path in models.iterdir()] == [True]
+
+
+@pytest.mark.slow
+def test_a_sweep_chosen_on_validation_registers_its_winner_as_champion(tmp_path, tiny_model_dir):
+    import mlflow
+
+    completed = run_cli(
+        "-m",
+        *shrunk(tmp_path, tiny_model_dir),
+        "reranker=bi_encoder_finetuned",
+        f"reranker.base_model={tiny_model_dir}",
+        "reranker.select_epochs=true",
+        "reranker.epochs=2",
+        "miner=random,cosine",
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(next((tmp_path / "outputs" / "multirun").glob("*/*/report.json")).read_text())
+    assert report["selection_split"] == "validation"
+    assert "registered: models:/categoriser@champion" in completed.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    champion = mlflow.MlflowClient().get_model_version_by_alias("categoriser", "champion")
+    winner_run = mlflow.get_run(champion.run_id)
+    assert winner_run.data.tags["run_folder"] == str(Path(report["winner_folder"]).resolve())

@@ -60,6 +60,8 @@ class MLflowTracker:
         strict: fail the run when MLflow fails (otherwise: one line, and the run folder and other trackers keep it).
         timeout_s: how long recording one run may take before it counts as failed.
         primary_metric: the metric the UI sorts and charts by (``optimized_metric``), e.g. ``mrr@1``.
+        register_winner: registered-model name under which a sweep registers its winner's categoriser and points
+            the alias ``champion`` at it (only when the winner was chosen on the validation split); null: never.
     """
 
     def __init__(
@@ -71,9 +73,11 @@ class MLflowTracker:
         strict: bool = False,
         timeout_s: float = 300.0,
         primary_metric: str = "mrr@1",
+        register_winner: str | None = None,
     ) -> None:
         self.experiment = experiment
         self.primary_metric = primary_metric
+        self.register_winner = register_winner
         self.strict = strict
         self.timeout_s = timeout_s
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
@@ -128,8 +132,25 @@ class MLflowTracker:
         client = mlflow.MlflowClient()
         report_file = sweep_dir / "report.json"
         if report_file.is_file():
-            log_sweep_report(client, self._sweep_run_id, json.loads(report_file.read_text("utf-8")), sweep_dir)
+            report = json.loads(report_file.read_text("utf-8"))
+            log_sweep_report(client, self._sweep_run_id, report, sweep_dir)
+            if self.register_winner:
+                self._register(report)
         client.set_terminated(self._sweep_run_id, status="FINISHED")
+
+    def _register(self, report: Mapping[str, Any]) -> None:
+        """Register the winner's categoriser as ``register_winner@champion`` when validation chose it."""
+        from experiments.register import run_of_folder
+        from experiments.serving.mlflow_model import register
+
+        if report["selection_split"] != "validation":
+            print(
+                f"note: the winner was chosen on the eval split, so it is not registered as {self.register_winner}"
+                "@champion; sweep with reranker.select_epochs=true (or another reranker that chooses on validation)"
+            )
+            return
+        version = register(run_of_folder(Path(str(report["winner_folder"]))), str(self.register_winner))
+        print(f"registered: models:/{self.register_winner}@champion (version {version.version})")
 
     def log_run(self, run: TrackedRun) -> None:
         """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run."""
