@@ -43,8 +43,10 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy src
 
-## The MLflow UI on the project's local store: http://127.0.0.1:5000
+## The MLflow UI on the project's local store, opened on the runs table with the headline columns.
 ui: $(STAMP)
+	@$(PY) -m experiments.tracking.mlflow_view "sqlite:///$(CURDIR)/outputs/mlflow.db" reranker-finetuning \
+		http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/outputs/mlflow.db" \
 		--default-artifact-root "file://$(CURDIR)/outputs/mlartifacts" --host 127.0.0.1 --port 5000
 

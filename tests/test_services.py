@@ -1,8 +1,6 @@
 """Whole runs with the services: Cohere and Braintrust over real HTTP (local fake servers), trackers as a list,
 failing trackers, and a canary key that must appear nowhere a run writes or sends."""
 
-# ruff: noqa: F811  (the pipeline tests' fixtures are imported, then requested by name)
-
 from __future__ import annotations
 
 import json
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import run_cli, shrunk
-from test_pipeline import make_cfg, run_dir, small_data  # noqa: F401  (fixtures)
+from test_pipeline import run_dir
 
 from experiments import app
 from experiments.errors import UserError
@@ -72,7 +70,7 @@ def test_cohere_runs_tracked_in_mlflow_and_braintrust_leak_no_key(
     metadata = fake_braintrust.experiments[2]["metadata"]
     assert metadata["finetune_set_digest"] == finetuned.finetune_set.digest()
     assert metadata["dataset_digest"] == finetuned.splits.digest()
-    assert metadata["params"]["reranker._target_"].endswith("CohereFinetunedReranker")
+    assert metadata["params"]["reranker"] == "CohereFinetunedReranker"
     rows = [row for row in fake_braintrust.rows if row.get("experiment_id") == fake_braintrust.experiments[0]["id"]]
     per_query = [json.loads(line) for line in (outcome.output_dir / "per_query.jsonl").read_text().splitlines()]
     assert len(rows) == 30

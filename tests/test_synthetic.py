@@ -92,8 +92,8 @@ def test_size_and_categories(default: SyntheticTransactions) -> None:
     assert {row.expense_category for row in train + eval_} <= set(NAMES)
 
 
-def test_split_is_stratified(default: SyntheticTransactions) -> None:
-    train, eval_ = default.transactions()
+def test_random_split_is_stratified() -> None:
+    train, eval_ = SyntheticTransactions(split="random").transactions()
     assert abs(len(eval_) / (len(train) + len(eval_)) - 0.3) < 0.02
     in_train = Counter(row.expense_category for row in train)
     in_eval = Counter(row.expense_category for row in eval_)
@@ -190,6 +190,7 @@ def test_config_matches_the_class_defaults() -> None:
         ({"seed": None}, "seed"),
         ({"label_noise": -0.1}, "label_noise"),
         ({"label_noise": 0.5}, "label_noise"),
+        ({"split": "bogus"}, "split"),
     ],
 )
 def test_invalid_arguments_raise_config_error(kwargs: dict[str, object], option: str) -> None:

@@ -43,6 +43,16 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     return {str(key): value for key, value in container.items()}
 
 
+def hydra_choices() -> dict[str, str]:
+    """The option chosen per config group (``{"miner": "kmeans"}``) when running under Hydra, else {}."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {str(group): str(option) for group, option in choices.items() if not str(group).startswith("hydra")}
+
+
 def discard_rejected(output_dir: Path) -> None:
     """Remove a rejected run's folder when it holds nothing but what Hydra wrote before the run was checked."""
     if not output_dir.is_dir():
@@ -77,13 +87,16 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         seed=cfg.seed,
         bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
         progress=cfg.progress,
+        log_model=cfg.log_model,
+        validation_fraction=cfg.validation_fraction,
+        replicates=cfg.replicates,
     )
     folders = Folders(
         output_dir=output_dir,
         models_dir=Path(cfg.paths.models_dir),
         scores_dir=Path(cfg.paths.scores_dir),
     )
-    return run_experiment(parts, knobs, folders, config)
+    return run_experiment(parts, knobs, folders, config, choices=hydra_choices())
 
 
 def limit_threads(parallel_jobs: int | None) -> None:
@@ -165,4 +178,4 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
         print(f"error: {record_failure(output_dir, error, user_error=False)}", file=sys.stderr)
         return float("nan")
     _print_outcome(outcome)
-    return outcome.summary.systems["reranker"][metric].mean
+    return outcome.metric(metric)

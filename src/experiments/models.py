@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.errors import ConfigError
@@ -145,3 +147,47 @@ def quiet_loading() -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
         st_logger.setLevel(st_level)
+
+
+@dataclass(frozen=True)
+class Portable:
+    """How to rebuild a ready embedder or reranker in another process, e.g. inside a served model.
+
+    Attributes:
+        target: dotted path of the class to construct.
+        kwargs: its constructor arguments (JSON values).
+        model_arg: the argument that names the model, or None for components without one.
+        model_dir: a model folder to ship with the package (its copy is passed as ``model_arg``); None when the
+            reference in ``kwargs`` resolves anywhere the project is installed (the packaged model, a hub id).
+        weights_sha256: the digest of the weights that the rebuilt component must find (checked on load).
+    """
+
+    target: str
+    kwargs: dict[str, object] = field(default_factory=dict)
+    model_arg: str | None = None
+    model_dir: Path | None = None
+    weights_sha256: str | None = None
+
+
+def portable(component: object, model_arg: str | None = None, **overrides: object) -> Portable:
+    """A ``Portable`` that rebuilds ``component`` with its own constructor arguments (public attributes).
+
+    The model named by ``model_arg`` is shipped as a folder when it is one on this machine (a trained model, a
+    local checkpoint), and kept as a reference otherwise (``packaged:...``, a hub id).
+    """
+    names = [name for name in inspect.signature(type(component).__init__).parameters if name != "self"]
+    kwargs = {name: getattr(component, name) for name in names if hasattr(component, name)}
+    kwargs.update({name: value for name, value in overrides.items() if name in kwargs})
+    cls = type(component)
+    if model_arg is None:
+        return Portable(target=f"{cls.__module__}.{cls.__qualname__}", kwargs=kwargs)
+    ref = str(kwargs[model_arg])
+    identity = model_identity(ref)
+    shipped = not ref.startswith(PACKAGED_PREFIX) and Path(str(identity["path"])).is_dir()
+    return Portable(
+        target=f"{cls.__module__}.{cls.__qualname__}",
+        kwargs=kwargs,
+        model_arg=model_arg,
+        model_dir=Path(str(identity["path"])) if shipped else None,
+        weights_sha256=identity["weights_sha256"],
+    )

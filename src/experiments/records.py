@@ -52,6 +52,11 @@ class DatasetSplits:
     """What a dataset provides: train and eval examples and the candidate categories.
 
     Eval examples never reach mining or training: only ``train`` is handed to those steps.
+
+    Attributes:
+        group_key: the ``Example.metadata`` key that groups examples (a merchant, say): holdouts carved from
+            train keep whole groups on one side, and the run warns when eval shares groups with train.
+            None = every example stands alone.
     """
 
     name: str
@@ -59,6 +64,7 @@ class DatasetSplits:
     eval: list[Example]
     categories: list[Category]
     source: dict[str, Any] = field(default_factory=dict)
+    group_key: str | None = None
 
     @property
     def category_names(self) -> list[str]:

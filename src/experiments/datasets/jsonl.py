@@ -31,7 +31,8 @@ from experiments.records import Category, DatasetSplits, Example, unique
 log = logging.getLogger(__name__)
 
 
-def _problem(error: ValidationError) -> str:
+def problem(error: ValidationError) -> str:
+    """The first validation problem as ``field: message`` (``row`` for the row as a whole; nested fields dotted)."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "row"
     return f"{field}: {first['msg']}"
@@ -41,7 +42,7 @@ def validated(model: type[BaseModel], row: Any, where: str) -> Any:
     try:
         return model.model_validate(row)
     except ValidationError as error:
-        raise DataError(f"{where}: {_problem(error)}") from None
+        raise DataError(f"{where}: {problem(error)}") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -80,8 +81,14 @@ def _lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-def read_numbered_examples(path: Path, option: str = "dataset.*_path") -> list[tuple[int, Example]]:
-    """Parse and validate one train or eval file into ``(line number, example)``; stops at the first bad line."""
+def read_numbered_examples(
+    path: Path, option: str = "dataset.*_path", group_by: str | None = None
+) -> list[tuple[int, Example]]:
+    """Parse and validate one train or eval file into ``(line number, example)``; stops at the first bad line.
+
+    With ``group_by``, every row must carry that field (a transaction row's key, or an example row's metadata
+    key); its value is kept as ``metadata[group_by]`` as a string.
+    """
     examples: list[tuple[int, Example]] = []
     for number, line in _lines(path, option):
         where = f"{path}:{number}"
@@ -94,22 +101,31 @@ def read_numbered_examples(path: Path, option: str = "dataset.*_path") -> list[t
         if not isinstance(row, dict):
             raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
         if "input" in row or "expected" in row:
-            examples.append((number, validated(Example, row, where)))
+            example = _grouped(validated(Example, row, where), row.get("metadata") or {}, group_by, where)
         elif "merchant_name" in row or "expense_category" in row:
-            examples.append((number, validated(Transaction, row, where).to_example()))
+            example = _grouped(validated(Transaction, row, where).to_example(), row, group_by, where)
         else:
             raise DataError(
                 f"{where}: row: neither an example row (input, expected) nor a transaction row "
                 "(merchant_name, ..., expense_category); see docs/data-formats.md for both shapes"
             )
+        examples.append((number, example))
     if not examples:
         raise DataError(f"{path}: no rows; the file is empty.")
     return examples
 
 
-def read_examples(path: Path, option: str = "dataset.*_path") -> list[Example]:
+def read_examples(path: Path, option: str = "dataset.*_path", group_by: str | None = None) -> list[Example]:
     """Parse and validate one train or eval file; raises ``DataError`` at the first bad line."""
-    return [example for _, example in read_numbered_examples(path, option)]
+    return [example for _, example in read_numbered_examples(path, option, group_by)]
+
+
+def _grouped(example: Example, fields: dict[str, Any], group_by: str | None, where: str) -> Example:
+    if group_by is None:
+        return example
+    if not isinstance(fields, dict) or fields.get(group_by) is None:
+        raise DataError(f"{where}: {group_by}: missing; every row needs the dataset.group_by field")
+    return example.model_copy(update={"metadata": {**example.metadata, group_by: str(fields[group_by])}})
 
 
 def duplicate_rows(numbered: list[tuple[int, Example]]) -> list[tuple[int, int]]:
@@ -164,12 +180,17 @@ class JsonlDataset:
         train_path: JSON Lines file of train rows (mined and trained on).
         eval_path: JSON Lines file of eval rows (only ever evaluated on).
         categories_path: optional categories file; labels in the data that it lacks are an error.
+        group_by: optional field that groups rows (e.g. ``merchant_name`` for transaction rows); see
+            ``DatasetSplits.group_key``.
     """
 
-    def __init__(self, train_path: str, eval_path: str, categories_path: str | None = None) -> None:
+    def __init__(
+        self, train_path: str, eval_path: str, categories_path: str | None = None, group_by: str | None = None
+    ) -> None:
         self.train_path = train_path
         self.eval_path = eval_path
         self.categories_path = categories_path
+        self.group_by = group_by
 
     def config_dict(self) -> dict[str, object]:
         return {
@@ -177,12 +198,13 @@ class JsonlDataset:
             "train_path": self.train_path,
             "eval_path": self.eval_path,
             "categories_path": self.categories_path,
+            "group_by": self.group_by,
         }
 
     def load(self) -> DatasetSplits:
         numbered = {
-            "train": read_numbered_examples(Path(self.train_path), "dataset.train_path"),
-            "eval": read_numbered_examples(Path(self.eval_path), "dataset.eval_path"),
+            "train": read_numbered_examples(Path(self.train_path), "dataset.train_path", self.group_by),
+            "eval": read_numbered_examples(Path(self.eval_path), "dataset.eval_path", self.group_by),
         }
         paths = {"train": self.train_path, "eval": self.eval_path}
         source: dict[str, Any] = self.config_dict()
@@ -205,6 +227,7 @@ class JsonlDataset:
             self.categories_path,
             source,
             locate=lambda split, position: f"{paths[split]}:{numbered[split][position][0]}",
+            group_key=self.group_by,
         )
 
 
@@ -215,11 +238,13 @@ def with_categories(
     categories_path: str | None,
     source: dict[str, Any],
     locate: Callable[[str, int], str] | None = None,
+    group_key: str | None = None,
 ) -> DatasetSplits:
     """The splits with their categories: from the categories file (which must hold every label), else the labels.
 
     Args:
         locate: where example ``position`` of split ``"train"``/``"eval"`` came from (``file:line``), for errors.
+        group_key: the metadata field that groups examples (see ``DatasetSplits.group_key``).
     """
     if categories_path:
         categories = read_categories(Path(categories_path))
@@ -236,4 +261,6 @@ def with_categories(
     else:
         labels = unique([label for example in train + evaluation for label in example.expected])
         categories = [Category(name=label) for label in sorted(labels)]
-    return DatasetSplits(name=name, train=train, eval=evaluation, categories=categories, source=source)
+    return DatasetSplits(
+        name=name, train=train, eval=evaluation, categories=categories, source=source, group_key=group_key
+    )

@@ -12,8 +12,10 @@ import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal, get_args
 
 from experiments.datasets import synthetic_catalog as catalog
+from experiments.datasets.splits import group_holdout
 from experiments.datasets.synthetic_catalog import CATEGORIES, Scenario
 from experiments.datasets.transactions import Transaction
 from experiments.errors import ConfigError
@@ -30,16 +32,22 @@ TRANSACTION_KEYS = (
     "expense_category",
 )
 
+SplitName = Literal["merchant", "random"]
+
 
 class SyntheticTransactions:
     """Synthetic card transactions labelled with one of ~30 expense categories.
 
     Data contract:
         - ``transactions()`` returns ``(train, eval)`` lists of :class:`Transaction`; every category of
-          :data:`CATEGORIES` appears in both, and each category's eval share is ``eval_fraction`` (rounded).
+          :data:`CATEGORIES` appears in train. ``split="merchant"`` (the default): no merchant appears in both
+          lists, eval holds about ``eval_fraction`` of the rows and every category the merchants allow.
+          ``split="random"``: every category appears in both, each with an eval share of ``eval_fraction``
+          (rounded), and merchants recur across the split.
         - ``load()`` returns :class:`DatasetSplits` named ``"synthetic"`` whose examples are
           ``Transaction.to_example()`` (query text in the 7-line layout of docs/data-formats.md, one expected
-          label) with ``metadata = {"merchant", "department", "split"}``, and whose categories carry a description.
+          label) with ``metadata = {"merchant", "department", "split"}`` and ``group_key="merchant"``, and whose
+          categories carry a description.
         - ``trip_name`` is set only for spend on a business trip or an offsite, and ``location`` is then the
           trip's city; spend-program names never contain a category name.
 
@@ -48,11 +56,19 @@ class SyntheticTransactions:
         eval_fraction: Share of each category held out for evaluation, in (0, 1).
         seed: Seed of the generator; independent of the run seed, so sweeps share one data set.
         label_noise: Probability that a transaction is booked to a plausible wrong category, in [0, 0.2].
+        split: ``merchant`` (eval merchants are never seen in train) or ``random`` (stratified by category).
     """
 
     def __init__(
-        self, n_transactions: int = 720, eval_fraction: float = 0.3, seed: int = 0, label_noise: float = 0.02
+        self,
+        n_transactions: int = 720,
+        eval_fraction: float = 0.3,
+        seed: int = 0,
+        label_noise: float = 0.02,
+        split: SplitName = "merchant",
     ) -> None:
+        if split not in get_args(SplitName):
+            raise ConfigError(f"SyntheticTransactions: split must be one of {list(get_args(SplitName))}, got {split!r}")
         minimum = 4 * len(CATEGORIES)
         if isinstance(n_transactions, bool) or not isinstance(n_transactions, int) or n_transactions < minimum:
             raise ConfigError(
@@ -73,6 +89,7 @@ class SyntheticTransactions:
         self.eval_fraction = float(eval_fraction)
         self.seed = seed
         self.label_noise = float(label_noise)
+        self.split = split
         self._cache: tuple[list[Transaction], list[Transaction]] | None = None
 
     def config_dict(self) -> dict[str, object]:
@@ -83,6 +100,7 @@ class SyntheticTransactions:
             "eval_fraction": self.eval_fraction,
             "seed": self.seed,
             "label_noise": self.label_noise,
+            "split": self.split,
             "catalog_version": catalog.CATALOG_VERSION,
         }
 
@@ -93,7 +111,7 @@ class SyntheticTransactions:
     def transactions(self) -> tuple[list[Transaction], list[Transaction]]:
         """Generate (once) and return the ``(train, eval)`` transactions."""
         if self._cache is None:
-            self._cache = _generate(self.n_transactions, self.eval_fraction, self.seed, self.label_noise)
+            self._cache = _generate(self.n_transactions, self.eval_fraction, self.seed, self.label_noise, self.split)
         return self._cache
 
     def load(self) -> DatasetSplits:
@@ -105,6 +123,7 @@ class SyntheticTransactions:
             eval=[_example(t, "eval") for t in eval_],
             categories=self.categories(),
             source=self.config_dict(),
+            group_key="merchant",
         )
 
     def write_jsonl(self, directory: str | Path) -> dict[str, Path]:
@@ -143,7 +162,7 @@ def _jsonl_row(transaction: Transaction) -> str:
 
 
 def _generate(
-    n: int, eval_fraction: float, seed: int, label_noise: float
+    n: int, eval_fraction: float, seed: int, label_noise: float, split: SplitName
 ) -> tuple[list[Transaction], list[Transaction]]:
     rng = random.Random(seed)
     by_category: dict[str, list[Scenario]] = defaultdict(list)
@@ -160,6 +179,9 @@ def _generate(
             drawn.append((scenario, _draw(rng, scenario)))
     rng.shuffle(drawn)
     rows = _add_noise(rng, drawn, label_noise)
+    if split == "merchant":
+        labels = [row.expense_category for row in rows]
+        return _divide(rows, group_holdout(labels, [row.merchant_name for row in rows], eval_fraction, seed))
 
     # Stratified split on the final labels: each category keeps at least one row on each side.
     positions: dict[str, list[int]] = defaultdict(list)
@@ -170,6 +192,10 @@ def _generate(
         members = positions[category.name]
         n_eval = min(max(1, round(len(members) * eval_fraction)), len(members) - 1)
         held_out.update(rng.sample(members, n_eval))
+    return _divide(rows, held_out)
+
+
+def _divide(rows: list[Transaction], held_out: set[int]) -> tuple[list[Transaction], list[Transaction]]:
     train = [row for position, row in enumerate(rows) if position not in held_out]
     eval_ = [row for position, row in enumerate(rows) if position in held_out]
     return train, eval_

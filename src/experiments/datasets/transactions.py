@@ -7,8 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from experiments.records import Example
 
 
-class Transaction(BaseModel):
-    """A transaction row in the shape of docs/data-formats.md; ``expense_category`` is the label."""
+class TransactionFields(BaseModel):
+    """A transaction row without its label: what the categoriser ranks categories for (docs/data-formats.md).
+
+    Other keys are kept (``model_extra``); ``expense_category``, when a row carries one, is one of them here.
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -19,7 +22,6 @@ class Transaction(BaseModel):
     amount: float
     spend_program_name: str
     trip_name: str | None = None
-    expense_category: str = Field(min_length=1)
 
     def query_text(self) -> str:
         """The seed's layout, one field a line (the contract in docs/data-formats.md)."""
@@ -34,6 +36,12 @@ class Transaction(BaseModel):
                 f"Trip Name: {self.trip_name or 'unknown'}",
             ]
         )
+
+
+class Transaction(TransactionFields):
+    """A labelled transaction row in the shape of docs/data-formats.md; ``expense_category`` is the label."""
+
+    expense_category: str = Field(min_length=1)
 
     def to_example(self) -> Example:
         return Example(input=self.query_text(), expected=[self.expense_category], metadata=dict(self.model_extra or {}))

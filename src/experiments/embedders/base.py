@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from experiments.models import Portable
+
 
 class Embedder(Protocol):
     """Turns texts into ``(len(texts), dim)`` float32 vectors of unit length (cosine = dot product)."""
@@ -21,4 +23,8 @@ class Embedder(Protocol):
 
     def config_dict(self) -> dict[str, object]:
         """The embedder and its parameters, for tracked params."""
+        ...
+
+    def portable(self) -> Portable | None:
+        """How to rebuild this embedder inside a served model (no disk cache); None when it cannot be shipped."""
         ...

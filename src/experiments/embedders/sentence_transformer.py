@@ -11,7 +11,15 @@ import numpy as np
 
 from experiments.cache import VectorCache, content_key
 from experiments.errors import ConfigError
-from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
+from experiments.models import (
+    Portable,
+    cache_identity,
+    model_identity,
+    pick_device,
+    portable,
+    quiet_loading,
+    resolve_model,
+)
 from experiments.records import sha256_json
 
 if TYPE_CHECKING:
@@ -60,6 +68,10 @@ class SentenceTransformerEmbedder:
 
     def config_dict(self) -> dict[str, object]:
         return {"name": type(self).__name__, "model": self.model, "batch_size": self.batch_size}
+
+    def portable(self) -> Portable:
+        """The same model without the disk cache or a progress bar (a local folder is shipped with it)."""
+        return portable(self, "model", cache_dir=None, progress=False)
 
     def _load(self) -> SentenceTransformer:
         if self._model is None:

@@ -11,9 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from experiments.records import FinetuneSet, sha256_json
+from experiments.models import Portable, portable
+from experiments.records import Example, FinetuneSet, sha256_json
 from experiments.secrets import scrub
 
 ModelT = TypeVar("ModelT")
@@ -32,6 +33,8 @@ class FitResult:
         train_pairs: number of (query, passage) pairs or training rows seen per epoch.
         extra: anything else worth logging (final loss, steps, epochs, ...).
         loss_history: ``(step, training loss)`` as logged during training, for a loss curve.
+        selection: what was chosen on the validation split and the curve it was chosen from (empty when the
+            reranker chose nothing), e.g. ``{"epochs": 2, "curve": [...]}``.
     """
 
     finetune_id: str
@@ -41,6 +44,43 @@ class FitResult:
     train_pairs: int = 0
     extra: dict[str, float | int | str] = field(default_factory=dict)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A holdout carved from the train split (whole groups), for the choices a reranker makes.
+
+    Attributes:
+        fit_examples: the train examples outside the holdout.
+        fit_set: the fine-tuning set mined from ``fit_examples`` only (same miner, knobs and seed as the run's).
+        examples: the held-out validation queries; choices are scored on these. Never eval examples.
+    """
+
+    fit_examples: list[Example]
+    fit_set: FinetuneSet
+    examples: list[Example]
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a reranker may learn from besides the fine-tuning set. Everything in it comes from the train split.
+
+    Attributes:
+        examples: every labelled train example (the fine-tuning set was mined from these).
+        documents: category label → the document text the reranker is asked to score for it.
+        validation: the holdout for choices; None when the run has no validation split.
+    """
+
+    examples: list[Example]
+    documents: dict[str, str]
+    validation: Validation | None = None
+
+    def for_selection(self) -> FitContext:
+        """The context of a fit on ``validation.fit_examples`` alone (no nested holdout)."""
+        if self.validation is None:
+            raise ValueError("no validation split to select on")
+        return FitContext(examples=self.validation.fit_examples, documents=self.documents)
 
 
 def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:
@@ -54,15 +94,22 @@ class Reranker(ABC):
 
     #: False only for the pass-through reranker: the pipeline then reports the embedding ranking as is.
     reorders: bool = True
+    #: True for rerankers whose scores are paid for (a remote API): the score cache writes them at once, so a
+    #: crash mid-evaluation never pays for the same call twice.
+    paid: bool = False
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
-    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult | None:
+    def fit(
+        self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
+    ) -> FitResult | None:
         """Train on ``finetune_set`` (or reuse the model stored under its fine-tune id in ``cache_dir``).
 
-        Returns ``None`` for rerankers that do not train.
+        ``context`` carries the labelled train examples and the validation holdout; rerankers that choose a
+        setting (epochs, a weight) choose it there and then fit on all of train. Returns ``None`` for rerankers
+        that do not train.
         """
         return None
 
@@ -84,6 +131,17 @@ class Reranker(ABC):
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """Relevance of each document to the query (higher is better), aligned with ``documents``."""
 
+    def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        """``score`` for many queries at once, each with its own documents; model rerankers batch the calls.
+
+        Returns the same scores as ``score`` query by query, up to float rounding of batched model calls.
+        """
+        return [self.score(query, docs) for query, docs in zip(queries, documents, strict=True)]
+
+    def portable(self) -> Portable | None:
+        """How to rebuild this reranker, ready to score, inside a served model; None when it cannot be shipped."""
+        return None
+
     def config_dict(self) -> dict[str, object]:
         """The reranker and its public parameters, for tracked params (secret-looking keys and values redacted)."""
         params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
@@ -95,6 +153,16 @@ class ModelReranker(Reranker, Generic[ModelT]):
     """A reranker that scores with a model loaded from a folder on first use (eval mode)."""
 
     _model: ModelT | None = None
+    #: The constructor argument that names the model.
+    model_arg: str = "model"
+
+    def _model_ref(self) -> str:
+        """The model reference to rebuild this reranker with (``model_arg``'s value, or a trained folder)."""
+        return str(getattr(self, self.model_arg))
+
+    def portable(self) -> Portable:
+        """The same class scoring with the same model; a model folder on this machine is shipped with it."""
+        return portable(self, self.model_arg, **{self.model_arg: self._model_ref(), "progress": False})
 
     @abstractmethod
     def _model_source(self) -> str:

@@ -46,6 +46,8 @@ class CohereReranker(Reranker):
 
     option = "cohere"
 
+    paid = True
+
     def __init__(
         self,
         model: str = "rerank-v3.5",

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from experiments.errors import ConfigError, ServiceError
 from experiments.records import FinetuneSet, sha256_json
-from experiments.rerankers.base import FitResult
+from experiments.rerankers.base import FitContext, FitResult
 from experiments.rerankers.cohere import MAX_DOCUMENTS_PER_REQUEST, CohereReranker
 from experiments.rerankers.cohere_api import (
     DEFAULT_BASE_URL,
@@ -95,7 +95,9 @@ class CohereFinetunedReranker(CohereReranker):
     def score_key(self) -> str | None:
         return None  # keyed by the fine-tune id (FitResult.finetune_id), like every trained reranker
 
-    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult:
+    def fit(
+        self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
+    ) -> FitResult:
         """Train at Cohere (or resume, or adopt ``finetuned_model_id``) and get ready to rerank with the result."""
         started = time.perf_counter()
         if self.finetuned_model_id:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from experiments.models import loading, pick_device, resolve_model
 from experiments.rerankers.base import ModelReranker
 
@@ -42,14 +44,23 @@ def predict_logits(model: CrossEncoder, query: str, documents: Sequence[str], ba
     Logits rather than sigmoid probabilities: both rank identically, but probabilities saturate to exact ties
     at 1.0 in float32 for confident models.
     """
+    return predict_logits_many(model, [query], [documents], batch_size)[0]
+
+
+def predict_logits_many(
+    model: CrossEncoder, queries: Sequence[str], documents: Sequence[Sequence[str]], batch_size: int
+) -> list[list[float]]:
+    """``predict_logits`` for many queries (each with its own documents) in one batched pass over all pairs."""
     import torch
 
-    if not documents:
-        return []
-    pairs = [(query, document) for document in documents]
+    pairs = [(query, document) for query, docs in zip(queries, documents, strict=True) for document in docs]
+    if not pairs:
+        return [[] for _ in queries]
     with torch.inference_mode():
         scores = model.predict(pairs, batch_size=batch_size, show_progress_bar=False, activation_fn=torch.nn.Identity())
-    return [float(score) for score in scores]
+    flat = [float(score) for score in scores]
+    ends = np.cumsum([len(docs) for docs in documents]).tolist()
+    return [flat[end - len(docs) : end] for docs, end in zip(documents, ends, strict=True)]
 
 
 class StockCrossEncoder(ModelReranker["CrossEncoder"]):
@@ -79,3 +90,6 @@ class StockCrossEncoder(ModelReranker["CrossEncoder"]):
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One logit per document (higher is more relevant), aligned with ``documents``."""
         return predict_logits(self._loaded(), query, documents, self.batch_size)
+
+    def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        return predict_logits_many(self._loaded(), queries, documents, self.batch_size)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from experiments.errors import ConfigError
 from experiments.models import PACKAGED_MINILM, pick_device
 from experiments.records import FinetuneItem
-from experiments.rerankers.cross_encoder import load_cross_encoder, predict_logits
+from experiments.rerankers.cross_encoder import load_cross_encoder, predict_logits, predict_logits_many
 from experiments.rerankers.trained import TrainedReranker, check_positive, mnrl_rows
 
 if TYPE_CHECKING:
+    import numpy as np
     from datasets import Dataset
     from sentence_transformers import CrossEncoder
     from torch import nn
@@ -94,6 +95,8 @@ class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
         max_length: tokens per (query, passage) pair.
         in_batch_negatives: ``mnrl`` only: extra negatives per row taken from other rows of the batch (never a
             passage of the row itself, so a duplicated category is not a false negative).
+        select_epochs: treat ``epochs`` as an upper bound and choose the count on the validation split (see
+            ``TrainedReranker``).
         device: ``auto``, ``cpu``, ``cuda``. Not part of the fine-tune id.
         score_batch_size: pairs per forward pass when scoring.
         progress: show the training progress bar.
@@ -115,6 +118,7 @@ class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
         warmup_ratio: float = 0.1,
         max_length: int = 128,
         in_batch_negatives: int = 0,
+        select_epochs: bool = False,
         device: str = "auto",
         score_batch_size: int = 64,
         progress: bool = False,
@@ -134,6 +138,7 @@ class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
         self.warmup_ratio = warmup_ratio
         self.max_length = max_length
         self.in_batch_negatives = in_batch_negatives
+        self.select_epochs = select_epochs
         self.device = device
         self.score_batch_size = score_batch_size
         self.progress = progress
@@ -191,6 +196,14 @@ class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
     def _load(self, path: str) -> CrossEncoder:
         return load_cross_encoder(path, self.max_length, pick_device(self.device))
 
+    def _score_matrix(self, model: CrossEncoder, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        return np.array([predict_logits(model, query, documents, self.score_batch_size) for query in queries])
+
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One logit per document (higher is more relevant), aligned with ``documents``."""
         return predict_logits(self._loaded(), query, documents, self.score_batch_size)
+
+    def score_many(self, queries: Sequence[str], documents: Sequence[Sequence[str]]) -> list[list[float]]:
+        return predict_logits_many(self._loaded(), queries, documents, self.score_batch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from experiments.models import Portable, portable
 from experiments.rerankers.base import Reranker
 
 
@@ -17,3 +18,6 @@ class NoReranker(Reranker):
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         return [-float(index) for index in range(len(documents))]
+
+    def portable(self) -> Portable:
+        return portable(self)

@@ -8,22 +8,30 @@ once per id and renames the finished folder into place, so a rerun reuses it.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import tempfile
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from experiments.errors import ConfigError
 from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
-from experiments.records import FinetuneItem, FinetuneSet
-from experiments.rerankers.base import FitResult, ModelReranker, make_finetune_id
+from experiments.records import FinetuneItem, FinetuneSet, sha256_json
+from experiments.rerankers.base import FitContext, FitResult, ModelReranker, make_finetune_id
+from experiments.rerankers.selection import CRITERION, best, quality
 from experiments.store import build_once
 
 if TYPE_CHECKING:
+    import numpy as np
     from datasets import Dataset
     from torch import nn
+
+#: Called after each training epoch with the model being trained and the epoch reached.
+EpochHook = Callable[[Any, float], None]
 
 ModelT = TypeVar("ModelT")
 
@@ -91,20 +99,33 @@ def without_model_card(trainer_class: Any) -> Any:
     return Trainer
 
 
-def run_trainer(trainer: Any) -> Any:
+def run_trainer(trainer: Any, on_epoch: EpochHook | None = None) -> Any:
     """``trainer.train()`` without per-log console lines (the progress bar follows the arguments).
 
     The loss is still logged every ``LOSS_LOG_STEPS`` steps into the trainer's state, for the loss curve.
+    ``on_epoch(model, epoch)`` runs after every epoch (in eval mode, without gradients), for validation.
     """
-    from transformers import PrinterCallback, ProgressCallback
+    import torch
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
     class QuietProgress(ProgressCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             return None
 
+    class EpochEnd(TrainerCallback):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            assert on_epoch is not None
+            model = trainer.model
+            model.eval()
+            with torch.no_grad():
+                on_epoch(model, round(float(state.epoch), 2))
+            model.train()
+
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgress)
+    if on_epoch is not None:
+        trainer.add_callback(EpochEnd)
     return trainer.train()
 
 
@@ -117,10 +138,15 @@ class TrainedReranker(ModelReranker[ModelT]):
     """A reranker trained on the fine-tuning set and stored under its fine-tune id.
 
     The shared knobs (set by each subclass's ``__init__`` and checked by ``_check_schedule``): ``base_model``,
-    ``epochs``, ``learning_rate``, ``batch_size``, ``warmup_ratio``, ``max_length``, ``device``, ``progress``.
-    A subclass says how to load its kind of model (``_load``), which trainer to use (``_trainer_classes``),
-    which rows (``_dataset``) and loss (``_loss``) to train on, and what else changes its weights
-    (``_own_train_args``).
+    ``epochs``, ``learning_rate``, ``batch_size``, ``warmup_ratio``, ``max_length``, ``device``, ``progress``,
+    ``select_epochs``. A subclass says how to load its kind of model (``_load``), which trainer to use
+    (``_trainer_classes``), which rows (``_dataset``) and loss (``_loss``) to train on, how a model in training
+    scores the validation queries (``_score_matrix``), and what else changes its weights (``_own_train_args``).
+
+    With ``select_epochs`` and a validation split in the fit context, ``epochs`` is an upper bound: a first
+    fine-tune on the train examples outside the validation split scores the validation queries after every
+    epoch, the best epoch count is chosen there (fewer on a tie), and the stored model is then trained on all
+    of train for that many epochs. The choice is cached next to the models, keyed by what determines it.
     """
 
     kind: str
@@ -132,6 +158,7 @@ class TrainedReranker(ModelReranker[ModelT]):
     max_length: int
     device: str
     progress: bool
+    select_epochs: bool = False
     _model_path: Path | None = None
 
     @property
@@ -151,6 +178,10 @@ class TrainedReranker(ModelReranker[ModelT]):
     def _loss(self, model: ModelT, items: Sequence[FinetuneItem]) -> nn.Module:
         """The training loss for ``model`` on these items."""
 
+    @abstractmethod
+    def _score_matrix(self, model: ModelT, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """``(queries × documents)`` relevance scores from ``model`` as it is now (eval mode, no gradients)."""
+
     def _own_train_args(self) -> dict[str, object]:
         """What besides the shared knobs changes this kind's trained weights."""
         return {}
@@ -165,12 +196,12 @@ class TrainedReranker(ModelReranker[ModelT]):
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"{self.name}: warmup_ratio={self.warmup_ratio} must be in [0, 1).")
 
-    def train_args(self, seed: int) -> dict[str, object]:
-        """Everything besides the data and the base model that changes the trained weights."""
+    def train_args(self, seed: int, epochs: float | None = None) -> dict[str, object]:
+        """Everything besides the data and the base model that changes the trained weights (``epochs`` overrides)."""
         return {
             "kind": self.kind,
             "loss": self.loss_name,
-            "epochs": self.epochs,
+            "epochs": self.epochs if epochs is None else epochs,
             "learning_rate": self.learning_rate,
             "batch_size": self.batch_size,
             "warmup_ratio": self.warmup_ratio,
@@ -179,25 +210,43 @@ class TrainedReranker(ModelReranker[ModelT]):
             **self._own_train_args(),
         }
 
+    model_arg = "base_model"
+
+    def _model_ref(self) -> str:
+        """The trained folder after ``fit`` (rebuilt with it as its base model, it scores the same), else the base."""
+        return str(self._model_path) if self._model_path else self.base_model
+
     def _model_source(self) -> str:
         """The model trained by the last ``fit``, or the base model before any ``fit``."""
         return str(self._model_path) if self._model_path else resolve_model(self.base_model)
 
-    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> FitResult:
-        """Train on ``finetune_set`` into ``cache_dir/<finetune id>``, or reuse the model stored there."""
+    def fit(
+        self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
+    ) -> FitResult:
+        """Train on ``finetune_set`` into ``cache_dir/<finetune id>``, or reuse the model stored there.
+
+        With ``select_epochs`` and ``context.validation``, the epoch count is chosen on validation first.
+        """
         if not finetune_set.items:
             raise ConfigError(f"{self.name}: the fine-tuning set is empty; there is nothing to train on.")
         identity = model_identity(self.base_model)
-        finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed))
+        selection: dict[str, Any] = {}
+        epochs = self.epochs
+        if self.select_epochs and context is not None and context.validation is not None:
+            selection = self._select_epochs(context, Path(cache_dir), seed, identity)
+            epochs = selection["epochs"]
+        finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed, epochs))
         final_dir = Path(cache_dir) / finetune_id
-        record, reused = build_once(final_dir, lambda tmp: self._train(finetune_set, identity, tmp, seed))
+        record, reused = build_once(
+            final_dir, lambda tmp: self._train(finetune_set.items, identity, tmp, seed, epochs, save=True)
+        )
         self._model_path = final_dir
         self._forget_model()
         extra: dict[str, float | int | str] = {
             "loss": self.loss_name,
             "train_loss": record["train_loss"],
             "steps": record["steps"],
-            "epochs": self.epochs,
+            "epochs": epochs,
             **{key: value for key, value in record.get("extra", {}).items() if value is not None},
         }
         return FitResult(
@@ -208,10 +257,59 @@ class TrainedReranker(ModelReranker[ModelT]):
             train_pairs=record["train_pairs"],
             extra=extra,
             loss_history=[(int(step), float(loss)) for step, loss in record.get("loss_history", [])],
+            selection=selection,
         )
 
-    def _train(self, finetune_set: FinetuneSet, identity: dict[str, Any], out_dir: Path, seed: int) -> dict[str, Any]:
-        """Train from the base model at ``identity["path"]`` and save the result into ``out_dir``."""
+    def _select_epochs(self, context: FitContext, cache_dir: Path, seed: int, identity: dict[str, Any]) -> dict:
+        """Fine-tune on the train examples outside validation, score validation after each epoch, pick the best."""
+        validation = context.validation
+        assert validation is not None
+        labels = list(context.documents)
+        documents = [context.documents[label] for label in labels]
+        queries = [example.input for example in validation.examples]
+        held_out = sha256_json([example.model_dump(mode="json") for example in validation.examples])
+        key = make_finetune_id(
+            validation.fit_set, cache_identity(identity), {**self.train_args(seed), "validation": held_out}
+        )
+        path = cache_dir / f"selection-{key}.json"
+        if path.is_file():
+            cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return {**cached, "reused": True}
+        curve: list[list[float]] = []
+
+        def on_epoch(model: Any, epoch: float) -> None:
+            curve.append([epoch, *quality(self._score_matrix(model, queries, documents), validation.examples, labels)])
+
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="select-") as tmp:
+            self._train(validation.fit_set.items, identity, Path(tmp), seed, self.epochs, save=False, on_epoch=on_epoch)
+        chosen = best([(point[0], tuple(point[1:])) for point in curve])
+        result = {
+            "epochs": int(chosen) if chosen.is_integer() else chosen,
+            "max_epochs": self.epochs,
+            "criterion": list(CRITERION),
+            "curve": curve,
+            "fit_items": len(validation.fit_set),
+            "validation_queries": len(queries),
+            "select_seconds": round(time.perf_counter() - started, 3),
+        }
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        os.replace(partial, path)
+        return {**result, "reused": False}
+
+    def _train(
+        self,
+        items: Sequence[FinetuneItem],
+        identity: dict[str, Any],
+        out_dir: Path,
+        seed: int,
+        epochs: float,
+        save: bool,
+        on_epoch: EpochHook | None = None,
+    ) -> dict[str, Any]:
+        """Train from the base model at ``identity["path"]`` for ``epochs``; with ``save``, save it into ``out_dir``."""
         from transformers import set_seed
 
         trainer_class, arguments_class = self._trainer_classes()
@@ -219,29 +317,30 @@ class TrainedReranker(ModelReranker[ModelT]):
         model = self._load(str(identity["path"]))
         model.train()  # type: ignore[attr-defined]
         set_seed(seed)  # data order, dropout and in-batch draws; a new head is seeded by the loader
-        dataset, pairs = self._dataset(finetune_set.items)
+        dataset, pairs = self._dataset(items)
         arguments = arguments_class(
             **trainer_kwargs(
-                out_dir / "_trainer", self.epochs, self.learning_rate, self.batch_size, self.warmup_ratio, seed
+                out_dir / "_trainer", epochs, self.learning_rate, self.batch_size, self.warmup_ratio, seed
             ),
             use_cpu=device == "cpu",
             disable_tqdm=not self.progress,
         )
-        loss = self._loss(model, finetune_set.items)
+        loss = self._loss(model, items)
         trainer = without_model_card(trainer_class)(model=model, args=arguments, train_dataset=dataset, loss=loss)
         started = time.perf_counter()
-        output = run_trainer(trainer)
+        output = run_trainer(trainer, on_epoch)
         seconds = time.perf_counter() - started
         shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
-        with quiet_loading():
-            model.save(str(out_dir), create_model_card=False)  # type: ignore[attr-defined]
+        if save:
+            with quiet_loading():
+                model.save(str(out_dir), create_model_card=False)  # type: ignore[attr-defined]
         return {
             "base_model": identity,
-            "train_args": self.train_args(seed),
+            "train_args": self.train_args(seed, epochs),
             "train_seconds": round(seconds, 3),
             "train_pairs": pairs,
             "train_loss": float(output.training_loss),
             "steps": int(output.global_step),
             "loss_history": loss_history(trainer),
-            "extra": self._record_extra(finetune_set.items),
+            "extra": self._record_extra(items),
         }

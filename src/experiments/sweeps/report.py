@@ -81,10 +81,16 @@ def _choices(folder: Path) -> dict[str, str]:
     return {str(key): str(value) for key, value in choices.items() if not str(key).startswith("hydra")}
 
 
-def _row(job: Job, swept: list[str], metric: str) -> Row:
+def _validation(job: Job, metric: str) -> float | None:
+    """The run's ``metric`` on its validation split (a model trained without it), when it reports one."""
+    scores = (job.metrics.get("validation") or {}).get("reranker") or {}
+    return float(scores[metric]["mean"]) if metric in scores else None
+
+
+def _row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Row:
     summary = job.metrics["metrics"]
-    validation = job.metrics.get("validation")
-    selection = validation["reranker"][metric]["mean"] if validation else summary["reranker"][metric]["mean"]
+    validation = _validation(job, metric) if on_validation else None
+    selection = validation if validation is not None else summary["reranker"][metric]["mean"]
     lines = (job.folder / "per_query.jsonl").read_text("utf-8").splitlines()
     records = [json.loads(line) for line in lines]
     return Row(
@@ -106,9 +112,11 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
         raise UserError("no completed job in this sweep folder: nothing to report.")
     keys = list(dict.fromkeys(key for job in completed for key in job.overrides))
     swept = [key for key in keys if len({job.overrides.get(key) for job in completed}) > 1]
-    rows = [_row(job, swept, metric) for job in completed]
+    # Every row is chosen on the same split: validation only when every run reports it.
+    on_validation = all(_validation(job, metric) is not None for job in completed)
+    split = "validation" if on_validation else "eval"
+    rows = [_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
-    split = "validation" if all(row.job.metrics.get("validation") for row in rows) else "eval"
     best = rows[0]
     compared: list[Row] = []
     for row in rows[1:]:
@@ -241,6 +249,7 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         "winner_value": winner.selection_value,
         "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
         "winner_overrides": winner.job.overrides,
+        "winner_choices": winner.choices,
         "n_queries": len(winner.queries),
         "rows": [
             {

@@ -18,8 +18,19 @@ from experiments.secrets import REDACTED, scrub
 if TYPE_CHECKING:
     from experiments.evaluation.evaluate import QueryResult, Summary
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.serving.package import CategoriserPackage
 
-__all__ = ["REDACTED", "FailedRun", "TrackedRun", "Tracker", "flatten", "metric_key", "run_metrics", "scrub"]
+__all__ = [
+    "REDACTED",
+    "FailedRun",
+    "TrackedRun",
+    "Tracker",
+    "flatten",
+    "metric_key",
+    "run_metrics",
+    "scrub",
+    "tracked_params",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class TrackedRun:
         results: one record per eval query (rankings before and after reranking, per-query metrics).
         run_folder: the run's own folder (complete: ``metrics.json`` is there).
         artifacts: a copy of the run folder with secret values redacted: what trackers may upload.
+        loss_history: ``(step, training loss)`` of the fine-tune, when the reranker trained in this run.
+        categoriser: the run's categoriser, ready to ship as a model (None when a part cannot be shipped).
     """
 
     name: str
@@ -49,6 +62,8 @@ class TrackedRun:
     finetune_id: str | None
     run_folder: Path
     artifacts: Path
+    loss_history: Sequence[tuple[int, float]] = ()
+    categoriser: CategoriserPackage | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +93,9 @@ class Tracker(Protocol):
         """Open a sweep's parent; returns an id its jobs receive (or None when the tracker has no such notion)."""
         ...
 
-    def end_sweep(self) -> None: ...
+    def end_sweep(self, sweep_dir: Path) -> None:
+        """Close the sweep's parent; ``sweep_dir`` holds the sweep's report (``report.json``) when one was made."""
+        ...
 
     def log_run(self, run: TrackedRun) -> None: ...
 
@@ -98,8 +115,58 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, object]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = value if isinstance(value, int | float | str | bool) or value is None else str(value)
+            flat[name] = _plain(value)
     return flat
+
+
+def _plain(value: Any) -> object:
+    """A param value: scalars as they are, anything else (a list) as its string form."""
+    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
+
+
+#: Config groups whose chosen option and knobs are tracked as params (``miner=kmeans``, ``miner.n_clusters=6``).
+PARAM_GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker")
+#: Keys that say where or how a run prints or stores things, not what it computes: never params.
+NOT_PARAMS = frozenset({"_target_", "progress", "device", "cache_dir", "uri", "parent_run_id"})
+
+
+def tracked_params(config: Mapping[str, Any], choices: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Short, unique params: the top-level knobs, ``<group>=<option>`` and each chosen option's own knobs.
+
+    ``config`` is the resolved config; ``choices`` the option chosen per group (Hydra's runtime choices). Without
+    a choice the option is named by its class (``KMeansMiner``). Paths, trackers and class paths are left out:
+    ``config.json`` in the run folder holds the whole config.
+    """
+    params: dict[str, object] = {}
+    for key, value in config.items():
+        if key in PARAM_GROUPS or key in NOT_PARAMS or key in ("paths", "trackers", "hydra"):
+            continue
+        if isinstance(value, Mapping):
+            params.update(flatten(value, f"{key}."))
+        else:
+            params[key] = value
+    for group in PARAM_GROUPS:
+        node = config.get(group)
+        if isinstance(node, Mapping):
+            params.update(_option_params(group, node, (choices or {}).get(group)))
+    return params
+
+
+def _option_params(prefix: str, node: Mapping[str, Any], choice: str | None) -> dict[str, object]:
+    target = str(node.get("_target_", ""))
+    params: dict[str, object] = {prefix: choice or target.rsplit(".", 1)[-1] or "none"}
+    for key, value in node.items():
+        if key in NOT_PARAMS:
+            continue
+        if isinstance(value, Mapping) and "_target_" in value:
+            params.update(_option_params(f"{prefix}.{key}", value, None))
+        elif isinstance(value, Mapping):
+            params.update(flatten(value, f"{prefix}.{key}."))
+        else:
+            params[f"{prefix}.{key}"] = (
+                value if isinstance(value, int | float | str | bool) or value is None else str(value)
+            )
+    return params
 
 
 def metric_key(name: str) -> str:
@@ -110,15 +177,23 @@ def metric_key(name: str) -> str:
 def run_metrics(summary: Summary, extra: Mapping[str, float]) -> dict[str, float]:
     """Every tracked number of a run under one set of names (valid in MLflow and Braintrust alike).
 
-    ``recall_at_1`` (reranker), ``baseline_recall_at_1``, ``delta_recall_at_1``, each with ``_ci_low`` and
-    ``_ci_high``; ``latency_rerank_p50_ms`` ...; ``candidate_recall``; plus ``extra`` as given.
+    The headline set (``metrics_from_summary``) plus ``extra`` as given (the training time). Stage timings and the
+    rest stay in the run folder's ``metrics.json``.
     """
-    metrics: dict[str, float] = dict(extra)
-    columns = [(prefix, summary.systems[system]) for system, prefix in (("reranker", ""), ("baseline", "baseline_"))]
-    for prefix, values in [*columns, ("delta_", summary.delta)]:
-        for name, value in values.items():
+    return {**extra, **metrics_from_summary(summary.as_dict())}
+
+
+def metrics_from_summary(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The headline numbers of a summary as written to ``metrics.json["metrics"]``.
+
+    ``recall_at_1`` (reranker), ``baseline_recall_at_1``, ``delta_recall_at_1`` ..., each with ``_ci_low`` and
+    ``_ci_high``; ``latency_rerank_p50_ms``; ``candidate_recall``.
+    """
+    metrics: dict[str, float] = {}
+    for system, prefix in (("reranker", ""), ("baseline", "baseline_"), ("delta", "delta_")):
+        for name, value in summary[system].items():
             key = prefix + metric_key(name)
-            metrics.update({key: value.mean, f"{key}_ci_low": value.low, f"{key}_ci_high": value.high})
-    metrics.update({f"latency_{key}_ms": value for key, value in summary.latency_ms.items()})
-    metrics["candidate_recall"] = summary.candidate_recall
+            metrics.update({key: value["mean"], f"{key}_ci_low": value["ci_low"], f"{key}_ci_high": value["ci_high"]})
+    metrics["latency_rerank_p50_ms"] = float(summary["latency_ms"]["rerank_p50"])
+    metrics["candidate_recall"] = float(summary["candidate_recall"])
     return metrics

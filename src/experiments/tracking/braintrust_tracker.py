@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from experiments.secrets import BRAINTRUST_KEYS, env_key, scrub
@@ -94,7 +95,7 @@ class BraintrustTracker:
         """Braintrust experiments do not nest: the sweep is the name its jobs' experiments carry."""
         return name
 
-    def end_sweep(self) -> None:
+    def end_sweep(self, sweep_dir: Path) -> None:
         return None
 
     def log_failure(self, run: FailedRun) -> None:

@@ -8,16 +8,23 @@ process that was killed with ``kill -9`` is found and marked KILLED the next tim
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from experiments.evaluation.evaluate import Summary
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
-from experiments.tracking.base import FailedRun, TrackedRun
+from experiments.tracking.base import FailedRun, TrackedRun, metrics_from_summary, tracked_params
+from experiments.tracking.mlflow_view import describe_experiment
+
+if TYPE_CHECKING:
+    from experiments.serving.package import CategoriserPackage
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class MLflowTracker:
         parent_run_id: nest this run under a parent (a sweep's run), when given.
         strict: fail the run when MLflow fails (otherwise: one line, and the run folder and other trackers keep it).
         timeout_s: how long recording one run may take before it counts as failed.
+        primary_metric: the metric the UI sorts and charts by (``optimized_metric``), e.g. ``mrr@1``.
     """
 
     def __init__(
@@ -62,8 +70,10 @@ class MLflowTracker:
         parent_run_id: str | None = None,
         strict: bool = False,
         timeout_s: float = 300.0,
+        primary_metric: str = "mrr@1",
     ) -> None:
         self.experiment = experiment
+        self.primary_metric = primary_metric
         self.strict = strict
         self.timeout_s = timeout_s
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
@@ -83,6 +93,7 @@ class MLflowTracker:
             with contextlib.suppress(mlflow.exceptions.MlflowException):
                 mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
         experiment = mlflow.set_experiment(self.experiment)
+        describe_experiment(mlflow.MlflowClient(), experiment.experiment_id, self.primary_metric)
         self._end_killed_runs(experiment.experiment_id)
 
     def _end_killed_runs(self, experiment_id: str) -> None:
@@ -110,11 +121,15 @@ class MLflowTracker:
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
 
-    def end_sweep(self) -> None:
-        """Mark the sweep's parent run finished."""
+    def end_sweep(self, sweep_dir: Path) -> None:
+        """Give the sweep's parent run the winner's metrics and config and the report, then mark it finished."""
         import mlflow
 
-        mlflow.MlflowClient().set_terminated(self._sweep_run_id, status="FINISHED")
+        client = mlflow.MlflowClient()
+        report_file = sweep_dir / "report.json"
+        if report_file.is_file():
+            log_sweep_report(client, self._sweep_run_id, json.loads(report_file.read_text("utf-8")), sweep_dir)
+        client.set_terminated(self._sweep_run_id, status="FINISHED")
 
     def log_run(self, run: TrackedRun) -> None:
         """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run."""
@@ -123,8 +138,12 @@ class MLflowTracker:
             self.log_params(run.params)
             self.log_inputs(run.splits, run.finetune_set)
             self.log_results(run.metrics, run.summary)
-            self.set_tags(run.tags)
+            self.log_loss_history(run.loss_history)
+            # The run folder's path finds this run again (``python -m experiments.register <run folder>``).
+            self.set_tags({**run.tags, "run_folder": str(run.run_folder.resolve())})
             self.log_artifacts(run.artifacts)
+            if run.categoriser is not None:
+                self.log_model(run.categoriser)
         except BaseException:
             self.end(status="FAILED")
             raise
@@ -195,8 +214,23 @@ class MLflowTracker:
         import mlflow
         import pandas as pd
 
-        mlflow.log_metrics(dict(metrics))
+        # The primary metric first: MLflow's compare view charts the first metric a run logged by default.
+        primary = self.primary_metric.replace("@", "_at_")
+        ordered = {key: metrics[key] for key in (primary,) if key in metrics} | dict(metrics)
+        mlflow.log_metrics(ordered)
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")
+
+    def log_loss_history(self, history: Sequence[tuple[int, float]]) -> None:
+        """The fine-tune's training loss as the metric history ``train_loss`` (one point per logged step)."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        if not history or self.run_id is None:
+            return
+        now = int(time.time() * 1000)
+        points = [Metric("train_loss", float(loss), now, int(step)) for step, loss in history]
+        for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
+            mlflow.MlflowClient().log_batch(self.run_id, metrics=points[start : start + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
@@ -208,9 +242,37 @@ class MLflowTracker:
 
         mlflow.log_artifacts(str(directory))
 
+    def log_model(self, categoriser: CategoriserPackage) -> None:
+        """Log the categoriser as this run's pyfunc model ``categoriser`` (``runs:/<run id>/categoriser``)."""
+        from experiments.serving.mlflow_model import log_categoriser
+
+        info = log_categoriser(categoriser)
+        log.info("model: %s (python -m experiments.suggest %s ...)", info.model_uri, self.run_id)
+
     def end(self, status: str) -> None:
         """End the active run as ``FINISHED``, ``FAILED`` or ``KILLED``."""
         import mlflow
 
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+
+
+def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], sweep_dir: Path) -> None:
+    """The winner's headline metrics and config as the parent's metrics and params, the report as its artifacts."""
+    from mlflow.entities import Metric, Param
+
+    winner = Path(str(report["winner_folder"]))
+    metrics_file, config_file = winner / "metrics.json", winner / "config.json"
+    now = int(time.time() * 1000)
+    metrics: list[Metric] = []
+    params = [Param("winner", str(report["winner"])), Param("selection_split", str(report["selection_split"]))]
+    if metrics_file.is_file():
+        summary = json.loads(metrics_file.read_text("utf-8"))["metrics"]
+        metrics = [Metric(key, float(value), now, 0) for key, value in metrics_from_summary(summary).items()]
+    if config_file.is_file():
+        winning = tracked_params(json.loads(config_file.read_text("utf-8")), report.get("winner_choices"))
+        params += [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in winning.items()]
+    client.log_batch(parent_id, metrics=metrics, params=params)
+    for name in ("report.md", "report.html", "report.json", *(Path(path).name for path in report.get("plots", []))):
+        if (sweep_dir / name).is_file():
+            client.log_artifact(parent_id, str(sweep_dir / name), artifact_path="report")

@@ -9,6 +9,7 @@ process or in worker processes spawned after it (joblib) nest under it. ``on_mul
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -43,6 +44,6 @@ class SweepParentRun(Callback):
         self._opened = list(parents)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._trackers.end_sweep(self._opened)
+        self._trackers.end_sweep(self._opened, Path(config.hydra.sweep.dir))
         for key in self._opened:
             os.environ.pop(parent_env(key), None)

@@ -68,10 +68,11 @@ class Trackers:
                 parents[key] = parent
         return parents
 
-    def end_sweep(self, keys: list[str]) -> None:
+    def end_sweep(self, keys: list[str], sweep_dir: Path) -> None:
+        """Close the parents opened by ``start_sweep``; they may attach the sweep's report from ``sweep_dir``."""
         for key in keys:
             tracker = self.trackers[key]
-            self._call(key, tracker, tracker.end_sweep)
+            self._call(key, tracker, partial(tracker.end_sweep, sweep_dir))
 
     def log_run(self, run: TrackedRun) -> list[str]:
         """Record a finished run in every tracker, with params, tags and files scrubbed of secrets.
@@ -86,7 +87,10 @@ class Trackers:
             later = f"; it is kept in the run folder: send it later with `{SEND_LATER} {run.run_folder}`"
             failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later)
         for key in failed:
-            save_pending(replace(clean, artifacts=run.run_folder), key)
+            try:
+                save_pending(replace(clean, artifacts=run.run_folder), key)
+            except (OSError, pickle.PicklingError, TypeError, AttributeError) as error:  # the folder keeps the run
+                print(f"warning: the run could not be kept for tracker {key} ({describe(error)})", file=sys.stderr)
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
         return failed

@@ -1,0 +1,86 @@
+"""Re-measure the README's results table: each row is one run of ``run.py``, printed as a markdown row.
+
+Usage: ``.venv/bin/python scripts/results_table.py [--outputs DIR] [--rows NAME ...] [-- extra overrides]``.
+Rows share one outputs folder (default ``outputs/results-table``), so models and embeddings are reused by content
+across rows and reruns. Every number comes from the rows' ``metrics.json``: the eval split only reports; every
+choice (epochs, fusion weights) was made on the validation split carved from train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name → overrides. The default run first; the baseline is every run's baseline column.
+ROWS: dict[str, list[str]] = {
+    "default": [],
+    "default-replicates": ["replicates=3"],
+    "select-epochs": ["reranker.select_epochs=true", "reranker.epochs=4"],
+    "label_memory": ["reranker=label_memory"],
+    "fused": ["reranker=fused"],
+    **{
+        f"miner={miner}": [f"miner={miner}"] for miner in ("cosine", "random", "adversarial", "positive_aware", "mixed")
+    },
+    "cross_encoder_finetuned": ["reranker=cross_encoder_finetuned"],
+    "split=random": ["dataset.split=random"],
+}
+
+
+def run(outputs: Path, overrides: list[str]) -> dict:
+    command = [sys.executable, str(ROOT / "run.py"), f"paths.outputs_dir={outputs}", "progress=false", "tracker=none"]
+    completed = subprocess.run(
+        [*command, *overrides], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    if completed.returncode != 0:
+        sys.exit(f"run failed ({completed.returncode}): {' '.join(overrides)}\n{completed.stderr[-3000:]}")
+    folder = Path(completed.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def cell(value: dict) -> str:
+    return f"{value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
+
+
+def row(name: str, metrics: dict) -> str:
+    summary, fit = metrics["metrics"], metrics.get("fit") or {}
+    replicates = metrics.get("replicates")
+    spread = f"{replicates['mrr@1']['mean']:.3f} ± {replicates['mrr@1']['sd']:.3f}" if replicates else "—"
+    selection = fit.get("selection") or {}
+    chosen = ", ".join(f"{key}={selection[key]}" for key in ("epochs", "weight") if key in selection) or "—"
+    seconds = f"{fit['train_seconds']:.0f} s" if fit and not fit.get("reused") else ("reused" if fit else "—")
+    return (
+        f"| {name} | {cell(summary['reranker']['mrr@1'])} | {cell(summary['reranker']['recall@5'])} | "
+        f"{cell(summary['delta']['mrr@1'])} | {spread} | {chosen} | {seconds} | "
+        f"{summary['latency_ms']['rerank_p50']:.1f} ms |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outputs", type=Path, default=ROOT / "outputs" / "results-table")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("extra", nargs="*", help="overrides added to every row")
+    args = parser.parse_args()
+    print(
+        "| run | mrr@1 [95% CI] | recall@5 [95% CI] | Δ mrr@1 vs baseline | mrr@1 over 3 seeds | chosen on "
+        "validation | train | rescoring p50 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for index, name in enumerate(args.rows):
+        metrics = run(args.outputs, [*ROWS[name], *args.extra])
+        if index == 0:
+            baseline = metrics["metrics"]["baseline"]
+            print(
+                f"| embedding baseline | {cell(baseline['mrr@1'])} | {cell(baseline['recall@5'])} | — | — | — | — | — |"
+            )
+        print(row(name, metrics), flush=True)
+
+
+if __name__ == "__main__":
+    main()

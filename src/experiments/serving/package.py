@@ -1,0 +1,118 @@
+"""What a run's categoriser is made of, and the folder it is shipped as (the MLflow model's one artifact).
+
+The served categoriser repeats the evaluation's two stages exactly: embed the query with the run's embedder,
+take the ``top_k`` categories by cosine similarity to the vectors the run indexed, rescore those candidates with
+the run's reranker and sort (ties keep retrieval order). Everything that needs is in the folder, so a model works
+from any folder or machine where the project's dependencies are installed:
+
+```
+categoriser.json        format, categories, documents, top_k, finetune_id, and how to rebuild both models
+category_vectors.npy    (categories, dim) float32: the vectors the run's index held, in category order
+embedder/               the embedding model, when it is a local folder (the packaged MiniLM is a reference)
+reranker/               the reranker's model folder (the fine-tuned model), when it has one
+```
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.errors import UserError
+from experiments.models import Portable, model_identity
+from experiments.records import Category
+from experiments.tracking.base import scrub
+
+FORMAT = 1
+SPEC_FILE = "categoriser.json"
+VECTORS_FILE = "category_vectors.npy"
+#: Model folders that the package holds no copy of.
+SKIPPED_FILES = shutil.ignore_patterns("_trainer", ".*.tmp-*", "__pycache__")
+
+
+@dataclass(frozen=True)
+class CategoriserPackage:
+    """The parts of one run that rank categories for new queries.
+
+    Attributes:
+        categories: the candidate categories, in index order.
+        documents: each category's text as embedded and reranked (aligned with ``categories``).
+        vectors: ``(len(categories), dim)`` unit-length float32 embeddings of ``documents``: the run's index.
+        top_k: candidates kept by the first stage.
+        embedder: how to rebuild the embedder.
+        reranker: how to rebuild the reranker, ready to score (a trained one from its fine-tuned folder).
+        finetune_id: the trained model's id, or None for rerankers that do not train.
+    """
+
+    categories: list[Category]
+    documents: list[str]
+    vectors: np.ndarray
+    top_k: int
+    embedder: Portable
+    reranker: Portable
+    finetune_id: str | None = None
+
+    def write(self, folder: Path) -> None:
+        """Write the package into ``folder`` (created; must not exist yet)."""
+        folder.mkdir(parents=True)
+        spec = {
+            "format": FORMAT,
+            "categories": [category.model_dump() for category in self.categories],
+            "documents": self.documents,
+            "top_k": self.top_k,
+            "finetune_id": self.finetune_id,
+            "embedder": _ship(self.embedder, folder, "embedder"),
+            "reranker": _ship(self.reranker, folder, "reranker"),
+        }
+        np.save(folder / VECTORS_FILE, np.ascontiguousarray(self.vectors, dtype=np.float32))
+        (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+
+
+def _ship(part: Portable, folder: Path, name: str) -> dict[str, Any]:
+    """Copy the part's model folder into ``folder/name`` (when it has one) and describe how to rebuild it."""
+    entry = {**asdict(part), "kwargs": scrub(part.kwargs), "model_dir": None}
+    if part.model_dir is not None:
+        shutil.copytree(part.model_dir, folder / name, ignore=SKIPPED_FILES)
+        entry["model_dir"] = name
+    return entry
+
+
+def rebuild(entry: dict[str, Any], folder: Path) -> Any:
+    """Construct a component described by ``_ship``, pointing it at its copied model folder.
+
+    Raises:
+        UserError: the model it refers to is missing, or its weights are not the ones the run used.
+    """
+    import importlib
+
+    module, _, name = str(entry["target"]).rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    kwargs = dict(entry["kwargs"])
+    model_arg = entry.get("model_arg")
+    if model_arg:
+        if entry.get("model_dir"):
+            kwargs[model_arg] = str(folder / entry["model_dir"])
+        expected = entry.get("weights_sha256")
+        found = model_identity(str(kwargs[model_arg]))["weights_sha256"]
+        if expected and found != expected:
+            raise UserError(
+                f"{folder}: the {model_arg} {kwargs[model_arg]!r} has weights with SHA-256 {found}, but the "
+                f"categoriser was built with {expected}: install the model the run used."
+            )
+    return cls(**kwargs)
+
+
+def read_spec(folder: Path) -> dict[str, Any]:
+    """The package's ``categoriser.json``, checked for a format this code reads."""
+    path = folder / SPEC_FILE
+    if not path.is_file():
+        raise UserError(f"{folder}: no {SPEC_FILE}; this is not a categoriser package.")
+    spec: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if spec.get("format") != FORMAT:
+        raise UserError(f"{path}: format {spec.get('format')!r}; this version reads format {FORMAT}.")
+    return spec

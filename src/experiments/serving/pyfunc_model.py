@@ -1,0 +1,54 @@
+"""The categoriser as an MLflow pyfunc model, logged with models-from-code (this file is the model's code).
+
+MLflow runs this file when the model is loaded (``mlflow.pyfunc.load_model``, ``mlflow models serve``); the
+``experiments`` package travels with the model (``code_paths``), so a registered model works from any folder.
+
+Input: a DataFrame (or a list of mappings) whose rows are transactions (docs/data-formats.md) or
+``{"input": "<query text>"}``. Output: one row per input row, ``categories`` (the ``top_n`` best, best first)
+and ``scores`` (the reranker's, aligned). Param ``top_n`` (default 5, at most the run's ``top_k``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+# MLflow suggests type hints for predict when a class is defined; the signature is given at logging instead.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
+
+
+class CategoriserModel(PythonModel):
+    """Ranks categories for transactions or query texts with the run's categoriser."""
+
+    def load_context(self, context: Any) -> None:
+        from experiments.serving.categoriser import Categoriser
+
+        self.categoriser = Categoriser.load(Path(context.artifacts["categoriser"]))
+
+    # model_input carries no type hint: MLflow would read one as the signature, which log_model gives instead.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:  # noqa: ANN001
+        import pandas as pd
+
+        from experiments.serving.categoriser import DEFAULT_TOP_N
+        from experiments.serving.rows import RowError, query_text
+
+        rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
+        top_n = int((params or {}).get("top_n") or DEFAULT_TOP_N)
+        queries = []
+        for number, row in enumerate(rows, start=1):
+            try:
+                queries.append(query_text(row))
+            except RowError as error:
+                raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"row {number}: {error}") from None
+        if top_n < 1:
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={top_n} must be at least 1")
+        ranked = self.categoriser.rank(queries, top_n=top_n)
+        return pd.DataFrame({"categories": [r.labels for r in ranked], "scores": [r.scores for r in ranked]})
+
+
+set_model(CategoriserModel())

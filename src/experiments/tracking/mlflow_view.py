@@ -1,0 +1,87 @@
+"""How the MLflow UI shows this project's experiment: the model-training view, headline columns, primary metric.
+
+MLflow 3 opens an experiment on its GenAI pages unless the experiment says it is a model-training one
+(``mlflow.experimentKind``); the runs table shows no metric column until one is chosen; and its charts default to
+an arbitrary metric unless ``mlflow.experiment.primaryMetric.name`` names one. ``describe_experiment`` sets those
+tags, plus a saved view (``mlflow.sharedViewState.headline``) whose columns are the knobs and headline metrics;
+``python -m experiments.tracking.mlflow_view`` prints the URL that opens it (``make ui`` does).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from experiments.evaluation.metrics import METRIC_NAMES
+
+VIEW_KEY = "headline"
+KIND_TAG = "mlflow.experimentKind"
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+HEADLINE_PARAMS = ("miner", "reranker", "k", "duplication", "seed")
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # the MLflow UI's canonical column key
+
+
+def headline_view(primary_metric: str) -> dict[str, Any]:
+    """The runs table's saved view: knobs and headline metrics as columns, best ``primary_metric`` first."""
+    primary = primary_metric.replace("@", "_at_")
+    metrics = [primary] + [name.replace("@", "_at_") for name in METRIC_NAMES if name != primary_metric]
+    columns = [
+        _column("attributes", "Dataset"),
+        *(_column("params", name) for name in HEADLINE_PARAMS),
+        *(_column("metrics", name) for name in metrics),
+        _column("metrics", f"delta_{primary}"),
+        _column("metrics", f"baseline_{primary}"),
+        _column("metrics", "train_seconds"),
+    ]
+    return {
+        "searchFilter": "",
+        "orderByKey": _column("metrics", primary),
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "runsExpanded": {},
+    }
+
+
+def describe_experiment(client: Any, experiment_id: str, primary_metric: str) -> None:
+    """Mark the experiment as model training, name its primary metric and save the headline view (idempotent)."""
+    wanted = {
+        KIND_TAG: "custom_model_development",
+        PRIMARY_METRIC_TAG: primary_metric.replace("@", "_at_"),
+        VIEW_TAG_PREFIX + VIEW_KEY: json.dumps(headline_view(primary_metric)),
+    }
+    tags = client.get_experiment(experiment_id).tags
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The runs page of the experiment, opened on the headline view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.tracking.mlflow_view <tracking uri> [experiment] [ui base url]``: print the URL."""
+    import mlflow
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m experiments.tracking.mlflow_view <tracking uri> [experiment] [ui url]", file=sys.stderr)
+        return 2
+    uri, experiment, base = (*args, "reranker-finetuning", "http://127.0.0.1:5000")[:3]
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        print(f"open {base} (no run recorded yet in experiment {experiment!r})")
+        return 0
+    print(f"open {ui_url(base, found.experiment_id)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
