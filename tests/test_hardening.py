@@ -1,8 +1,6 @@
 """Hardening with real faults: secrets passed every way, a real ``mlflow server`` down at the start and stopped
 mid-run (then ``python -m experiments.sync``), and real SIGTERM / ``kill -9`` of a run while it records."""
 
-# ruff: noqa: F811  (the pipeline tests' fixtures are imported, then requested by name)
-
 from __future__ import annotations
 
 import json
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import ROOT, shrunk
-from test_pipeline import make_cfg, run_dir, small_data  # noqa: F401  (fixtures)
+from test_pipeline import run_dir
 from test_services import mlflow_runs
 
 from experiments import app
