@@ -15,6 +15,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from experiments.sweeps.jobs import sweep_jobs
@@ -49,6 +50,8 @@ class SweepMonitor(Callback):
         print(f"sweep: {self._total} jobs into {self._sweep_dir}", file=sys.stderr)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return  # a single run: there is no sweep to count
         # Runs in the worker with parallel launchers: count from the folders, which every process sees.
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sweep_jobs(sweep_dir)

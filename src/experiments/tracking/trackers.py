@@ -87,7 +87,10 @@ class Trackers:
             later = f"; it is kept in the run folder: send it later with `{SEND_LATER} {run.run_folder}`"
             failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later)
         for key in failed:
-            save_pending(replace(clean, artifacts=run.run_folder), key)
+            try:
+                save_pending(replace(clean, artifacts=run.run_folder), key)
+            except (OSError, pickle.PicklingError, TypeError, AttributeError) as error:  # the folder keeps the run
+                print(f"warning: the run could not be kept for tracker {key} ({describe(error)})", file=sys.stderr)
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
         return failed
