@@ -204,9 +204,11 @@ def test_a_rejected_run_leaves_no_run_folder(tmp_path, tiny_model_dir):
     assert not list((tmp_path / "outputs").glob("runs/*/*"))
 
 
-@pytest.mark.slow
-def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tmp_path, tiny_model_dir):
-    import signal
+def start_long_training(tmp_path: Path, tiny_model_dir: Path) -> tuple[subprocess.Popen[str], Path, list[str]]:
+    """A 50-epoch bi-encoder run in a subprocess, returned once its temporary model folder exists (training began).
+
+    Returns the process, the model store and the run's arguments (without the epochs).
+    """
     import time
 
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
@@ -220,9 +222,18 @@ def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tm
     )
     models = tmp_path / "outputs" / "cache" / "models"
     deadline = time.monotonic() + 300
-    while not list(models.glob(".*.tmp-*")) and time.monotonic() < deadline:  # training has started
+    while not list(models.glob(".*.tmp-*")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert list(models.glob(".*.tmp-*")), "training never started"
+    return process, models, args
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    process, models, _ = start_long_training(tmp_path, tiny_model_dir)
     process.send_signal(signal.SIGTERM)
     started = time.monotonic()
     _, stderr = process.communicate(timeout=60)
@@ -239,22 +250,10 @@ def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tm
 @pytest.mark.slow
 def test_after_kill_9_the_next_run_removes_the_dead_build(tmp_path, tiny_model_dir):
     import signal
-    import time
 
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=bi_encoder_finetuned", f"reranker.base_model={tiny_model_dir}"]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args, "reranker.epochs=50"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    models = tmp_path / "outputs" / "cache" / "models"
-    deadline = time.monotonic() + 300
-    while not list(models.glob(".*.tmp-*")) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    process, models, args = start_long_training(tmp_path, tiny_model_dir)
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    process.communicate(timeout=60)
     [debris] = list(models.glob(".*.tmp-*"))
     completed = run_cli(*args, "reranker.epochs=1")
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -403,6 +403,7 @@ def validation_block(selection: Mapping[str, Any] | None) -> dict[str, Any] | No
 
 def _write_outputs(outcome: RunOutcome) -> None:
     folder, fit, splits, evaluation = outcome.output_dir, outcome.fit, outcome.splits, outcome.evaluation
+    validation = validation_block(fit.selection) if fit else None
     write_atomic(folder / "per_query.jsonl", "".join(json.dumps(r.row()) + "\n" for r in evaluation.results))
     write_atomic(folder / "table.txt", outcome.table + "\n")
     metrics = {
@@ -430,7 +431,7 @@ def _write_outputs(outcome: RunOutcome) -> None:
             "selection": fit.selection,
         },
         "metrics": evaluation.summary.as_dict(),
-        **({"validation": validation_block(fit.selection)} if fit and validation_block(fit.selection) else {}),
+        **({"validation": validation} if validation else {}),
         **({"replicates": outcome.replicates} if outcome.replicates else {}),
         "scored_pairs": evaluation.scored_pairs,
         "cached_pairs": evaluation.cached_pairs,
