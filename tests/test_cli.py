@@ -176,7 +176,8 @@ def test_a_joblib_sweep_shares_caches_and_one_mlflow_store(tmp_path, tiny_model_
         "CosineMiner-k4-d2-FinetunedBiEncoder",
         "RandomMiner-k4-d2-FinetunedBiEncoder",
     ]
-    assert all(run.info.status == "FINISHED" for run in runs)
+    assert "warning: tracker" not in completed.stderr, completed.stderr[-2000:]
+    assert all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
     models = [path for path in (tmp_path / "outputs" / "cache" / "models").iterdir()]
     assert len(models) == 2 and not any(path.name.startswith(".") for path in models)
 

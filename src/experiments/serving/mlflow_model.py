@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -95,11 +96,14 @@ def log_categoriser(package: CategoriserPackage) -> ModelInfo:
     with tempfile.TemporaryDirectory(prefix="categoriser-") as tmp, quiet_artifacts():
         folder = Path(tmp) / "categoriser"
         package.write(folder)
+        # The package's sources only: a parallel job may be writing (and renaming) byte-code files meanwhile.
+        code = Path(tmp) / "code" / "experiments"
+        shutil.copytree(Path(experiments.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(MODEL_CODE),
             artifacts={"categoriser": str(folder)},
-            code_paths=[str(Path(experiments.__file__).parent)],
+            code_paths=[str(code)],
             signature=signature(),
             input_example=pd.DataFrame([INPUT_EXAMPLE]),
             pip_requirements=requirements(),
