@@ -33,7 +33,7 @@ ROWS: dict[str, list[str]] = {
 
 
 def run(outputs: Path, overrides: list[str]) -> dict:
-    command = [sys.executable, str(ROOT / "run.py"), f"paths.outputs_dir={outputs}", "progress=false", "tracker=none"]
+    command = [sys.executable, str(ROOT / "run.py"), f"paths.outputs_dir={outputs}", "progress=false", "trackers=none"]
     completed = subprocess.run(
         [*command, *overrides], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )

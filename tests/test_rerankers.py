@@ -315,6 +315,22 @@ def test_bi_encoder_loss_ignores_copies_of_the_positive(tiny_model_dir: Path, em
     assert value.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+def test_embedding_each_category_once_gives_the_stock_gradients_without_dropout(tiny_model_dir: Path) -> None:
+    """``embed_once`` shares one embedding among a category's copies: in eval mode the gradients are the same."""
+    import torch
+
+    from experiments.rerankers.bi_encoder_finetuned import distinct_mnrl, load_bi_encoder
+
+    columns = [["q one is here", "q two", "third query"], ["Red", "Red", "Blue"], ["Blue", "Green", "Red"]]
+    gradients = []
+    for embed_once in (False, True):
+        model = load_bi_encoder(str(tiny_model_dir), 32, "cpu")
+        distinct_mnrl(model, scale=20.0, embed_once=embed_once)([model.tokenize(c) for c in columns], None).backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert gradients[0].abs().max() > 0
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-5)
+
+
 # --- LanceDB ---
 
 
