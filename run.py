@@ -14,9 +14,6 @@ from omegaconf import DictConfig
 os.environ.setdefault("EXPERIMENTS_ROOT", str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Idle OpenMP threads sleep instead of spinning: on a small CPU shared with other work, spinning threads burn the
-# cores the busy ones need (measured: one query's rescoring took 10x the CPU time with the default policy).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

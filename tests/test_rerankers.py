@@ -331,6 +331,20 @@ def test_embedding_each_category_once_gives_the_stock_gradients_without_dropout(
     assert torch.allclose(gradients[0], gradients[1], atol=1e-5)
 
 
+def test_one_text_embeds_as_encode_would(tiny_model_dir: Path) -> None:
+    """A rescored query takes the direct path of ``embed_texts``; its vector is ``encode``'s."""
+    import numpy as np
+
+    from experiments.rerankers.bi_encoder_finetuned import embed_texts, load_bi_encoder
+
+    model = load_bi_encoder(str(tiny_model_dir), 32, "cpu")
+    texts = ["Merchant: Blue Bottle Coffee | Amount: 18.50", "a much longer query " * 20]
+    direct = np.vstack([embed_texts(model, [text]) for text in texts])
+    encoded = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert direct.shape == encoded.shape
+    np.testing.assert_allclose(direct, encoded, atol=1e-6)
+
+
 # --- LanceDB ---
 
 

@@ -36,7 +36,19 @@ def load_bi_encoder(path: str, max_length: int, device: str) -> SentenceTransfor
 
 
 def embed_texts(model: SentenceTransformer, texts: Sequence[str]) -> np.ndarray:
-    """Unit-length embeddings of ``texts`` (rows aligned with them)."""
+    """Unit-length embeddings of ``texts`` (rows aligned with them).
+
+    One text (a query being rescored) goes straight through the model: ``encode``'s batching machinery costs
+    about 1 ms of a 10 ms call on two CPU cores, and the vector is the same.
+    """
+    if len(texts) == 1 and model.default_prompt_name is None:
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        with torch.inference_mode():
+            features = batch_to_device(model.preprocess(list(texts)), model.device)
+            vector = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+        return vector.float().cpu().numpy()
     return model.encode(
         list(texts),
         batch_size=ENCODE_BATCH_SIZE,
