@@ -81,7 +81,14 @@ def load(uri: str):
 
 
 @pytest.mark.parametrize(
-    "reranker", ["bi_encoder_finetuned", pytest.param("cross_encoder_finetuned", marks=pytest.mark.slow), "none"]
+    "reranker",
+    [
+        "bi_encoder_finetuned",
+        pytest.param("cross_encoder_finetuned", marks=pytest.mark.slow),
+        "none",
+        "label_memory",
+        pytest.param("fused", marks=pytest.mark.slow),
+    ],
 )
 def test_logged_model_ranks_the_eval_set_as_the_evaluation_did(logged, reranker):
     run = logged(reranker)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.errors import ConfigError
+from experiments.models import Portable
 from experiments.records import FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, Reranker
 from experiments.rerankers.label_memory import LabelMemory, stored_model
@@ -115,6 +116,15 @@ class FusedReranker(Reranker):
         category = self.category.score(query, documents)
         memory = self.memory.score(query, documents)
         return [self._chosen * c + (1 - self._chosen) * m for c, m in zip(category, memory, strict=True)]
+
+    def portable(self) -> Portable | None:
+        """Both fitted parts and the chosen weight (fixed, so the served model chooses nothing); None before fit."""
+        category, memory = self.category.portable(), self.memory.portable()
+        if self._key is None or category is None or memory is None:
+            return None
+        cls = type(self)
+        kwargs: dict[str, object] = {"category": category, "memory": memory, "weights": self.weights}
+        return Portable(target=f"{cls.__module__}.{cls.__qualname__}", kwargs=kwargs | {"weight": self._chosen})
 
     def config_dict(self) -> dict[str, object]:
         return {

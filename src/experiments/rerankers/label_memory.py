@@ -10,14 +10,14 @@ each candidate document the share of their similarity that votes for its label.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.models import PACKAGED_MINILM, cache_identity
+from experiments.models import PACKAGED_MINILM, Portable, cache_identity, portable
 from experiments.records import FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, Reranker
 from experiments.store import read_marker
@@ -58,6 +58,9 @@ class LabelMemory(Reranker):
         batch_size: texts per forward pass when embedding the train examples.
         device: ``auto``, ``cpu`` or ``cuda``.
         cache_dir: embedding cache folder (shared with the run's embedder); None disables it.
+        memory: a remembered memory to start from, ``{"texts": [...], "documents": [...]}`` (the labelled
+            queries and each one's label document, as ``portable`` ships them in a served model); None until
+            ``fit``.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class LabelMemory(Reranker):
         batch_size: int = 64,
         device: str = "auto",
         cache_dir: str | None = None,
+        memory: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
             raise ConfigError(f"LabelMemory: neighbours={neighbours!r} must be an integer >= 1.")
@@ -75,9 +79,16 @@ class LabelMemory(Reranker):
         self.batch_size = batch_size
         self.device = device
         self.cache_dir = cache_dir
+        self.memory = memory
         self._embedder: SentenceTransformerEmbedder | None = None
         self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._texts: list[str] = []
         self._documents: list[str] = []
+        self._model_path = model
+        if memory is not None:
+            if model is None:
+                raise ConfigError("LabelMemory: a shipped memory needs the model that embedded it.")
+            self._load_memory(model, list(memory["texts"]), list(memory["documents"]))
 
     def fit(
         self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
@@ -92,16 +103,31 @@ class LabelMemory(Reranker):
 
     def remember(self, context: FitContext, model: str) -> None:
         """Embed ``context.examples`` with ``model`` and keep each one's label document (first label)."""
-        from experiments.embedders.sentence_transformer import SentenceTransformerEmbedder
-
         missing = sorted({e.expected[0] for e in context.examples} - set(context.documents))
         if missing:
             raise ConfigError(f"LabelMemory: train labels without a category document: {missing[:5]}")
+        texts = [example.input for example in context.examples]
+        self._load_memory(model, texts, [context.documents[example.expected[0]] for example in context.examples])
+
+    def _load_memory(self, model: str, texts: list[str], documents: list[str]) -> None:
+        from experiments.embedders.sentence_transformer import SentenceTransformerEmbedder
+
+        if len(texts) != len(documents):
+            raise ConfigError(f"LabelMemory: {len(texts)} remembered texts but {len(documents)} label documents.")
         self._embedder = SentenceTransformerEmbedder(
             model, batch_size=self.batch_size, device=self.device, cache_dir=self.cache_dir, progress=False
         )
-        self._vectors = self._embedder.encode([example.input for example in context.examples])
-        self._documents = [context.documents[example.expected[0]] for example in context.examples]
+        self._model_path = model
+        self._vectors = self._embedder.encode(texts)
+        self._texts, self._documents = texts, documents
+
+    def portable(self) -> Portable | None:
+        """The fitted memory: its model (a local folder is shipped) and the remembered texts and label documents,
+        embedded again when the served model loads. None before ``fit``."""
+        if self._embedder is None or self._model_path is None:
+            return None
+        memory = {"texts": self._texts, "documents": self._documents}
+        return portable(self, "model", model=self._model_path, memory=memory, cache_dir=None)
 
     def memory_key(self) -> str:
         """A hash of what the scores depend on once fitted: the embedder's weights, the memory, ``neighbours``."""

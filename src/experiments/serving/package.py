@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from experiments.tracking.base import scrub
 FORMAT = 1
 SPEC_FILE = "categoriser.json"
 VECTORS_FILE = "category_vectors.npy"
+#: The key that marks a constructor argument which is itself a shipped part.
+PART = "part"
 #: Model folders that the package holds no copy of.
 SKIPPED_FILES = shutil.ignore_patterns("_trainer", ".*.tmp-*", "__pycache__")
 
@@ -73,12 +75,30 @@ class CategoriserPackage:
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 
 
-def _ship(part: Portable, folder: Path, name: str) -> dict[str, Any]:
-    """Copy the part's model folder into ``folder/name`` (when it has one) and describe how to rebuild it."""
-    entry = {**asdict(part), "kwargs": scrub(part.kwargs), "model_dir": None}
+def _ship(part: Portable, folder: Path, name: str, shipped: dict[Path, str] | None = None) -> dict[str, Any]:
+    """Copy the part's model folder into ``folder/name`` (when it has one) and describe how to rebuild it.
+
+    A part made of parts (``reranker=fused``) ships each one as ``{"part": <entry>}`` under ``name-<argument>``;
+    a model folder two parts share is copied once.
+    """
+    shipped = {} if shipped is None else shipped
+    kwargs = {
+        key: {PART: _ship(value, folder, f"{name}-{key}", shipped)} if isinstance(value, Portable) else value
+        for key, value in part.kwargs.items()
+    }
+    entry = {
+        "target": part.target,
+        "kwargs": scrub(kwargs),
+        "model_arg": part.model_arg,
+        "model_dir": None,
+        "weights_sha256": part.weights_sha256,
+    }
     if part.model_dir is not None:
-        shutil.copytree(part.model_dir, folder / name, ignore=SKIPPED_FILES)
-        entry["model_dir"] = name
+        source = part.model_dir.resolve()
+        if source not in shipped:
+            shutil.copytree(source, folder / name, ignore=SKIPPED_FILES)
+            shipped[source] = name
+        entry["model_dir"] = shipped[source]
     return entry
 
 
@@ -92,7 +112,10 @@ def rebuild(entry: dict[str, Any], folder: Path) -> Any:
 
     module, _, name = str(entry["target"]).rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    kwargs = dict(entry["kwargs"])
+    kwargs = {
+        key: rebuild(value[PART], folder) if isinstance(value, dict) and set(value) == {PART} else value
+        for key, value in entry["kwargs"].items()
+    }
     model_arg = entry.get("model_arg")
     if model_arg:
         if entry.get("model_dir"):
