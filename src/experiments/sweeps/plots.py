@@ -38,13 +38,17 @@ def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
             by_miner[f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"].append((k, row))
     if len({k for points in by_miner.values() for k, _ in points}) > 1:
         figure, axes = plt.subplots(figsize=(7, 4.5))
-        for name, points in sorted(by_miner.items()):
+        # Each series is nudged sideways a little, so that overlapping intervals stay readable.
+        all_ks = [k for points in by_miner.values() for k, _ in points]
+        spread = 0.03 * (max(all_ks) - min(all_ks))
+        for index, (name, points) in enumerate(sorted(by_miner.items())):
             points.sort(key=lambda point: point[0])
-            ks = [k for k, _ in points]
+            ks = [k + (index - (len(by_miner) - 1) / 2) * spread for k, _ in points]
             means = [row.metrics[metric].mean for _, row in points]
             low = [row.metrics[metric].mean - row.metrics[metric].low for _, row in points]
             high = [row.metrics[metric].high - row.metrics[metric].mean for _, row in points]
             axes.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=name)
+        axes.set_xticks(sorted(set(all_ks)))
         axes.set_xlabel("k (negatives per item)")
         axes.set_ylabel(f"{metric} (eval, 95% CI)")
         axes.set_title(f"{metric} against k, per miner / reranker")
