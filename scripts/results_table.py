@@ -43,8 +43,8 @@ def run(outputs: Path, overrides: list[str]) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
-def cell(value: dict) -> str:
-    return f"{value['mean']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
+def cell(value: dict, sign: str = "") -> str:
+    return f"{value['mean']:{sign}.3f} [{value['ci_low']:{sign}.3f}, {value['ci_high']:{sign}.3f}]"
 
 
 def row(name: str, metrics: dict) -> str:
@@ -54,10 +54,12 @@ def row(name: str, metrics: dict) -> str:
     selection = fit.get("selection") or {}
     chosen = ", ".join(f"{key}={selection[key]}" for key in ("epochs", "weight") if key in selection) or "—"
     seconds = f"{fit['train_seconds']:.0f} s" if fit and not fit.get("reused") else ("reused" if fit else "—")
+    # A rerun reuses scores by content: its latency measures the cache, not the model.
+    latency = "cached" if metrics.get("cached_pairs") else f"{summary['latency_ms']['rerank_p50']:.1f} ms"
     return (
         f"| {name} | {cell(summary['reranker']['mrr@1'])} | {cell(summary['reranker']['recall@5'])} | "
-        f"{cell(summary['delta']['mrr@1'])} | {spread} | {chosen} | {seconds} | "
-        f"{summary['latency_ms']['rerank_p50']:.1f} ms |"
+        f"{cell(summary['delta']['mrr@1'], '+')} | {spread} | {chosen} | {seconds} | "
+        f"{latency} |"
     )
 
 
