@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.models import Portable
+from experiments.models import Portable, portable
 from experiments.records import FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, Reranker
 from experiments.rerankers.label_memory import LabelMemory, stored_model
@@ -122,9 +122,7 @@ class FusedReranker(Reranker):
         category, memory = self.category.portable(), self.memory.portable()
         if self._key is None or category is None or memory is None:
             return None
-        cls = type(self)
-        kwargs: dict[str, object] = {"category": category, "memory": memory, "weights": self.weights}
-        return Portable(target=f"{cls.__module__}.{cls.__qualname__}", kwargs=kwargs | {"weight": self._chosen})
+        return portable(self, category=category, memory=memory, weight=self._chosen)
 
     def config_dict(self) -> dict[str, object]:
         return {

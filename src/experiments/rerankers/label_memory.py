@@ -84,7 +84,6 @@ class LabelMemory(Reranker):
         self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._texts: list[str] = []
         self._documents: list[str] = []
-        self._model_path = model
         if memory is not None:
             if model is None:
                 raise ConfigError("LabelMemory: a shipped memory needs the model that embedded it.")
@@ -117,17 +116,16 @@ class LabelMemory(Reranker):
         self._embedder = SentenceTransformerEmbedder(
             model, batch_size=self.batch_size, device=self.device, cache_dir=self.cache_dir, progress=False
         )
-        self._model_path = model
         self._vectors = self._embedder.encode(texts)
         self._texts, self._documents = texts, documents
 
     def portable(self) -> Portable | None:
         """The fitted memory: its model (a local folder is shipped) and the remembered texts and label documents,
         embedded again when the served model loads. None before ``fit``."""
-        if self._embedder is None or self._model_path is None:
+        if self._embedder is None:
             return None
         memory = {"texts": self._texts, "documents": self._documents}
-        return portable(self, "model", model=self._model_path, memory=memory, cache_dir=None)
+        return portable(self, "model", model=self._embedder.model, memory=memory, cache_dir=None)
 
     def memory_key(self) -> str:
         """A hash of what the scores depend on once fitted: the embedder's weights, the memory, ``neighbours``."""
