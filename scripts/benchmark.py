@@ -20,24 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from runs import run_once
+
 TRAIN_TARGET_S = 120.0
 LATENCY_TARGET_MS = 10.0
 
 
 def verdict(value: float, target: float) -> str:
     return f"(target <= {target:g}: {'met' if value <= target else 'MISSED'})"
-
-
-def timed_run(outputs: Path, overrides: list[str]) -> tuple[float, dict[str, object], Path]:
-    command = [sys.executable, str(ROOT / "run.py"), f"paths.outputs_dir={outputs}", "progress=false", *overrides]
-    started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    elapsed = time.perf_counter() - started
-    if completed.returncode != 0:
-        sys.exit(f"run failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
-    folder = Path(completed.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
-    return elapsed, json.loads((folder / "metrics.json").read_text()), folder
 
 
 def suggest(outputs: Path, model: str, source: Path) -> tuple[float, str, list[dict[str, object]]]:
@@ -77,8 +67,8 @@ def main() -> None:
     overrides = sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         outputs = Path(tmp)
-        cold_s, cold, folder = timed_run(outputs, overrides)
-        warm_s, warm, _ = timed_run(outputs, overrides)
+        cold_s, cold, folder = run_once(outputs, overrides)
+        warm_s, warm, _ = run_once(outputs, overrides)
         finetune_id = cold.get("finetune_id")
         same_data = not any(override.startswith(("dataset", "retrieval")) for override in overrides)
         served = suggest_benchmark(outputs, finetune_id, folder, same_data) if isinstance(finetune_id, str) else []

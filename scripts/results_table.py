@@ -9,13 +9,9 @@ choice (epochs, fusion weights) was made on the validation split carved from tra
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from runs import ROOT, run_once
 
 #: name → overrides. The default run first; the baseline is every run's baseline column.
 ROWS: dict[str, list[str]] = {
@@ -30,17 +26,6 @@ ROWS: dict[str, list[str]] = {
     "cross_encoder_finetuned": ["reranker=cross_encoder_finetuned"],
     "split=random": ["dataset.split=random"],
 }
-
-
-def run(outputs: Path, overrides: list[str]) -> dict:
-    command = [sys.executable, str(ROOT / "run.py"), f"paths.outputs_dir={outputs}", "progress=false", "trackers=none"]
-    completed = subprocess.run(
-        [*command, *overrides], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    if completed.returncode != 0:
-        sys.exit(f"run failed ({completed.returncode}): {' '.join(overrides)}\n{completed.stderr[-3000:]}")
-    folder = Path(completed.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
-    return json.loads((folder / "metrics.json").read_text())
 
 
 def cell(value: dict, sign: str = "") -> str:
@@ -75,7 +60,7 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for index, name in enumerate(args.rows):
-        metrics = run(args.outputs, [*ROWS[name], *args.extra])
+        _, metrics, _ = run_once(args.outputs, ["trackers=none", *ROWS[name], *args.extra])
         if index == 0:
             baseline = metrics["metrics"]["baseline"]
             print(
