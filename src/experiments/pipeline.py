@@ -37,7 +37,7 @@ from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.secrets import redact
 from experiments.serving.package import CategoriserPackage
-from experiments.tracking.base import FailedRun, TrackedRun, run_metrics, tracked_params
+from experiments.tracking.base import FailedRun, TrackedRun, metric_key, run_metrics, tracked_params
 from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -483,7 +483,7 @@ def replicate_metrics(replicates: Mapping[str, Any] | None) -> dict[str, float]:
     if not replicates:
         return {}
     return {
-        f"replicates_{name.replace('@', '_at_')}_{stat}": float(replicates[name][stat])
+        f"replicates_{metric_key(name)}_{stat}": float(replicates[name][stat])
         for name in METRIC_NAMES
         for stat in ("mean", "sd")
     }

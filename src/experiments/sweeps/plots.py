@@ -7,6 +7,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.tracking.base import metric_key
+
 if TYPE_CHECKING:
     from experiments.sweeps.report import Row
 
@@ -54,7 +56,7 @@ def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
         axes.set_title(f"{metric} against k, per miner / reranker")
         axes.legend(fontsize=8)
         axes.grid(alpha=0.3)
-        path = sweep_dir / f"{metric.replace('@', '_at_')}_vs_k.png"
+        path = sweep_dir / f"{metric_key(metric)}_vs_k.png"
         figure.tight_layout()
         figure.savefig(path, dpi=110)
         plt.close(figure)
@@ -85,7 +87,7 @@ def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[name]) for name in rerankers]
     axes.legend([*handles, axes.lines[-1]], [*rerankers, f"baseline {baseline:.3f}"], fontsize=8)
     figure.tight_layout()
-    path = sweep_dir / f"{metric.replace('@', '_at_')}_per_configuration.png"
+    path = sweep_dir / f"{metric_key(metric)}_per_configuration.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
     written.append(path)

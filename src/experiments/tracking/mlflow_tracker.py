@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from experiments.evaluation.evaluate import Summary
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
-from experiments.tracking.base import FailedRun, TrackedRun, metrics_from_summary, tracked_params
+from experiments.tracking.base import FailedRun, TrackedRun, metric_key, metrics_from_summary, tracked_params
 from experiments.tracking.mlflow_view import describe_experiment
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class MLflowTracker:
         import pandas as pd
 
         # The primary metric first: MLflow's compare view charts the first metric a run logged by default.
-        primary = self.primary_metric.replace("@", "_at_")
+        primary = metric_key(self.primary_metric)
         ordered = {key: metrics[key] for key in (primary,) if key in metrics} | dict(metrics)
         mlflow.log_metrics(ordered)
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.tracking.base import metric_key
 
 VIEW_KEY = "headline"
 KIND_TAG = "mlflow.experimentKind"
@@ -28,8 +29,8 @@ def _column(kind: str, key: str) -> str:
 
 def headline_view(primary_metric: str) -> dict[str, Any]:
     """The runs table's saved view: knobs and headline metrics as columns, best ``primary_metric`` first."""
-    primary = primary_metric.replace("@", "_at_")
-    metrics = [primary] + [name.replace("@", "_at_") for name in METRIC_NAMES if name != primary_metric]
+    primary = metric_key(primary_metric)
+    metrics = [primary] + [metric_key(name) for name in METRIC_NAMES if name != primary_metric]
     columns = [
         _column("attributes", "Dataset"),
         *(_column("params", name) for name in HEADLINE_PARAMS),
@@ -51,7 +52,7 @@ def describe_experiment(client: Any, experiment_id: str, primary_metric: str) ->
     """Mark the experiment as model training, name its primary metric and save the headline view (idempotent)."""
     wanted = {
         KIND_TAG: "custom_model_development",
-        PRIMARY_METRIC_TAG: primary_metric.replace("@", "_at_"),
+        PRIMARY_METRIC_TAG: metric_key(primary_metric),
         VIEW_TAG_PREFIX + VIEW_KEY: json.dumps(headline_view(primary_metric)),
     }
     tags = client.get_experiment(experiment_id).tags
