@@ -251,6 +251,14 @@ def test_suggest_ranks_a_file_skipping_bad_rows(logged, capsys, tmp_path):
     assert not strict_out.exists()
 
 
+def test_suggest_names_a_line_that_is_not_utf8(tmp_path):
+    source = tmp_path / "latin1.jsonl"
+    source.write_bytes(b'{"input": "fine"}\n{"input": "caf\xe9"}\n')
+    with pytest.raises(suggest.DataError) as caught:
+        suggest.read_rows(source, strict=False)
+    assert str(caught.value) == f"{source}:2: not UTF-8 text (byte 0xe9 at column 15); save the file as UTF-8."
+
+
 def transaction_flags(row: dict, skip: str = "") -> list[str]:
     fields = ("merchant_name", "department", "location", "amount", "spend_program_name", "trip_name")
     flags = [arg for name in fields if row.get(name) and name != skip for arg in (f"--{name}", str(row[name]))]

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from experiments.datasets.jsonl import numbered_lines
 from experiments.datasets.transactions import TransactionFields
 from experiments.errors import DataError, UserError
 from experiments.serving.categoriser import DEFAULT_TOP_N
@@ -92,26 +93,21 @@ def read_rows(path: Path, strict: bool) -> tuple[list[int], list[str], list[str]
     """Line numbers and query texts of the file's good rows, and a ``file:line: field: problem`` per bad row.
 
     Raises:
-        DataError: the file is missing, or a row is bad and ``strict`` is set.
+        DataError: the file is missing, a folder, unreadable or not UTF-8, or a row is bad and ``strict`` is set.
     """
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; check --input.")
     lines: list[int] = []
     texts: list[str] = []
     problems: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                texts.append(query_text(json.loads(line)))
-                lines.append(number)
-            except json.JSONDecodeError as error:
-                problems.append(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})")
-            except RowError as error:
-                problems.append(f"{path}:{number}: {error}")
-            if problems and strict:
-                raise DataError(f"{problems[0]} (--strict stops at the first bad row)")
+    for number, line in numbered_lines(path, "--input"):
+        try:
+            texts.append(query_text(json.loads(line)))
+            lines.append(number)
+        except json.JSONDecodeError as error:
+            problems.append(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})")
+        except RowError as error:
+            problems.append(f"{path}:{number}: {error}")
+        if problems and strict:
+            raise DataError(f"{problems[0]} (--strict stops at the first bad row)")
     return lines, texts, problems
 
 

@@ -65,7 +65,7 @@ def _readable(path: Path, option: str) -> None:
         raise DataError(f"{path}: cannot be read (permission denied); check the file's permissions or {option}.")
 
 
-def _lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of each non-blank line; bytes that are not UTF-8 name their line."""
     _readable(path, option)
     with path.open("rb") as handle:
@@ -90,7 +90,7 @@ def read_numbered_examples(
     key); its value is kept as ``metadata[group_by]`` as a string.
     """
     examples: list[tuple[int, Example]] = []
-    for number, line in _lines(path, option):
+    for number, line in numbered_lines(path, option):
         where = f"{path}:{number}"
         try:
             row = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
