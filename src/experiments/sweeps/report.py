@@ -224,8 +224,10 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
+    from experiments.secrets import redact
+
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
+    partial.write_text(redact(text), encoding="utf-8")  # folder names in the report never carry a secret
     os.replace(partial, path)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from experiments.evaluation.evaluate import Summary
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
+from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, metric_key, metrics_from_summary, tracked_params
 from experiments.tracking.mlflow_view import describe_experiment
 
@@ -120,7 +121,7 @@ class MLflowTracker:
         import mlflow
 
         self._connect()
-        run = mlflow.start_run(run_name=name, tags={"sweep": "parent", **this_process()})
+        run = mlflow.start_run(run_name=redact(name), tags={"sweep": "parent", **this_process()})
         mlflow.end_run()  # children attach by id; leaving it active would nest them twice
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
@@ -161,7 +162,7 @@ class MLflowTracker:
             self.log_results(run.metrics, run.summary)
             self.log_loss_history(run.loss_history)
             # The run folder's path finds this run again (``python -m experiments.register <run folder>``).
-            self.set_tags({**run.tags, "run_folder": str(run.run_folder.resolve())})
+            self.set_tags({**run.tags, "run_folder": redact(str(run.run_folder.resolve()))})
             self.log_artifacts(run.artifacts)
             if run.categoriser is not None:
                 self.log_model(run.categoriser)

@@ -63,7 +63,7 @@ class Trackers:
         """Open a sweep's parent in every tracker; returns tracker name → parent id (for the jobs)."""
         parents: dict[str, str] = {}
         for key, tracker in self.trackers.items():
-            parent = self._call(key, tracker, partial(tracker.start_sweep, name))
+            parent = self._call(key, tracker, partial(tracker.start_sweep, redact(name)))
             if isinstance(parent, str):
                 parents[key] = parent
         return parents
@@ -83,7 +83,13 @@ class Trackers:
             The keys of the trackers that failed (the run is pending for them).
         """
         with scrubbed_copy(run.run_folder) as artifacts:
-            clean = replace(run, params=scrub(dict(run.params)), tags=scrub(dict(run.tags)), artifacts=artifacts)
+            clean = replace(
+                run,
+                name=redact(run.name),
+                params=scrub(dict(run.params)),
+                tags=scrub(dict(run.tags)),
+                artifacts=artifacts,
+            )
             later = f"; it is kept in the run folder: send it later with `{SEND_LATER} {run.run_folder}`"
             failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later)
         for key in failed:
@@ -96,7 +102,7 @@ class Trackers:
         return failed
 
     def log_failure(self, run: FailedRun) -> None:
-        clean = replace(run, params=scrub(dict(run.params)), error=redact(run.error))
+        clean = replace(run, name=redact(run.name), params=scrub(dict(run.params)), error=redact(run.error))
         _, strict_failures = self._each(lambda tracker: tracker.log_failure(clean))
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
