@@ -4,17 +4,26 @@ on multi-megabyte fields, keys with a trailing space or CR, a slow tracker at SI
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cli import ROOT
+from test_cli import ROOT, shrunk
+from test_hardening import cli
+from test_services import mlflow_runs
 
 from experiments.errors import UserError
 from experiments.secrets import env_key, redact, redact_bytes, redact_keys, refuse_secret_overrides
+from experiments.tracking.trackers import PENDING
 
 CO_KEY = "co-hostileCanary5e1d9a7b3c"
 
@@ -110,3 +119,110 @@ def test_a_key_with_a_trailing_space_or_cr_is_sent_stripped_and_redacted(monkeyp
     sent = env_key(["CO_API_KEY"])
     assert sent == CO_KEY
     assert redact(f"Authorization: Bearer {sent}") == "Authorization: Bearer ***"
+
+
+# 5. SIGTERM within 2 s whatever the trackers do; KILLED recorded later, by sync.
+
+
+@contextmanager
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A tracking server that accepts connections and never answers (a hung proxy, a stalled server); yields its
+    URI and the connections it holds (one appears when a tracker starts recording)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", held
+    finally:
+        stopping.set()
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def started(process: subprocess.Popen[str], ready: Callable[[], bool], limit_s: float = 180) -> None:
+    deadline = time.monotonic() + limit_s
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never reached the step to stop it in"
+        time.sleep(0.1)
+
+
+def terminated_within(process: subprocess.Popen[str], limit_s: float) -> str:
+    process.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    took = time.monotonic() - stopping
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert took < limit_s, f"SIGTERM took {took:.1f} s (load {os.getloadavg()[0]:.1f})"
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def sync_cli(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "experiments.sync", str(tmp_path / "outputs")]
+    return subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=300)
+
+
+EMBED_SLOWLY = (
+    "import pathlib, time\nfrom experiments import pipeline\n"
+    "def slow(*args, **kwargs):\n"
+    "    pathlib.Path(__import__('os').environ['MARK']).touch()\n"
+    "    time.sleep(600)\n"
+    "pipeline.embed = slow\n"
+)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_steps_exits_within_2s_with_a_silent_server_and_sync_records_killed(
+    tmp_path, tiny_model_dir
+):
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=none"]
+    mark = tmp_path / "embedding"
+    with silent_server() as (uri, _):
+        env = cli_env(MLFLOW_TRACKING_URI=uri, MARK=str(mark))
+        process = subprocess.Popen(
+            cli(args, EMBED_SLOWLY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        started(process, mark.exists)
+        stderr = terminated_within(process, 2.0)
+    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle")
+    assert "python -m experiments.sync" in stderr
+    assert sync_cli(tmp_path).returncode == 0  # to the run's own store (no MLFLOW_TRACKING_URI now)
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("Terminated")
+    assert not pending.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_stopped_while_a_silent_server_records_it_stays_pending_and_syncable(tmp_path, tiny_model_dir, kill):
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=none", "log_model=false"]
+    with silent_server() as (uri, connections):
+        process = subprocess.Popen(
+            cli(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(MLFLOW_TRACKING_URI=uri)
+        )
+        started(process, lambda: bool(connections))  # the tracker is talking to the server: recording
+        if kill == signal.SIGTERM:
+            terminated_within(process, 2.0)
+        else:
+            process.kill()
+            process.communicate(timeout=60)
+    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle")
+    assert (pending.parent.parent / "metrics.json").is_file()
+    assert sync_cli(tmp_path).returncode == 0
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED" and "mrr_at_1" in run.data.metrics
+    assert not pending.exists()

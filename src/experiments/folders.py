@@ -22,6 +22,9 @@ from experiments.errors import UserError
 #: OS errors that mean "this folder cannot take the run's files".
 DISK_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
+#: How libraries that do not raise ``OSError(ENOSPC)`` say the disk is full (SQLite, safetensors, the OS).
+DISK_FULL_WORDS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
 #: The ``paths.*`` options that decide where the product writes, checked before a run starts.
 WRITTEN = ("outputs_dir", "cache_dir", "models_dir", "scores_dir", "lancedb_uri")
 
@@ -64,7 +67,7 @@ def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | No
     os_error = error if isinstance(error, OSError) and error.errno in DISK_ERRNOS else None
     if os_error is not None:
         problem, filename = _problem(os_error), os_error.filename
-    elif "No space left on device" in str(error):  # e.g. safetensors' own error type, which names no file
+    elif any(words in str(error) for words in DISK_FULL_WORDS):  # safetensors' or SQLite's own error types
         problem, filename = "the disk is full", None
     else:
         return None
@@ -77,7 +80,8 @@ def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | No
         owner = min(existing, key=lambda item: (_free_bytes(item[1]), -len(item[1].parts)), default=None)
     where = f"{filename}" if filename else f"{owner[1]}" if owner else "a file of the run"
     option = f"paths.{owner[0]}" if owner else "paths.outputs_dir"
-    return UserError(f"cannot write {where}: {problem}; {_fix(os_error, option)}.")
+    note = str(getattr(error, "note", ""))  # what became of the run (kept pending, or to rerun)
+    return UserError(f"cannot write {where}: {problem}; {_fix(os_error, option)}{note}.")
 
 
 def _free_bytes(folder: Path) -> int:

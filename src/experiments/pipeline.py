@@ -302,7 +302,7 @@ def run_experiment(
     except UserError:
         raise
     except BaseException as error:
-        _track_failure(parts.trackers, name, params, error)
+        _track_failure(parts.trackers, name, params, error, folders.output_dir)
         raise
     _track(parts.trackers, outcome)
     return outcome
@@ -489,9 +489,13 @@ def replicate_metrics(replicates: Mapping[str, Any] | None) -> dict[str, float]:
     }
 
 
-def _track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
-    """Record a run that failed after validation, with its params and the reason, as FAILED (KILLED when it was
-    stopped: SIGTERM or Ctrl-C)."""
-    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+def _track_failure(
+    trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException, folder: Path
+) -> None:
+    """Record a run that failed after validation, with its params and the reason, as FAILED; a run stopped
+    (SIGTERM, Ctrl-C) is kept pending as KILLED in ``folder`` instead, so the stop never waits on a tracker."""
     reason = redact(f"{type(error).__name__}: {error}")
-    trackers.log_failure(FailedRun(name=name, params=params, error=reason, status=status))
+    if isinstance(error, Exception):
+        trackers.log_failure(FailedRun(name=name, params=params, error=reason, status="FAILED"))
+    else:
+        trackers.keep_killed(FailedRun(name=name, params=params, error=reason, status="KILLED"), folder)
