@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from experiments.serving.package import CategoriserPackage
 
 log = logging.getLogger(__name__)
+# MLflow logs every SQL error with its traceback before raising it; the run reports it in one line itself.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 # MLflow caps a param value at 6,000 characters.
 MAX_PARAM_LENGTH = 6000

@@ -117,9 +117,9 @@ class Trackers:
         if any(key in no_room for key in lost):
             first = next(key for key in lost if key in no_room)
             raise NotKept(run.run_folder, [first], no_room[first])
-        disk = next((self.errors[key] for key in failed if is_disk_full(self.errors.get(key))), None)
-        if disk is not None:
-            raise RecordingDiskFull(run.run_folder, failed, disk)
+        full = [key for key in failed if is_disk_full(self.errors.get(key))]
+        if full:
+            raise RecordingDiskFull(run.run_folder, full, self.errors[full[0]], _store_file(self.trackers[full[0]]))
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
         return failed
@@ -264,6 +264,12 @@ def save_pending(run: TrackedRun | FailedRun, run_folder: Path, key: str) -> Pat
     return path
 
 
+def _store_file(tracker: Tracker) -> str | None:
+    """The local file a tracker writes its records to (``sqlite:///<file>``), to name it when the disk is full."""
+    uri = str(getattr(tracker, "tracking_uri", "") or "")
+    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+
+
 def _no_room(error: BaseException) -> bool:
     """A write refused by the disk itself (full, read-only, not writable), not by the run's data."""
     return isinstance(error, OSError) and error.errno in DISK_ERRNOS
@@ -291,8 +297,8 @@ def is_disk_full(error: BaseException | None) -> bool:
 class RecordingDiskFull(OSError):
     """The disk filled while a tracker recorded the run: the run is kept pending (``pending-trackers/``)."""
 
-    def __init__(self, run_folder: Path, keys: list[str], cause: BaseException) -> None:
-        super().__init__(errno.ENOSPC, f"No space left on device while tracker {keys[0]} recorded the run")
+    def __init__(self, run_folder: Path, keys: list[str], cause: BaseException, store: str | None) -> None:
+        super().__init__(errno.ENOSPC, f"No space left on device while tracker {keys[0]} recorded the run", store)
         self.note = f"; the run is kept: send it with `{SEND_LATER} {run_folder}` once there is space"
         self.__cause__ = cause
 
