@@ -32,13 +32,17 @@ def read_only(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", str(target)], check=False)
 
 
+def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted on ``folder`` for the test's duration."""
+    folder.mkdir()
+    _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    target = tmp_path / "full"
-    target.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=512k", "tmpfs", str(target))
-    yield target
-    subprocess.run(["umount", str(target)], check=False)
+    yield from _tmpfs(tmp_path / "full", "512k")
 
 
 def test_read_only_outputs_folder_is_one_line_before_any_folder(tmp_path, tiny_model_dir, read_only):
@@ -77,11 +81,7 @@ def test_a_full_disk_while_saving_a_model_is_one_line_and_leaves_no_model(tmp_pa
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    target = tmp_path / "tiny"
-    target.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=100k", "tmpfs", str(target))
-    yield target
-    subprocess.run(["umount", str(target)], check=False)
+    yield from _tmpfs(tmp_path / "tiny", "100k")
 
 
 def test_outputs_on_a_100k_disk_is_one_line_naming_the_cache_option(tmp_path, tiny_model_dir, tiny_tmpfs):
@@ -96,11 +96,7 @@ def test_outputs_on_a_100k_disk_is_one_line_naming_the_cache_option(tmp_path, ti
 
 @pytest.fixture
 def store_disk(tmp_path: Path) -> Iterator[Path]:
-    target = tmp_path / "store"
-    target.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(target))
-    yield target
-    subprocess.run(["umount", str(target)], check=False)
+    yield from _tmpfs(tmp_path / "store", "4m")
 
 
 def fill(folder: Path) -> Path:

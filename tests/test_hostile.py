@@ -226,3 +226,29 @@ def test_a_run_stopped_while_a_silent_server_records_it_stays_pending_and_syncab
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "FINISHED" and "mrr_at_1" in run.data.metrics
     assert not pending.exists()
+
+
+# 8. Hydra's own user errors: one line, exit 2.
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("miner=nope", "Could not find 'miner/nope'; choose one of: adversarial, cosine"),
+        ("foo=1", "Could not override 'foo'; To append to your config use +foo=1"),
+        ("trackers=bogus", "Could not find 'trackers/bogus'; choose one of: braintrust, mlflow, none"),
+        ("k=[", "no viable alternative at input '['"),
+    ],
+)
+def test_hydra_user_errors_are_one_line_and_exit_2(tmp_path, override, said):
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), override, f"paths.outputs_dir={tmp_path / 'outputs'}"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr
+    [line] = completed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and said in line
+    assert not (tmp_path / "outputs").exists()
