@@ -3,6 +3,7 @@ on multi-megabyte fields, keys with a trailing space or CR, a slow tracker at SI
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,8 @@ from test_cli import ROOT, shrunk
 from test_hardening import cli
 from test_services import mlflow_runs
 
-from experiments.errors import UserError
+from experiments.datasets.jsonl import read_examples
+from experiments.errors import DataError, UserError
 from experiments.secrets import env_key, redact, redact_bytes, redact_keys, refuse_secret_overrides
 from experiments.tracking.trackers import PENDING
 
@@ -252,3 +254,41 @@ def test_hydra_user_errors_are_one_line_and_exit_2(tmp_path, override, said):
     [line] = completed.stderr.strip().splitlines()
     assert line.startswith("error: ") and said in line
     assert not (tmp_path / "outputs").exists()
+
+
+# 8. Rows a hostile file carries: 200,000-deep JSON, true as an amount, a blank input.
+
+TRANSACTION = {
+    "merchant_name": "Acme",
+    "merchant_category": ["Software"],
+    "department": "IT",
+    "location": "Berlin",
+    "amount": 12.5,
+    "spend_program_name": "Card",
+    "expense_category": "Software",
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "JSON nested too deeply"),
+        (json.dumps({**TRANSACTION, "amount": True}), "amount must be a number, not true/false"),
+        (json.dumps({"input": "   ", "expected": ["Software"]}), "input must have text"),
+    ],
+)
+def test_hostile_rows_are_one_line_naming_file_and_line(tmp_path, line, message):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"input": "fine", "expected": ["Software"]}) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_examples(path)
+    assert str(caught.value).startswith(f"{path}:2: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_suggest_refuses_a_deeply_nested_row_in_one_line():
+    from experiments.suggest import main as suggest
+
+    with pytest.raises(SystemExit) as stopped:
+        suggest(["runs:/0/categoriser", "--row", "[" * 200_000 + "]" * 200_000])
+    assert stopped.value.code == 2
