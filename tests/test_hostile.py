@@ -292,3 +292,16 @@ def test_suggest_refuses_a_deeply_nested_row_in_one_line():
     with pytest.raises(SystemExit) as stopped:
         suggest(["runs:/0/categoriser", "--row", "[" * 200_000 + "]" * 200_000])
     assert stopped.value.code == 2
+
+
+def test_a_rejected_run_leaves_no_empty_day_folder(tmp_path):
+    outputs = tmp_path / "outputs"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "k=abc", f"paths.outputs_dir={outputs}"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert not list(outputs.glob("runs/*"))

@@ -5,6 +5,7 @@ The only place that reads ``cfg``; library code receives plain arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -59,6 +60,8 @@ def discard_rejected(output_dir: Path) -> None:
         return
     if all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir()):
         shutil.rmtree(output_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the day's folder (``runs/<date>/``) when this run was its only one
+            output_dir.parent.rmdir()
 
 
 def build(cfg: DictConfig, group: str) -> Any:
