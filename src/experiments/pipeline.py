@@ -136,7 +136,7 @@ def run_name(parts: Components, knobs: Knobs) -> str:
 
 
 def load_data(parts: Components, knobs: Knobs) -> DatasetSplits:
-    """Validate every file and knob (and fingerprint the embedding model) before any work or record."""
+    """Validate every file and the knobs bounded by the data (and fingerprint the embedding model) before any work."""
     splits = parts.dataset.load()
     check_knobs(knobs.k, knobs.duplication, len(splits.categories))
     parts.embedder.identity()  # a bad model path fails here
