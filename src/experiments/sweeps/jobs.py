@@ -8,7 +8,6 @@ launchers, and lets a rerun of the same sweep skip what already completed.
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from experiments.files import write_atomic
 from experiments.secrets import redact
 
 Status = Literal["completed", "failed", "unfinished"]
@@ -76,11 +76,9 @@ def record_failure(folder: Path, error: BaseException, user_error: bool) -> str:
         "kind": "user_error" if user_error else "exception",
         "traceback": None if user_error else redact("".join(traceback.format_exception(error))),
     }
-    partial = folder / (FAILED_FILE + ".partial")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, folder / FAILED_FILE)
+        write_atomic(folder / FAILED_FILE, json.dumps(record, indent=2) + "\n")
     except OSError:  # a full or read-only disk: the console line is all that can be said
         pass
     return reason

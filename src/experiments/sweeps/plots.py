@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.tracking.base import metric_key
+from experiments.evaluation.metrics import metric_key
 
 if TYPE_CHECKING:
     from experiments.sweeps.report import Row

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import yaml
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.files import write_atomic
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
@@ -223,12 +223,6 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
     )
 
 
-def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``sweep_dir``."""
     from experiments.sweeps.plots import write_plots
@@ -269,9 +263,9 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     }
     table = _table(rows, metric, split)
     markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
-    _write(markdown_path, _markdown(table, report))
-    _write(html_path, _html(table, report))
-    _write(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(markdown_path, _markdown(table, report))
+    write_atomic(html_path, _html(table, report))
+    write_atomic(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots)
 
 
