@@ -24,11 +24,11 @@ from experiments.datasets.splits import eval_groups_in_train, eval_in_train, hol
 from experiments.embedders.base import Embedder
 from experiments.errors import ConfigError, UserError
 from experiments.evaluation.evaluate import run_queries, summarize
+from experiments.evaluation.table import format_table
 from experiments.files import write_atomic
 from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.outcome import Embeddings, Evaluation, Folders, RunOutcome
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
-from experiments.report import format_table
 from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
