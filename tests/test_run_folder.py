@@ -1,4 +1,4 @@
-"""The run folder's typed records: an earlier release's folder reads, the docs match the model, bad files are one line."""
+"""Typed run folder records: an earlier release's folder reads, the docs match the model, bad files are one line."""
 
 from __future__ import annotations
 
