@@ -1,7 +1,7 @@
 """The run folder's records, typed: ``metrics.json`` as a ``RunRecord``, a ``per_query.jsonl`` row as a ``QueryRecord``.
 
 The run folder is the product's contract (``docs/run-folder.md``): the pipeline writes it through ``write``, and
-everything that reads a finished run back (sweep reports, the sweep parent run, ``register``, ``sync``, the
+everything that reads a finished run back (sweep reports, the sweep parent run, ``register``, the
 scripts) goes through ``read`` and the records' attributes, never through string keys. A record is written with
 exactly the keys it was given (``exclude_unset``), so a folder written by an earlier release reads, and writes back,
 unchanged.
