@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from experiments.errors import UserError
+from experiments.files import write_atomic
 from experiments.folders import DISK_ERRNOS, DISK_FULL_WORDS
 from experiments.secrets import redact, redact_bytes, scrub
 from experiments.tracking.base import FailedRun, TrackedRun, Tracker
@@ -252,13 +253,10 @@ def save_pending(run: TrackedRun | FailedRun, run_folder: Path, key: str) -> Pat
     Written under a temporary name and renamed; a write that fails (a full disk) leaves no ``.partial`` behind."""
     folder = run_folder / PENDING
     path = folder / f"{key}.pickle"
-    partial_path = path.with_name(path.name + ".partial")
     try:
         folder.mkdir(exist_ok=True)
-        partial_path.write_bytes(pickle.dumps(run))
-        partial_path.replace(path)
+        write_atomic(path, pickle.dumps(run))  # a failed write leaves no .partial
     except BaseException:
-        partial_path.unlink(missing_ok=True)
         _remove_if_empty(folder)
         raise
     return path
