@@ -22,7 +22,7 @@ from test_cli import ROOT, shrunk
 from test_hardening import cli
 from test_services import mlflow_runs
 
-from experiments.datasets.jsonl import read_examples
+from experiments.datasets.jsonl import read_numbered_examples
 from experiments.errors import DataError, UserError
 from experiments.secrets import env_key, redact, redact_bytes, redact_keys, refuse_secret_overrides
 from experiments.tracking.trackers import PENDING
@@ -281,7 +281,7 @@ def test_hostile_rows_are_one_line_naming_file_and_line(tmp_path, line, message)
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"input": "fine", "expected": ["Software"]}) + "\n" + line + "\n", encoding="utf-8")
     with pytest.raises(DataError) as caught:
-        read_examples(path)
+        read_numbered_examples(path, "dataset.train_path")
     assert str(caught.value).startswith(f"{path}:2: ") and message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -305,3 +305,26 @@ def test_a_rejected_run_leaves_no_empty_day_folder(tmp_path):
     )
     assert completed.returncode == 2, completed.stderr
     assert not list(outputs.glob("runs/*"))
+
+
+# 7. Serving: rows with no known field and a bad top_n are 400s, not 200s with nothing or a silent default.
+
+
+@pytest.mark.parametrize(
+    ("rows", "params", "message"),
+    [
+        ([], None, "no row to rank"),
+        ([{"input": "coffee"}], {"top_n": 0}, "top_n=0 must be at least 1"),
+        ([{"input": "coffee"}], {"top_n": -3}, "must be at least 1"),
+        ([{"input": "coffee"}], {"top_n": "many"}, "must be a whole number"),
+    ],
+)
+def test_serving_refuses_requests_it_cannot_answer(rows, params, message):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from experiments.serving.pyfunc_model import CategoriserModel
+
+    with pytest.raises(MlflowException, match=message) as caught:
+        CategoriserModel().predict(None, pd.DataFrame(rows), params)
+    assert caught.value.get_http_status_code() == 400
