@@ -7,6 +7,7 @@ and a tiny tmpfs. Where mounts are not allowed the tests are skipped with the re
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -141,5 +142,6 @@ def test_a_tracker_store_that_fills_while_recording_is_one_line_and_the_run_stay
         timeout=300,
     )
     assert sync.returncode == 0 and "1 run(s) sent, 0 still pending" in sync.stdout, sync.stderr[-3000:]
-    [run] = client.search_runs([client.get_experiment_by_name("reranker-finetuning").experiment_id])
-    assert run.info.status == "FINISHED" and "mrr_at_1" in run.data.metrics
+    with sqlite3.connect(database) as connection:  # read afresh (the client above may hold an old snapshot)
+        assert connection.execute("select status from runs").fetchall() == [("FINISHED",)]
+        assert connection.execute("select count(*) from metrics where key = 'mrr_at_1'").fetchone()[0] == 1

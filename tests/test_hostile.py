@@ -328,3 +328,32 @@ def test_serving_refuses_requests_it_cannot_answer(rows, params, message):
     with pytest.raises(MlflowException, match=message) as caught:
         CategoriserModel().predict(None, pd.DataFrame(rows), params)
     assert caught.value.get_http_status_code() == 400
+
+
+# 6. A team tracking server: artifacts go where the server says, whichever client logs them.
+
+
+@pytest.mark.slow
+def test_artifacts_of_two_clients_go_to_the_servers_artifact_destination(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+    from test_hardening import free_port, mlflow_server
+
+    from experiments.tracking.mlflow_tracker import MLflowTracker
+
+    port, store = free_port(), tmp_path / "server"
+    uri = f"http://127.0.0.1:{port}"
+    with mlflow_server(store, port):
+        for client in ("alice", "bob"):  # two machines, each with its own outputs folder
+            folder = tmp_path / client
+            folder.mkdir()
+            tracker = MLflowTracker(tracking_uri=uri, artifact_location=f"file://{folder}/mlartifacts")
+            tracker.tracking_uri = uri  # whatever MLFLOW_TRACKING_URI this test process has
+            tracker._connect()
+            (folder / "note.txt").write_text(client, encoding="utf-8")
+            with mlflow.start_run():
+                mlflow.log_artifact(str(folder / "note.txt"))
+        experiment = MlflowClient(uri).get_experiment_by_name("reranker-finetuning")
+    assert not experiment.artifact_location.startswith("file:"), experiment.artifact_location
+    assert sorted(path.read_text() for path in (store / "artifacts").rglob("note.txt")) == ["alice", "bob"]
+    assert not list(tmp_path.glob("*/mlartifacts"))

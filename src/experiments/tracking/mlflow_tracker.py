@@ -59,8 +59,8 @@ class MLflowTracker:
         experiment: MLflow experiment name.
         tracking_uri: where runs go when ``MLFLOW_TRACKING_URI`` is not set; the default config points at an
             absolute ``sqlite:///.../outputs/mlflow.db`` so parallel jobs agree on one store.
-        artifact_location: artifact root for a newly created experiment (absolute, so the working directory
-            does not matter).
+        artifact_location: artifact root for a newly created experiment in a local store (absolute, so the
+            working directory does not matter); toward a tracking server (``http(s)://``) the server decides.
         parent_run_id: nest this run under a parent (a sweep's run), when given.
         strict: fail the run when MLflow fails (otherwise: one line, and the run folder and other trackers keep it).
         timeout_s: how long recording one run may take before it counts as failed.
@@ -91,6 +91,13 @@ class MLflowTracker:
         self.run_id: str | None = None
         self._sweep_run_id = ""
 
+    def _artifact_root(self) -> str | None:
+        """Where a new experiment keeps its artifacts: ``artifact_location`` for a local store; toward a tracking
+        server, wherever the server says (its ``--artifacts-destination``), never a folder on this client's disk
+        that the server and the other clients cannot see."""
+        uri = str(self.tracking_uri or "")
+        return None if uri.startswith(("http://", "https://", "databricks")) else self.artifact_location
+
     def _connect(self) -> None:
         import mlflow
 
@@ -100,7 +107,7 @@ class MLflowTracker:
         if mlflow.get_experiment_by_name(self.experiment) is None:
             # A parallel job may create it first: then the experiment exists, which is all we need.
             with contextlib.suppress(mlflow.exceptions.MlflowException):
-                mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                mlflow.create_experiment(self.experiment, artifact_location=self._artifact_root())
         experiment = mlflow.set_experiment(self.experiment)
         describe_experiment(mlflow.MlflowClient(), experiment.experiment_id, self.primary_metric)
         self._end_killed_runs(experiment.experiment_id)
