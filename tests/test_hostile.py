@@ -357,3 +357,23 @@ def test_artifacts_of_two_clients_go_to_the_servers_artifact_destination(tmp_pat
     assert not experiment.artifact_location.startswith("file:"), experiment.artifact_location
     assert sorted(path.read_text() for path in (store / "artifacts").rglob("note.txt")) == ["alice", "bob"]
     assert not list(tmp_path.glob("*/mlartifacts"))
+
+
+# 8. A Braintrust server on a closed port is told as unreachable, not as "error when constructing records".
+
+
+def test_a_closed_braintrust_port_is_told_as_unreachable(make_cfg, tmp_path, monkeypatch, capsys):
+    from test_hardening import free_port
+    from test_pipeline import run_dir
+
+    from experiments import app
+
+    monkeypatch.setenv("BRAINTRUST_API_KEY", "bt-closed-port-key-0123456789")
+    cfg = make_cfg(
+        "trackers=[braintrust]",
+        f"trackers.braintrust.app_url=http://127.0.0.1:{free_port()}",
+        "trackers.braintrust.timeout_s=20",
+    )
+    app.run(cfg, run_dir(tmp_path))
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "tracker braintrust failed" in line]
+    assert "server unreachable" in line and "constructing records" not in line, line

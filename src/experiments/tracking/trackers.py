@@ -213,10 +213,29 @@ class Trackers:
 
 
 def describe(error: object) -> str:
-    """A failure in one short line, secrets redacted."""
+    """A failure in one short line, secrets redacted; a server that cannot be reached is said so, whatever the
+    SDK wrapped the connection error in (Braintrust: "error when constructing records to flush")."""
     while isinstance(error, BaseExceptionGroup) and error.exceptions:  # a batch of uploads: the first
         error = error.exceptions[0]
+    unreachable = _connection_failure(error)
+    if unreachable is not None:
+        return redact(f"server unreachable: {type(unreachable).__name__}: {unreachable}".splitlines()[0])[:300]
     return redact(f"{type(error).__name__}: {error}".splitlines()[0])[:300]
+
+
+#: Connection failures of the HTTP stacks the SDKs use (requests, urllib3, httpx), by class name.
+_CONNECTION_ERRORS = {"ConnectionError", "NewConnectionError", "MaxRetryError", "ConnectError", "ConnectTimeout"}
+
+
+def _connection_failure(error: object) -> BaseException | None:
+    """The connection error behind ``error`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConnectionError) or type(error).__name__ in _CONNECTION_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def in_thread(
