@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 #: Lines of Hydra's messages that say nothing a user can act on.
@@ -32,6 +33,10 @@ def one_line(message: str) -> str:
     return f"{text}; choose one of: {', '.join(choices)}" if choices else text
 
 
+def _reraise(error: BaseException) -> None:
+    raise error
+
+
 def one_line_config_errors() -> None:
     """Make Hydra report its compact (user) errors in one line with exit 2 (called by ``run.py`` before Hydra)."""
     from hydra._internal import utils
@@ -49,8 +54,8 @@ def one_line_config_errors() -> None:
                 raise
             print(f"error: {one_line(str(error))}", file=sys.stderr)
             sys.exit(2)
-        except Exception:
-            return original(func)  # a bug: Hydra's full report
+        except Exception as error:  # a bug: Hydra's full report of this same error (the job is not run twice)
+            return original(partial(_reraise, error))
 
     run_and_report.one_line = True  # type: ignore[attr-defined]
     utils.run_and_report = run_and_report
