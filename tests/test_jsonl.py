@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from experiments.datasets.fields import MAX_FIELD_CHARS
 from experiments.datasets.jsonl import JsonlDataset, read_categories, read_numbered_examples
 from experiments.errors import DataError
 
@@ -49,6 +50,14 @@ def test_example_rows_and_blank_lines(tmp_path):
     numbered = read_numbered_examples(write_lines(tmp_path / "e.jsonl", rows))
     assert [(line, e.expected) for line, e in numbered] == [(1, ["a"]), (3, ["b", "c"])]
     assert numbered[1][1].metadata == {"x": 1}
+
+
+def test_long_text_fields_are_cut_as_in_serving(tmp_path):
+    """A data file's long fields are cut by the same rule as `suggest` and the served model (MAX_FIELD_CHARS)."""
+    rows = [{"input": "q" * 3 * MAX_FIELD_CHARS, "expected": ["a"]}, {**TRANSACTION, "location": "L" * 5000}]
+    [(_, example), (_, transaction)] = read_numbered_examples(write_lines(tmp_path / "e.jsonl", rows))
+    assert example.input == "q" * MAX_FIELD_CHARS
+    assert transaction.input.splitlines()[3] == "Location: " + "L" * MAX_FIELD_CHARS
 
 
 @pytest.mark.parametrize(

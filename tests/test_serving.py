@@ -21,7 +21,9 @@ import pytest
 from conftest import compose_small, write_small_data
 
 from experiments import app, register, suggest
+from experiments.datasets.fields import MAX_FIELD_CHARS, clip
 from experiments.pipeline import RunOutcome
+from experiments.serving.limits import MAX_ROWS, max_request_bytes
 from experiments.serving.mlflow_model import INPUT_EXAMPLE, run_model_uri
 from experiments.serving.mlflow_model import register as register_run
 from experiments.serving.rows import RowError, query_text
@@ -174,6 +176,11 @@ def test_query_text_from_rows():
     assert query_text({**transaction, "merchant_category": np.array(["Restaurants"])}).splitlines()[1] == (
         "Category: Restaurants"
     )
+    long_name = "Uber " * 1000  # every text field is cut to MAX_FIELD_CHARS before anything tokenizes it
+    assert query_text({**transaction, "merchant_name": long_name}).splitlines()[0] == (
+        f"Name : {long_name[:MAX_FIELD_CHARS]}"
+    )
+    assert query_text({"input": "x" * 5 * MAX_FIELD_CHARS}) == "x" * MAX_FIELD_CHARS
     for row, message in [
         ({"input": " "}, "input: must be a non-empty string"),
         ({**transaction, "amount": "twelve"}, "amount: Input should be a valid number"),
@@ -296,14 +303,20 @@ def free_port() -> int:
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
+    return post_bytes(url, json.dumps(payload).encode())
+
+
+def post_bytes(url: str, data: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        text = error.read()
+        try:
+            return error.code, json.loads(text)
+        except ValueError:
+            return error.code, {"message": text.decode(errors="replace")}
 
 
 @pytest.mark.slow
@@ -334,6 +347,19 @@ def test_mlflow_models_serve_answers_invocations(logged, tmp_path):
         assert [p["categories"] for p in body["predictions"]] == [r["reranked_top"][:3] for r in run.per_query()[:10]]
         status, body = post(url, {"dataframe_records": [{"merchant_name": "Uber"}]})
         assert status == 400 and "row 1: merchant_category: Field required" in body["message"]
+        deep = b'{"dataframe_records": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        status, body = post_bytes(url, deep)
+        assert status == 400 and "nested too deeply" in body["message"]
+        status, body = post(url, {"dataframe_records": [{"input": "taxi"}] * (MAX_ROWS + 1)})
+        assert status == 400 and f"at most {MAX_ROWS}" in body["message"]
+        # A long field is cut by the documented rule: it ranks as its first MAX_FIELD_CHARS characters do.
+        long_row = {**run.eval_rows()[0], "merchant_name": "Uber " * 100_000}
+        clipped_row = {**long_row, "merchant_name": clip(long_row["merchant_name"])}
+        status, long_body = post(url, {"dataframe_records": [long_row]})
+        assert status == 200, long_body
+        assert long_body == post(url, {"dataframe_records": [clipped_row]})[1]
+        status, body = post(url, {"dataframe_records": [{"input": "x" * (max_request_bytes() + 1)}]})
+        assert status == 413 and "limit" in body["message"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from experiments.datasets.fields import clip
 from experiments.datasets.transactions import Transaction
 from experiments.errors import DataError
 from experiments.records import Category, DatasetSplits, Example, unique
@@ -103,6 +104,8 @@ def read_numbered_examples(
         if not isinstance(row, dict):
             raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
         if "input" in row or "expected" in row:
+            if isinstance(row.get("input"), str):
+                row["input"] = clip(row["input"])
             example = _grouped(validated(Example, row, where), row.get("metadata") or {}, group_by, where)
         elif "merchant_name" in row or "expense_category" in row:
             example = _grouped(validated(Transaction, row, where).to_example(), row, group_by, where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from experiments.datasets.fields import clip
 from experiments.records import Example
 
 
@@ -31,16 +32,16 @@ class TransactionFields(BaseModel):
         return value
 
     def query_text(self) -> str:
-        """The seed's layout, one field a line (the contract in docs/data-formats.md)."""
+        """The seed's layout, one field a line (the contract in docs/data-formats.md); each field cut by ``clip``."""
         return "\n".join(
             [
-                f"Name : {self.merchant_name}",
-                f"Category: {', '.join(self.merchant_category)}",
-                f"Department: {self.department}",
-                f"Location: {self.location}",
+                f"Name : {clip(self.merchant_name)}",
+                f"Category: {clip(', '.join(self.merchant_category))}",
+                f"Department: {clip(self.department)}",
+                f"Location: {clip(self.location)}",
                 f"Amount: {self.amount}",
-                f"Card: {self.spend_program_name}",
-                f"Trip Name: {self.trip_name or 'unknown'}",
+                f"Card: {clip(self.spend_program_name)}",
+                f"Trip Name: {clip(self.trip_name or 'unknown')}",
             ]
         )
 

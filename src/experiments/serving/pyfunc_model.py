@@ -27,8 +27,10 @@ class CategoriserModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from experiments.serving.categoriser import Categoriser
+        from experiments.serving.limits import guard_scoring_server
 
         self.categoriser = Categoriser.load(Path(context.artifacts["categoriser"]))
+        guard_scoring_server()  # 413 for oversized bodies, 400 for deep JSON inside `mlflow models serve`
 
     # model_input carries no type hint: MLflow would read one as the signature, which log_model gives instead.
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:  # noqa: ANN001
@@ -39,6 +41,12 @@ class CategoriserModel(PythonModel):
 
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
         top_n = _top_n((params or {}).get("top_n"), DEFAULT_TOP_N)
+        from experiments.serving.limits import MAX_ROWS
+
+        if len(rows) > MAX_ROWS:
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(
+                f"{len(rows)} rows in one request; at most {MAX_ROWS} (split the batch, or use `suggest` for files)"
+            )
         if not rows:  # MLflow's schema drops unknown columns: a request of {"foo": 1} rows arrives empty
             raise mlflow.exceptions.MlflowException.invalid_parameter_value(
                 "no row to rank: each row needs input (query text) or the transaction fields; see docs/serving.md"

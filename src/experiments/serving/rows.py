@@ -2,8 +2,9 @@
 
 A row is a mapping. ``{"input": "<query text>"}`` is ranked as is (other keys of an example row, such as
 ``expected`` or ``metadata``, are ignored); a row with ``merchant_name`` is a transaction, validated and formatted
-into the 7-line query text. Labels (``expense_category``) and other extra keys are ignored. Missing values that
-table formats produce (``None``, NaN) count as absent.
+into the 7-line query text. Each text field is cut to ``MAX_FIELD_CHARS`` characters
+(experiments.datasets.fields), as it is in data files. Labels (``expense_category``) and other extra keys are
+ignored. Missing values that table formats produce (``None``, NaN) count as absent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from experiments.datasets.fields import clip
 from experiments.datasets.jsonl import problem
 from experiments.datasets.transactions import TransactionFields
 
@@ -52,7 +54,7 @@ def query_text(row: Any) -> str:
         text = fields[QUERY_COLUMN]
         if not isinstance(text, str) or not text.strip():
             raise RowError(f"{QUERY_COLUMN}: must be a non-empty string")
-        return text
+        return clip(text)
     if "merchant_name" not in fields:
         raise RowError(
             "row: neither a query row (input) nor a transaction row (merchant_name, merchant_category, "
