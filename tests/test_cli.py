@@ -311,3 +311,53 @@ def test_a_sweep_chosen_on_validation_registers_its_winner_as_champion(tmp_path,
     champion = mlflow.MlflowClient().get_model_version_by_alias("categoriser", "champion")
     winner_run = mlflow.get_run(champion.run_id)
     assert winner_run.data.tags["run_folder"] == str(Path(report["winner_folder"]).resolve())
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_leaves_its_parent_killed_and_a_rerun_reopens_it(tmp_path, tiny_model_dir):
+    """SIGTERM in a sweep's job: the parent is not left FINISHED; a rerun of the same folder reuses it."""
+    import signal
+    import time
+
+    import mlflow
+
+    sweep_dir = tmp_path / "sweep"
+    args = [*shrunk(tmp_path, tiny_model_dir), f"hydra.sweep.dir={sweep_dir}"]
+    trained = ["reranker=bi_encoder_finetuned", f"reranker.base_model={tiny_model_dir}", "reranker.epochs=50"]
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "-m", *args, *trained, "k=2,3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    models = tmp_path / "outputs" / "cache" / "models"
+    deadline = time.monotonic() + 300
+    while not list(models.glob(".*.tmp-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert list(models.glob(".*.tmp-*")), "training never started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+
+    def parents() -> list:
+        runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
+        return [run for run in runs if run.data.tags.get("sweep") == "parent"]
+
+    [killed] = parents()
+    assert killed.info.status == "RUNNING"  # not FINISHED: the sweep never ended; its process is gone
+    again = run_cli("-m", *args, "reranker=none", "k=2,3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    # The rerun reopens the dead parent (the next run on this host marks a gone process's RUNNING run KILLED
+    # first): one parent per sweep folder.
+    [parent] = parents()
+    assert parent.info.run_id == killed.info.run_id and parent.info.status == "FINISHED"
+    children = mlflow.search_runs(
+        experiment_names=["reranker-finetuning"],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
+        output_format="list",
+    )
+    assert len(children) == 2

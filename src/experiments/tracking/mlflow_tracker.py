@@ -128,12 +128,29 @@ class MLflowTracker:
                 print(f"note: MLflow run {run.info.run_id} was left RUNNING by process {pid}, now gone: marked KILLED")
 
     def start_sweep(self, name: str) -> str:
-        """Open the parent run of a sweep and return its id (jobs nest under it)."""
+        """Open the parent run of a sweep and return its id (jobs nest under it).
+
+        The parent stays RUNNING, tagged with this process, until ``end_sweep``: a sweep killed before then (SIGTERM,
+        ``kill -9``) leaves it RUNNING with its process gone, and the next run on this host marks it KILLED (as for
+        single runs). A rerun of the same sweep (same name, i.e. the same sweep folder) reopens that parent instead
+        of opening a second one, so the jobs it reuses and the ones it redoes stay under one parent.
+        """
         import mlflow
 
-        self._connect()
-        run = mlflow.start_run(run_name=redact(name), tags={"sweep": "parent", **this_process()})
-        mlflow.end_run()  # children attach by id; leaving it active would nest them twice
+        self._connect()  # also marks KILLED a parent left RUNNING by a killed sweep
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(self.experiment)
+        run_name = redact(name)
+        tags = {"sweep": "parent", **this_process()}
+        previous = _previous_parent(client, experiment.experiment_id, run_name)
+        if previous is not None:
+            for key, value in tags.items():
+                client.set_tag(previous, key, value)
+            client.update_run(previous, status="RUNNING")
+            self._sweep_run_id = previous
+            return previous
+        # Created, not started: children attach by id; an active run would nest them twice.
+        run = client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
 
@@ -288,6 +305,21 @@ class MLflowTracker:
 
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+
+
+def _previous_parent(client: Any, experiment_id: str, run_name: str) -> str | None:
+    """The id of this sweep's earlier parent (same run name, ended: finished, failed or killed), if any."""
+    if "'" in run_name:  # cannot be quoted in a search filter: open a new parent rather than guess
+        return None
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.sweep = 'parent' and attributes.run_name = '{run_name}' and attributes.status != 'RUNNING'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], sweep_dir: Path) -> None:
