@@ -139,7 +139,7 @@ class MLflowTracker:
 
         self._connect()  # also marks KILLED a parent left RUNNING by a killed sweep
         client = mlflow.MlflowClient()
-        experiment = client.get_experiment_by_name(self.experiment)
+        experiment = mlflow.set_experiment(self.experiment)  # made by _connect
         run_name = redact(name)
         tags = {"sweep": "parent", **this_process()}
         previous = _previous_parent(client, experiment.experiment_id, run_name)
