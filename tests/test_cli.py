@@ -350,7 +350,8 @@ def test_a_killed_sweep_leaves_its_parent_killed_and_a_rerun_reopens_it(tmp_path
     [killed] = parents()
     assert killed.info.status == "RUNNING"  # not FINISHED: the sweep never ended; its process is gone
     again = run_cli("-m", *args, "reranker=none", "k=2,3")
-    assert again.returncode == 0, again.stderr[-2000:]
+    # Exit 1 when the report lists the killed job's folder (other overrides) as "did not finish"; no crash.
+    assert again.returncode in (0, 1) and "Traceback" not in again.stderr, again.stderr[-2000:]
     # The rerun reopens the dead parent (the next run on this host marks a gone process's RUNNING run KILLED
     # first): one parent per sweep folder.
     [parent] = parents()
