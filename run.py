@@ -31,11 +31,13 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from experiments.errors import UserError
+    from experiments.extras import check_extras
     from experiments.secrets import guard_output, refuse_secret_overrides
 
     guard_output()  # the console and every log record (run.log too) are redacted from here on
     try:
         refuse_secret_overrides(sys.argv[1:])  # before Hydra saves the overrides into the run folder
+        check_extras(sys.argv[1:])  # an option whose extra is missing: one line, not Hydra's listing
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
