@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,9 +92,12 @@ def test_sweep_runs_every_combination_under_one_parent(tmp_path, tiny_model_dir)
     assert len(parents) == 1 and len(children) == 4
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
     assert all(run.info.status == "FINISHED" for run in runs)
-    # Under Hydra the params name the chosen options; the parent carries the winner and the report.
+    # Under Hydra the params and run names name the chosen options; the parent carries the winner and the report.
     assert {run.data.params["miner"] for run in children} == {"random", "cosine"}
+    assert sorted(run.info.run_name for run in children)[0] == "cosine-k2-d2-none"
     [parent] = parents
+    # The parent is named by when it started and what it varies, never by a path.
+    assert re.fullmatch(r"sweep \d{4}-\d\d-\d\d \d\d:\d\d miner x k", parent.info.run_name), parent.info.run_name
     report = json.loads(next((tmp_path / "outputs" / "multirun").glob("*/*/report.json")).read_text())
     winner = json.loads((Path(report["winner_folder"]) / "metrics.json").read_text())["metrics"]["reranker"]
     assert parent.data.params["winner"] == report["winner"]
@@ -173,8 +177,8 @@ def test_a_joblib_sweep_shares_caches_and_one_mlflow_store(tmp_path, tiny_model_
     runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId")]
     assert sorted(run.info.run_name for run in children) == [
-        "CosineMiner-k4-d2-FinetunedBiEncoder",
-        "RandomMiner-k4-d2-FinetunedBiEncoder",
+        "cosine-k4-d2-bi_encoder_finetuned",
+        "random-k4-d2-bi_encoder_finetuned",
     ]
     assert "warning: tracker" not in completed.stderr, completed.stderr[-2000:]
     assert all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]

@@ -37,7 +37,14 @@ from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.secrets import redact
 from experiments.serving.package import CategoriserPackage
-from experiments.tracking.base import FailedRun, TrackedRun, metric_key, run_metrics, tracked_params
+from experiments.tracking.base import (
+    FailedRun,
+    TrackedRun,
+    diagnostic_tags,
+    metric_key,
+    run_metrics,
+    tracked_params,
+)
 from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -120,6 +127,11 @@ class RunOutcome:
     categoriser: CategoriserPackage | None = None
     #: With ``replicates > 1``: ``{"n", "seeds", <metric>: {"mean", "sd", "values"}}`` of the reranked metrics.
     replicates: dict[str, Any] | None = None
+    #: Diagnostics for trackers (digests, leakage counts, data paths): tags, never params.
+    tags: dict[str, str] = field(default_factory=dict)
+    #: Wall-clock start and end of the run (seconds since the epoch): the tracked run's own times.
+    started_at: float | None = None
+    ended_at: float | None = None
 
     @property
     def summary(self) -> Summary:
@@ -147,8 +159,11 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def run_name(parts: Components, knobs: Knobs) -> str:
-    return f"{parts.miner.name}-k{knobs.k}-d{knobs.duplication}-{parts.reranker.name}"
+def run_name(parts: Components, knobs: Knobs, choices: Mapping[str, str] | None = None) -> str:
+    """``cosine-k2-d2-bi_encoder_finetuned``: the chosen options' names (their class names without Hydra)."""
+    chosen = choices or {}
+    miner, reranker = chosen.get("miner") or parts.miner.name, chosen.get("reranker") or parts.reranker.name
+    return f"{miner}-k{knobs.k}-d{knobs.duplication}-{reranker}"
 
 
 # The steps, in order.
@@ -287,23 +302,26 @@ def run_experiment(
         UserError: a bad file or option; raised before anything is written or recorded.
     """
     watch = _Stopwatch()
+    started_at = time.time()
     started = time.perf_counter()
     splits = load_data(parts, knobs)
     watch.lap("load", started)
-    name = run_name(parts, knobs)
-    params = {
-        **tracked_params(config, choices),
-        "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16] or None,
-        "eval_in_train": eval_in_train(splits),
-        "eval_groups_in_train": eval_groups_in_train(splits),
+    name = run_name(parts, knobs, choices)
+    params = tracked_params(config, choices)
+    tags = {
+        **diagnostic_tags(config),
+        "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16],
+        "eval_in_train": str(eval_in_train(splits)),
+        "eval_groups_in_train": str(eval_groups_in_train(splits)),
     }
     try:
         outcome = _run_steps(parts, knobs, folders, config, splits, watch, name, params)
     except UserError:
         raise
     except BaseException as error:
-        _track_failure(parts.trackers, name, params, error)
+        _track_failure(parts.trackers, FailedRun(name, params, "", tags=tags, started_at=started_at), error)
         raise
+    outcome.tags, outcome.started_at, outcome.ended_at = tags, started_at, time.time()
     _track(parts.trackers, outcome)
     return outcome
 
@@ -453,6 +471,7 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
         **replicate_metrics(outcome.replicates),
     }
     tags = {
+        **outcome.tags,
         "finetune_items": str(len(finetune_set)),
         **{key: str(value) for key, value in finetune_set.fill_notes.items()},
         "experiments.run_uid": uuid.uuid4().hex,
@@ -474,6 +493,8 @@ def _track(trackers: Trackers, outcome: RunOutcome) -> None:
         artifacts=outcome.output_dir,
         loss_history=list(fit.loss_history) if fit else [],
         categoriser=outcome.categoriser,
+        started_at=outcome.started_at,
+        ended_at=outcome.ended_at,
     )
     trackers.log_run(run)
 
@@ -489,9 +510,9 @@ def replicate_metrics(replicates: Mapping[str, Any] | None) -> dict[str, float]:
     }
 
 
-def _track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
+def _track_failure(trackers: Trackers, run: FailedRun, error: BaseException) -> None:
     """Record a run that failed after validation, with its params and the reason, as FAILED (KILLED when it was
     stopped: SIGTERM or Ctrl-C)."""
     status = "FAILED" if isinstance(error, Exception) else "KILLED"
     reason = redact(f"{type(error).__name__}: {error}")
-    trackers.log_failure(FailedRun(name=name, params=params, error=reason, status=status))
+    trackers.log_failure(replace(run, error=reason, status=status))

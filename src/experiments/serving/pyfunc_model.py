@@ -10,16 +10,13 @@ and ``scores`` (the reranker's, aligned). Param ``top_n`` (default 5, at most th
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
-
-# MLflow suggests type hints for predict when a class is defined; the signature is given at logging instead.
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class CategoriserModel(PythonModel):
@@ -30,10 +27,9 @@ class CategoriserModel(PythonModel):
 
         self.categoriser = Categoriser.load(Path(context.artifacts["categoriser"]))
 
-    # model_input carries no type hint: MLflow would read one as the signature, which log_model gives instead.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:  # noqa: ANN001
-        import pandas as pd
-
+    # A DataFrame hint is one MLflow infers no signature from (log_model gives it); a list of mappings given to
+    # the loaded model arrives here as a DataFrame built against that signature.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from experiments.serving.categoriser import DEFAULT_TOP_N
         from experiments.serving.rows import RowError, query_text
 

@@ -96,7 +96,7 @@ class Trackers:
         return failed
 
     def log_failure(self, run: FailedRun) -> None:
-        clean = replace(run, params=scrub(dict(run.params)), error=redact(run.error))
+        clean = replace(run, params=scrub(dict(run.params)), tags=scrub(dict(run.tags)), error=redact(run.error))
         _, strict_failures = self._each(lambda tracker: tracker.log_failure(clean))
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
