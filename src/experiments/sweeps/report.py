@@ -4,7 +4,10 @@
 ``python -m experiments.report <sweep folder>`` regenerates the same report without any tracker. The winner is the
 row with the best ``metric`` on the *selection* split: the validation split carved from train when the runs report
 one (``metrics.json["validation"]``), else the eval split, and the report says which (choosing on eval is test-set
-tuning: its number is biased upward).
+tuning: its number is biased upward). Rows that tie on it are named as a tie and ordered by ``TIE_RULE``.
+
+A job that reused a stored model (``fit.reused``) shows ``reused`` with the training time and loss history stored
+with that model when it was trained (the model folder's completion record), not the reuse's zero seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 ALPHA = 0.05
+#: How rows that tie on the selection metric are ordered; stated in the report. Never an eval number.
+TIE_RULE = "the shorter stored training time first, then the configuration name"
+#: Selection values closer than this are a tie (they differ only by floating-point noise).
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,41 @@ class Row:
 
     @property
     def fit(self) -> dict[str, Any]:
-        return self.job.metrics.get("fit") or {}
+        """The run's ``fit`` block; for a reused model, with the stored training time and loss history."""
+        return training(self.job)
+
+    @property
+    def training_cell(self) -> str:
+        """``12.3`` (trained in this run), ``reused, 12.3`` (a stored model trained earlier) or ``—``."""
+        fit = self.fit
+        if not fit:
+            return "—"
+        seconds = fit.get("train_seconds")
+        trained = "" if seconds is None else f"{float(seconds):.1f}"
+        if fit.get("reused"):
+            return f"reused, {trained}" if trained else "reused"
+        return trained or "—"
+
+
+def training(job: Job) -> dict[str, Any]:
+    """``metrics.json["fit"]``; when the model was reused, its training time and loss history are the stored
+    model's (``COMPLETE.json`` in ``<models_dir>/<finetune id>``, found through the run's ``config.json``)."""
+    from experiments.store import read_marker
+
+    fit = dict(job.metrics.get("fit") or {})
+    if not fit.get("reused"):
+        return fit
+    fit["train_seconds"] = None  # unknown unless the stored model says
+    config_file, finetune_id = job.folder / "config.json", job.metrics.get("finetune_id")
+    if not (config_file.is_file() and finetune_id):
+        return fit
+    models_dir = (json.loads(config_file.read_text("utf-8")).get("paths") or {}).get("models_dir")
+    stored = read_marker(Path(models_dir) / str(finetune_id)) if models_dir else None
+    if stored:
+        fit["train_seconds"] = stored.get("train_seconds")
+        if len(stored.get("loss_history") or []) > len(fit.get("loss_history") or []):
+            fit["loss_history"] = stored["loss_history"]
+    return fit
 
 
 @dataclass(frozen=True)
@@ -117,6 +158,7 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     split = "validation" if on_validation else "eval"
     rows = [_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
+    rows = _break_ties(rows)
     best = rows[0]
     compared: list[Row] = []
     for row in rows[1:]:
@@ -130,6 +172,35 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
         Row(**{**row.__dict__, "p_adjusted": next(adjusted)}) if row.p_value is not None else row for row in compared
     ]
     return final, split
+
+
+def ties(rows: list[Row]) -> list[list[Row]]:
+    """Groups of two or more rows (sorted best first) whose selection values are equal."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        if groups and abs(groups[-1][0].selection_value - row.selection_value) <= TIE_TOLERANCE:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return [group for group in groups if len(group) > 1]
+
+
+def _break_ties(rows: list[Row]) -> list[Row]:
+    """Rows sorted best first, each tied group ordered by ``TIE_RULE`` (unknown training time counts as longest)."""
+
+    def rule(row: Row) -> tuple[float, str]:
+        seconds = row.fit.get("train_seconds")
+        return (float("inf") if seconds is None else float(seconds), row.label)
+
+    tied = {id(row): group for group in ties(rows) for row in group}
+    ordered: list[Row] = []
+    for row in rows:
+        group = tied.get(id(row))
+        if group is None:
+            ordered.append(row)
+        elif row is group[0]:
+            ordered.extend(sorted(group, key=rule))
+    return ordered
 
 
 def _cell(value: Estimate, signed: bool = False) -> str:
@@ -165,7 +236,7 @@ def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
                 _cell(row.delta_baseline[metric], signed=True),
                 versus,
                 p_text,
-                f"{float(row.fit.get('train_seconds', 0.0)):.1f}" if row.fit else "—",
+                row.training_cell,
                 str(row.job.metrics.get("finetune_id") or "—"),
             ]
         )
@@ -180,6 +251,8 @@ def _markdown(report_rows: list[list[str]], report: dict[str, Any]) -> str:
         f"{report['selection_split']} split.",
         "",
     ]
+    if report["ties"]:
+        lines += [f"> {tie_sentence(report)}", ""]
     if report["selection_split"] == "eval":
         lines += [
             "> The runs report no validation split, so the winner was chosen on the eval split: its eval numbers",
@@ -216,10 +289,19 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
         f"<h1>Sweep report</h1><p>{html.escape(str(report['sweep_dir']))}</p>"
         f"<p><b>Winner: {html.escape(report['winner'])}</b> — {html.escape(report['metric'])} "
         f"{report['winner_value']:.3f} on the {report['selection_split']} split.</p>"
-        f"<table><tr>{head}</tr>{body}</table>"
+        + (f"<p>{html.escape(tie_sentence(report))}</p>" if report["ties"] else "")
+        + f"<table><tr>{head}</tr>{body}</table>"
         + (f"<h2>Failed jobs</h2><ul>{failed}</ul>" if failed else "")
         + images
         + "</body></html>\n"
+    )
+
+
+def tie_sentence(report: dict[str, Any]) -> str:
+    """``Tie on mrr@1 (validation): a, b at 0.733; ordered by <rule>.`` for each tied group."""
+    parts = [f"{', '.join(group['configurations'])} at {group['value']:.3f}" for group in report["ties"]]
+    return (
+        f"Tie on {report['metric']} ({report['selection_split']}): {'; '.join(parts)}; ordered by {report['tie_rule']}."
     )
 
 
@@ -250,6 +332,10 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
         "winner_overrides": winner.job.overrides,
         "winner_choices": winner.choices,
+        "ties": [
+            {"value": group[0].selection_value, "configurations": [row.label for row in group]} for group in ties(rows)
+        ],
+        "tie_rule": TIE_RULE,
         "n_queries": len(winner.queries),
         "rows": [
             {
@@ -261,6 +347,8 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
                 "p_value": row.p_value,
                 "p_holm": row.p_adjusted,
                 "finetune_id": row.job.metrics.get("finetune_id"),
+                "reused": bool(row.fit.get("reused")),
+                "train_seconds": row.fit.get("train_seconds"),
             }
             for row in rows
         ],
