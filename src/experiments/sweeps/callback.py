@@ -79,7 +79,9 @@ class SweepMonitor(Callback):
         global exit_code
         exit_code = 0
         self._sweep_dir = Path(config.hydra.sweep.dir)
-        self._total = planned_jobs(list(config.hydra.overrides.task))
+        # A search sweeper (hparams_search=optuna) says how many trials it runs; a grid is the product of its sweeps.
+        trials = config.hydra.sweeper.get("n_trials")
+        self._total = int(trials) if trials else planned_jobs(list(config.hydra.overrides.task))
         start_progress(self._sweep_dir)
         print(f"sweep: {self._total} jobs into {self._sweep_dir}", file=sys.stderr)
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from experiments.tracking.base import flatten
 from experiments.tracking.trackers import Trackers
 
 PARENT_ENV = "EXPERIMENTS_PARENT_"
@@ -39,7 +40,8 @@ def swept_knobs(overrides: Sequence[str]) -> list[str]:
 def searched_knobs(config: DictConfig) -> list[str]:
     """The keys a search sweeper varies (``hydra.sweeper.params`` of ``hparams_search=optuna``), if any."""
     params = config.hydra.sweeper.get("params") or {}
-    return [str(key) for key in params]
+    nested = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else dict(params)
+    return list(flatten(nested)) if isinstance(nested, dict) else []
 
 
 def sweep_name(knobs: Sequence[str], started_at: float) -> str:
