@@ -41,7 +41,7 @@ def searched_knobs(config: DictConfig) -> list[str]:
     """The keys a search sweeper varies (``hydra.sweeper.params`` of ``hparams_search=optuna``), if any."""
     params = config.hydra.sweeper.get("params") or {}
     nested = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else dict(params)
-    return list(flatten(nested)) if isinstance(nested, dict) else []
+    return list(flatten({str(key): value for key, value in nested.items()})) if isinstance(nested, dict) else []
 
 
 def sweep_name(knobs: Sequence[str], started_at: float) -> str:

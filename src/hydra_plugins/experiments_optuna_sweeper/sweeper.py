@@ -121,6 +121,8 @@ def suggest(trial: Any, key: str, override: Override) -> Any:
         return trial.suggest_categorical(key, list(override.sweep_iterator()))
     if isinstance(sweep, IntervalSweep):
         low, high = sweep.start, sweep.end
+        if low is None or high is None:
+            raise UserError(f"hydra.sweeper.params.{key}: an interval needs both ends, not {override}")
         if isinstance(low, int) and isinstance(high, int) and "log" not in sweep.tags:
             return trial.suggest_int(key, low, high)
         return trial.suggest_float(key, float(low), float(high), log="log" in sweep.tags)
