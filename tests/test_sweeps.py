@@ -18,6 +18,7 @@ from experiments.sweeps.report import write_report
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 N_QUERIES = 40
+RELEASE_0_1 = Path(__file__).parent / "data" / "run-folder-0.1"
 
 
 def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: float = 10.0) -> Path:
@@ -28,11 +29,15 @@ def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: 
     choices = {"miner": miner, "reranker": "bi_encoder_finetuned", "hydra/launcher": "basic"}
     (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
     (folder / "config.json").write_text(json.dumps({"k": k}))
+    top = {"baseline_top": ["a"], "baseline_scores": [0.5], "reranked_top": ["a"], "reranked_scores": [0.5]}
     rows = [
         {
             "query": f"q{i}",
+            "expected": ["a"],
+            **top,
             "reranker": dict.fromkeys(METRIC_NAMES, hits[i]),
             "baseline": dict.fromkeys(METRIC_NAMES, 0.0),
+            "rerank_ms": 1.0,
         }
         for i in range(N_QUERIES)
     ]
@@ -40,11 +45,13 @@ def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: 
     mean = float(np.mean(hits))
     block = {name: {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1} for name in METRIC_NAMES}
     zero = {name: {"mean": 0.25, "ci_low": 0.2, "ci_high": 0.3} for name in METRIC_NAMES}
-    metrics = {
-        "metrics": {"reranker": block, "baseline": zero, "delta": block, "n_queries": N_QUERIES},
-        "finetune_id": f"ft-{miner}{k}",
-        "fit": {"train_seconds": train_seconds, "loss_history": [[10, 2.0], [20, 1.5], [30, 1.1]]},
-    }
+    # Everything but the numbers under test as a real run wrote it (the checked-in 0.1 run folder).
+    metrics = json.loads((RELEASE_0_1 / "metrics.json").read_text())
+    metrics["metrics"].update(reranker=block, baseline=zero, delta=block, n_queries=N_QUERIES)
+    metrics["finetune_id"] = f"ft-{miner}{k}"
+    metrics["fit"].update(train_seconds=train_seconds, loss_history=[[10, 2.0], [20, 1.5], [30, 1.1]], selection={})
+    for key in ("validation", "replicates"):
+        metrics.pop(key)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
@@ -110,7 +117,11 @@ def test_validation_numbers_pick_the_winner_when_present(sweep: Path) -> None:
     metrics = json.loads(loser.read_text())
     for path in sweep.glob("*/metrics.json"):
         other = json.loads(path.read_text())
-        other["validation"] = {"reranker": {"mrr@1": {"mean": 0.99 if path == loser else 0.5}}}
+        other["validation"] = {
+            "reranker": {"mrr@1": {"mean": 0.99 if path == loser else 0.5}},
+            "queries": 9,
+            "chosen": 1,
+        }
         path.write_text(json.dumps(other))
     report = write_report(sweep, metric="mrr@1")
     assert report.selection_split == "validation"
@@ -144,17 +155,17 @@ def test_a_reused_model_shows_its_stored_training(sweep: Path, tmp_path: Path) -
     (models / "ft-kmeans4" / "COMPLETE.json").write_text(json.dumps(stored))
     winner = sweep / "k=4,miner=kmeans"
     metrics = json.loads((winner / "metrics.json").read_text())
-    metrics["fit"] = {"reused": True, "train_seconds": 0.0, "loss_history": [[40, 0.9]]}
+    metrics["fit"] = {**metrics["fit"], "reused": True, "train_seconds": 0.0, "loss_history": [[40, 0.9]]}
     (winner / "metrics.json").write_text(json.dumps(metrics))
     (winner / "config.json").write_text(json.dumps({"k": 4, "paths": {"models_dir": str(models)}}))
     report = write_report(sweep, metric="mrr@1")
     assert report.winner.label == "k=4,miner=kmeans"
-    assert report.winner.training_cell == "reused, 42.5"
-    assert report.winner.fit["loss_history"] == stored["loss_history"]  # what the winner's loss plot draws
+    assert report.winner.training.cell == "reused, 42.5"
+    assert report.winner.training.loss_history == [tuple(point) for point in stored["loss_history"]]  # the plot
     assert "| reused, 42.5 |" in report.markdown_path.read_text()
     saved = json.loads((sweep / "report.json").read_text())["rows"][0]
     assert saved["reused"] is True and saved["train_seconds"] == 42.5
-    assert report.rows[1].training_cell == "10.0"  # trained in its own run
+    assert report.rows[1].training.cell == "10.0"  # trained in its own run
 
 
 def test_ties_on_the_selection_metric_are_named_and_broken_by_the_stated_rule(tmp_path: Path) -> None:
@@ -193,6 +204,7 @@ def test_progress_counts_this_invocation_and_names_reused_jobs(tmp_path: Path, c
             "mode": RunMode.MULTIRUN,
             "sweep": {"dir": str(tmp_path)},
             "overrides": {"task": ["k=2,4", "miner=a,b"]},
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
             "job": {"override_dirname": label, "num": labels.index(label)},
             "runtime": {"output_dir": str(tmp_path / label)},
         }

@@ -9,17 +9,17 @@ A bad option or file raises ``UserError`` with the same one-line message the com
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from experiments.errors import UserError
 
 if TYPE_CHECKING:
-    from experiments.pipeline import RunOutcome
+    from experiments.outcome import RunOutcome
+    from experiments.run_folder import RunRecord
 
 #: The checkout's config folder (the package is installed from ``src/`` of the checkout).
 CHECKOUT_CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -33,7 +33,8 @@ class RunResult:
         metric: the reranker's ``optimized_metric`` (``mrr@1`` by default), as ``python run.py`` returns it.
         metrics: the headline numbers under their tracked names (``mrr_at_1``, ``baseline_mrr_at_1``,
             ``delta_mrr_at_1_ci_low``...), the same as in MLflow.
-        record: the run folder's ``metrics.json`` as read back (dataset, fine-tuning set, fit, metrics, timings).
+        record: the run folder's ``metrics.json`` as read back, typed (``experiments.run_folder.RunRecord``:
+            dataset, fine-tuning set, fit, metrics, validation, timings).
         run_folder: the run's folder (``config.json``, ``finetune.jsonl``, ``metrics.json``, ``per_query.jsonl``).
         mlflow_run_id: the MLflow run that recorded it (None without the MLflow tracker, or when it failed).
         model_uri: ``models:/<id>`` of the logged categoriser, for ``mlflow.pyfunc.load_model`` (None with
@@ -43,7 +44,7 @@ class RunResult:
 
     metric: float
     metrics: dict[str, float]
-    record: dict[str, Any]
+    record: RunRecord
     run_folder: Path
     mlflow_run_id: str | None
     model_uri: str | None
@@ -118,13 +119,14 @@ def run(
 
 
 def _result(outcome: RunOutcome, optimized: str, with_mlflow: bool) -> RunResult:
+    from experiments import run_folder
     from experiments.tracking.base import run_metrics
 
-    record = json.loads((outcome.output_dir / "metrics.json").read_text("utf-8"))
+    record = run_folder.read(outcome.output_dir)
     run_id, model_uri = _mlflow_run(outcome.output_dir) if with_mlflow else (None, None)
     return RunResult(
         metric=outcome.metric(optimized),
-        metrics=run_metrics(outcome.summary, {}),
+        metrics=run_metrics(record),
         record=record,
         run_folder=outcome.output_dir,
         mlflow_run_id=run_id,

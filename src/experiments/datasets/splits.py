@@ -93,3 +93,9 @@ def eval_groups_in_train(splits: DatasetSplits) -> int:
         return 0
     seen = {example.metadata.get(splits.group_key) for example in splits.train} - {None}
     return sum(1 for example in splits.eval if example.metadata.get(splits.group_key) in seen)
+
+
+def eval_in_train(splits: DatasetSplits) -> int:
+    """How many eval queries are also train queries (their scores are optimistic)."""
+    train_inputs = {example.input for example in splits.train}
+    return sum(1 for example in splits.eval if example.input in train_inputs)

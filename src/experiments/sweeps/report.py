@@ -7,25 +7,24 @@ one (``metrics.json["validation"]``), else the eval split, and the report says w
 tuning: its number is biased upward). Rows that tie on it are named as a tie and ordered by ``TIE_RULE``.
 
 A job that reused a stored model (``fit.reused``) shows ``reused`` with the training time and loss history stored
-with that model when it was trained (the model folder's completion record), not the reuse's zero seconds.
+with that model when it was trained (``sweeps.rows.training``), not the reuse's zero seconds.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.files import write_atomic
 from experiments.sweeps.jobs import Job, sweep_jobs
+from experiments.sweeps.plots import write_plots
+from experiments.sweeps.rows import Row, read_row, validation_score
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 ALPHA = 0.05
@@ -33,65 +32,6 @@ ALPHA = 0.05
 TIE_RULE = "the shorter stored training time first, then the configuration name"
 #: Selection values closer than this are a tie (they differ only by floating-point noise).
 TIE_TOLERANCE = 1e-9
-
-
-@dataclass(frozen=True)
-class Row:
-    """One completed configuration of the sweep."""
-
-    job: Job
-    knobs: dict[str, str]
-    choices: dict[str, str]
-    metrics: dict[str, Estimate]
-    delta_baseline: dict[str, Estimate]
-    selection_value: float
-    per_query: dict[str, np.ndarray]
-    queries: list[str]
-    vs_best: Estimate | None = None
-    p_value: float | None = None
-    p_adjusted: float | None = None
-
-    @property
-    def label(self) -> str:
-        return ",".join(f"{key}={value}" for key, value in sorted(self.knobs.items())) or self.job.folder.name
-
-    @property
-    def fit(self) -> dict[str, Any]:
-        """The run's ``fit`` block; for a reused model, with the stored training time and loss history."""
-        return training(self.job)
-
-    @property
-    def training_cell(self) -> str:
-        """``12.3`` (trained in this run), ``reused, 12.3`` (a stored model trained earlier) or ``—``."""
-        fit = self.fit
-        if not fit:
-            return "—"
-        seconds = fit.get("train_seconds")
-        trained = "" if seconds is None else f"{float(seconds):.1f}"
-        if fit.get("reused"):
-            return f"reused, {trained}" if trained else "reused"
-        return trained or "—"
-
-
-def training(job: Job) -> dict[str, Any]:
-    """``metrics.json["fit"]``; when the model was reused, its training time and loss history are the stored
-    model's (``COMPLETE.json`` in ``<models_dir>/<finetune id>``, found through the run's ``config.json``)."""
-    from experiments.store import read_marker
-
-    fit = dict(job.metrics.get("fit") or {})
-    if not fit.get("reused"):
-        return fit
-    fit["train_seconds"] = None  # unknown unless the stored model says
-    config_file, finetune_id = job.folder / "config.json", job.metrics.get("finetune_id")
-    if not (config_file.is_file() and finetune_id):
-        return fit
-    models_dir = (json.loads(config_file.read_text("utf-8")).get("paths") or {}).get("models_dir")
-    stored = read_marker(Path(models_dir) / str(finetune_id)) if models_dir else None
-    if stored:
-        fit["train_seconds"] = stored.get("train_seconds")
-        if len(stored.get("loss_history") or []) > len(fit.get("loss_history") or []):
-            fit["loss_history"] = stored["loss_history"]
-    return fit
 
 
 @dataclass(frozen=True)
@@ -110,42 +50,6 @@ class SweepReport:
         return self.winner.selection_value
 
 
-def _estimate(block: dict[str, float]) -> Estimate:
-    return Estimate(block["mean"], block["ci_low"], block["ci_high"])
-
-
-def _choices(folder: Path) -> dict[str, str]:
-    hydra_file = folder / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return {}
-    choices = yaml.safe_load(hydra_file.read_text("utf-8"))["hydra"]["runtime"]["choices"]
-    return {str(key): str(value) for key, value in choices.items() if not str(key).startswith("hydra")}
-
-
-def _validation(job: Job, metric: str) -> float | None:
-    """The run's ``metric`` on its validation split (a model trained without it), when it reports one."""
-    scores = (job.metrics.get("validation") or {}).get("reranker") or {}
-    return float(scores[metric]["mean"]) if metric in scores else None
-
-
-def _row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Row:
-    summary = job.metrics["metrics"]
-    validation = _validation(job, metric) if on_validation else None
-    selection = validation if validation is not None else summary["reranker"][metric]["mean"]
-    lines = (job.folder / "per_query.jsonl").read_text("utf-8").splitlines()
-    records = [json.loads(line) for line in lines]
-    return Row(
-        job=job,
-        knobs={key: job.overrides[key] for key in swept if key in job.overrides},
-        choices=_choices(job.folder),
-        metrics={name: _estimate(summary["reranker"][name]) for name in METRIC_NAMES},
-        delta_baseline={name: _estimate(summary["delta"][name]) for name in METRIC_NAMES},
-        selection_value=float(selection),
-        per_query={name: np.array([r["reranker"][name] for r in records], dtype=float) for name in METRIC_NAMES},
-        queries=[r["query"] for r in records],
-    )
-
-
 def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     """Rows for the completed jobs, best first by the selection metric; and the name of the selection split."""
     completed = [job for job in jobs if job.status == "completed"]
@@ -154,9 +58,9 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     keys = list(dict.fromkeys(key for job in completed for key in job.overrides))
     swept = [key for key in keys if len({job.overrides.get(key) for job in completed}) > 1]
     # Every row is chosen on the same split: validation only when every run reports it.
-    on_validation = all(_validation(job, metric) is not None for job in completed)
+    on_validation = all(validation_score(job, metric) is not None for job in completed)
     split = "validation" if on_validation else "eval"
-    rows = [_row(job, swept, metric, on_validation) for job in completed]
+    rows = [read_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
     rows = _break_ties(rows)
     best = rows[0]
@@ -189,8 +93,9 @@ def _break_ties(rows: list[Row]) -> list[Row]:
     """Rows sorted best first, each tied group ordered by ``TIE_RULE`` (unknown training time counts as longest)."""
 
     def rule(row: Row) -> tuple[float, str]:
-        seconds = row.fit.get("train_seconds")
-        return (float("inf") if seconds is None else float(seconds), row.label)
+        training = row.training
+        seconds = training.seconds if training is not None else 0.0
+        return (float("inf") if seconds is None else seconds, row.label)
 
     tied = {id(row): group for group in ties(rows) for row in group}
     ordered: list[Row] = []
@@ -236,8 +141,8 @@ def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
                 _cell(row.delta_baseline[metric], signed=True),
                 versus,
                 p_text,
-                row.training_cell,
-                str(row.job.metrics.get("finetune_id") or "—"),
+                row.training.cell if row.training else "—",
+                str(row.record.finetune_id or "—"),
             ]
         )
     return table
@@ -300,20 +205,12 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
 def tie_sentence(report: dict[str, Any]) -> str:
     """``Tie on mrr@1 (validation): a, b at 0.733; ordered by <rule>.`` for each tied group."""
     parts = [f"{', '.join(group['configurations'])} at {group['value']:.3f}" for group in report["ties"]]
-    return (
-        f"Tie on {report['metric']} ({report['selection_split']}): {'; '.join(parts)}; ordered by {report['tie_rule']}."
-    )
-
-
-def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    where = f"{report['metric']} ({report['selection_split']})"
+    return f"Tie on {where}: {'; '.join(parts)}; ordered by {report['tie_rule']}."
 
 
 def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``sweep_dir``."""
-    from experiments.sweeps.plots import write_plots
 
     if metric not in METRIC_NAMES:
         raise UserError(f"optimized_metric={metric!r} is not one of {list(METRIC_NAMES)}.")
@@ -346,9 +243,9 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
                 "delta_vs_best": None if row.vs_best is None else row.vs_best.__dict__,
                 "p_value": row.p_value,
                 "p_holm": row.p_adjusted,
-                "finetune_id": row.job.metrics.get("finetune_id"),
-                "reused": bool(row.fit.get("reused")),
-                "train_seconds": row.fit.get("train_seconds"),
+                "finetune_id": row.record.finetune_id,
+                "reused": bool(row.training and row.training.reused),
+                "train_seconds": row.training.seconds if row.training else None,
             }
             for row in rows
         ],
@@ -357,9 +254,9 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     }
     table = _table(rows, metric, split)
     markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
-    _write(markdown_path, _markdown(table, report))
-    _write(html_path, _html(table, report))
-    _write(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(markdown_path, _markdown(table, report))
+    write_atomic(html_path, _html(table, report))
+    write_atomic(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots)
 
 
