@@ -107,11 +107,8 @@ def test_a_killed_search_resumes(tmp_path, tiny_model_dir):
     database = sweep / "optuna.db"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:  # until one trial is complete
-        if database.is_file():
-            with sqlite3.connect(database) as connection:
-                (complete,) = connection.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()
-            if complete >= 1:
-                break
+        if database.is_file() and sum(state == "COMPLETE" for _, state in trials_in(database)) >= 1:
+            break
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
@@ -127,5 +124,9 @@ def test_a_killed_search_resumes(tmp_path, tiny_model_dir):
 
 
 def trials_in(database: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(database) as connection:
-        return list(connection.execute("select number, state from trials order by number"))
+    """``(number, state)`` of every trial in the study's SQLite file (none while Optuna is still creating it)."""
+    try:
+        with sqlite3.connect(database) as connection:
+            return list(connection.execute("select number, state from trials order by number"))
+    except sqlite3.OperationalError:  # the tables do not exist yet
+        return []
