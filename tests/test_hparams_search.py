@@ -112,15 +112,20 @@ def test_a_killed_search_resumes(tmp_path, tiny_model_dir):
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
-    first = [t for t in trials_in(database) if t[1] == "COMPLETE"]
+    before = dict(trials_in(database))
+    first = [number for number, state in before.items() if state == "COMPLETE"]
+    killed = [number for number, state in before.items() if state == "RUNNING"]
     assert 1 <= len(first) < 3
     resumed = run_search(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    states = [t["state"] for t in trials(sweep)]
-    assert states.count("COMPLETE") == 3
-    kept = {t["number"]: t for t in trials(sweep)}
-    for number, _ in first:
-        assert kept[number]["state"] == "COMPLETE"  # what finished before the kill is kept, not redone
+    after = {t["number"]: t for t in trials(sweep)}
+    assert [t["state"] for t in after.values()].count("COMPLETE") == 3
+    assert all(after[number]["state"] == "COMPLETE" for number in first)  # kept, not redone
+    # Only the missing trials ran: the study is the old one plus 3 - len(first) new trials.
+    assert len(after) == len(before) + 3 - len(first)
+    for number in killed:  # a trial the kill interrupted is closed and asked again with the same parameters
+        assert after[number]["state"] == "FAIL"
+        assert any(t["params"] == after[number]["params"] for n, t in after.items() if n > max(before))
 
 
 def trials_in(database: Path) -> list[tuple[int, str]]:
