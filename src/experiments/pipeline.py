@@ -15,14 +15,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from experiments import run_folder
 from experiments.datasets.base import Dataset
 from experiments.datasets.splits import eval_groups_in_train, eval_in_train, holdout
 from experiments.embedders.base import Embedder
-from experiments.errors import ConfigError, UserError
+from experiments.errors import UserError
 from experiments.evaluation.evaluate import run_queries, summarize
 from experiments.evaluation.table import format_table
 from experiments.files import write_atomic
@@ -32,32 +32,13 @@ from experiments.records import DatasetSplits, FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
+from experiments.schema import Knobs
 from experiments.serving.package import CategoriserPackage
 from experiments.tracking.base import diagnostic_tags, tracked_params
 from experiments.tracking.record import track, track_failure
 from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Knobs:
-    """The settings users type at the top level of ``conf/config.yaml``."""
-
-    k: int = 4
-    duplication: int = 2
-    seed: int = 42
-    bootstrap_resamples: int = 1000
-    progress: bool = True
-    #: Package the categoriser and log it as the run's model (``log_model=false`` skips it).
-    log_model: bool = True
-    #: Share of train (whole groups) held out for every choice a reranker makes; 0 = no validation split.
-    validation_fraction: float = 0.2
-    #: Mine-fit-evaluate under this many seeds (seed, seed + 1, ...); the run folder is the first seed's.
-    replicates: int = 1
-
-    def seeds(self) -> list[int]:
-        return [self.seed + offset for offset in range(self.replicates)]
 
 
 @dataclass(frozen=True)
@@ -91,11 +72,7 @@ def run_name(parts: Components, knobs: Knobs, choices: Mapping[str, str] | None 
 
 
 def load_data(parts: Components, knobs: Knobs) -> DatasetSplits:
-    """Validate every file and knob (and fingerprint the embedding model) before any work or record."""
-    if not 0 <= knobs.validation_fraction < 1:
-        raise ConfigError(f"validation_fraction={knobs.validation_fraction} must be in [0, 1); 0 turns it off.")
-    if knobs.replicates < 1:
-        raise ConfigError(f"replicates={knobs.replicates} must be at least 1.")
+    """Validate every file and the knobs bounded by the data (and fingerprint the embedding model) before any work."""
     splits = parts.dataset.load()
     check_knobs(knobs.k, knobs.duplication, len(splits.categories))
     parts.embedder.identity()  # a bad model path fails here
@@ -266,7 +243,7 @@ def _run_steps(
     # The run's own seed goes last, so the reranker is left holding the model the run folder reports; the stage
     # timings are that seed's too (the other seeds' laps go to a throwaway stopwatch).
     replicates = [
-        _replicate(parts, splits, vectors, folders, replace(knobs, seed=seed), held_out, _Stopwatch())
+        _replicate(parts, splits, vectors, folders, knobs.model_copy(update={"seed": seed}), held_out, _Stopwatch())
         for seed in knobs.seeds()[:0:-1]
     ]
     finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, held_out, watch)

@@ -77,16 +77,6 @@ def group_of(example: Example, group_key: str | None, position: int) -> str:
     return str(example.metadata.get(group_key, f"#row{position}"))
 
 
-def carve_validation(
-    examples: Sequence[Example], group_key: str | None, fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Split train examples into ``(fit, validation)``, whole groups only (see :func:`group_holdout`)."""
-    held = holdout(examples, group_key, fraction, seed)
-    fit = [example for position, example in enumerate(examples) if position not in held]
-    validation = [example for position, example in enumerate(examples) if position in held]
-    return fit, validation
-
-
 def eval_groups_in_train(splits: DatasetSplits) -> int:
     """How many eval queries share a group (``splits.group_key``) with a train query; 0 without a key."""
     if splits.group_key is None:
