@@ -76,8 +76,13 @@ def test_the_search_picks_on_validation_and_poisoned_eval_labels_do_not_move_it(
     assert clean.returncode == 0, clean.stderr[-3000:]
     report = json.loads((clean_sweep / "report.json").read_text())
     assert report["selection_split"] == "validation" and len(report["rows"]) == len(list(clean_sweep.glob("*/.hydra")))
-    best = max((t for t in trials(clean_sweep) if t["state"] == "COMPLETE"), key=lambda t: t["validation"])
+    done = [t for t in trials(clean_sweep) if t["state"] == "COMPLETE"]
+    for trial in done:  # the study was told each trial's validation score, never its eval score
+        record = json.loads((Path(trial["run_folder"]) / "metrics.json").read_text())
+        assert trial["validation"] == pytest.approx(record["validation"]["reranker"]["mrr@1"]["mean"])
+    best = max(done, key=lambda t: t["validation"])
     assert report["winner_value"] == pytest.approx(best["validation"])
+    assert report["winner_folder"] == best["run_folder"]
     assert "sweep: 4/4 finished" in clean.stderr
     # Each trial is a child run of the sweep's parent, named by the searched knobs.
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
@@ -91,6 +96,7 @@ def test_the_search_picks_on_validation_and_poisoned_eval_labels_do_not_move_it(
     assert poisoned.returncode == 0, poisoned.stderr[-3000:]
     again = json.loads((poisoned_sweep / "report.json").read_text())
     assert [t["params"] for t in trials(poisoned_sweep)] == [t["params"] for t in trials(clean_sweep)]
+    assert [t["validation"] for t in trials(poisoned_sweep)] == [t["validation"] for t in trials(clean_sweep)]
     searched = ("miner", "k", "reranker.epochs")
     assert {key: again["winner_overrides"][key] for key in searched} == {
         key: report["winner_overrides"][key] for key in searched

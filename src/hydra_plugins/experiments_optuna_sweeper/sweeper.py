@@ -87,6 +87,8 @@ class OptunaSweeper(Sweeper):
             overrides = [*arguments, *(f"{key}={suggest(trial, key, spec)}" for key, spec in space.items())]
             [result] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             value = validation_score(result)
+            if result.hydra_cfg is not None:
+                trial.set_user_attr("run_folder", str(result.hydra_cfg.hydra.runtime.output_dir))
             if value is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
@@ -152,9 +154,15 @@ def validation_score(result: Any) -> float | None:
 
 
 def write_trials(study: Any, sweep_dir: Path) -> Path:
-    """``trials.json`` in the sweep folder: every trial's number, state, parameters and validation value."""
+    """``trials.json`` in the sweep folder: every trial's number, state, parameters, validation value and folder."""
     rows = [
-        {"number": trial.number, "state": trial.state.name, "params": trial.params, "validation": trial.value}
+        {
+            "number": trial.number,
+            "state": trial.state.name,
+            "params": trial.params,
+            "validation": trial.value,
+            "run_folder": trial.user_attrs.get("run_folder"),
+        }
         for trial in study.get_trials(deepcopy=False)
     ]
     path = sweep_dir / "trials.json"
