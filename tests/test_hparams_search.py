@@ -80,9 +80,10 @@ def test_the_search_picks_on_validation_and_poisoned_eval_labels_do_not_move_it(
     for trial in done:  # the study was told each trial's validation score, never its eval score
         record = json.loads((Path(trial["run_folder"]) / "metrics.json").read_text())
         assert trial["validation"] == pytest.approx(record["validation"]["reranker"]["mrr@1"]["mean"])
-    best = max(done, key=lambda t: t["validation"])
-    assert report["winner_value"] == pytest.approx(best["validation"])
-    assert report["winner_folder"] == best["run_folder"]
+    best = max(t["validation"] for t in done)
+    assert report["winner_value"] == pytest.approx(best)
+    # The winner is a best trial (several may tie on validation: the report breaks ties by its stated rule).
+    assert report["winner_folder"] in {t["run_folder"] for t in done if t["validation"] == pytest.approx(best)}
     assert "sweep: 4/4 finished" in clean.stderr
     # Each trial is a child run of the sweep's parent, named by the searched knobs.
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
