@@ -67,6 +67,10 @@ def trials(sweep: Path) -> list[dict]:
     return json.loads((sweep / "trials.json").read_text())
 
 
+# KNOWN GAP: with the tiny random model every trial scores 0.0 on validation and on eval, so this test cannot tell a
+# search that reads validation from one that reads eval (a red check that made the sweeper read eval still passed).
+# It needs a model that learns something on the small data (the packaged MiniLM) and a space whose trials differ.
+@pytest.mark.skip(reason="vacuous on the tiny model (all scores 0): cannot fail when the sweeper reads eval")
 @pytest.mark.slow
 def test_the_search_picks_on_validation_and_poisoned_eval_labels_do_not_move_it(tmp_path, tiny_model_dir):
     import mlflow
