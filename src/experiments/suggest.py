@@ -32,6 +32,7 @@ from experiments.datasets.transactions import TransactionFields
 from experiments.errors import DataError, UserError
 from experiments.serving.categoriser import DEFAULT_TOP_N
 from experiments.serving.rows import RowError, query_text
+from experiments.threads import passive_waits, share_the_cpu
 
 T = TypeVar("T")
 
@@ -224,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passive_waits()  # before torch loads (with the model)
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # schema notes on every batch
     try:
         if args.top_n < 1 or args.batch_size < 1:
@@ -238,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if not Path(args.model, "MLmodel").is_file():  # a downloaded model folder needs no store
             connect(tracking_uri(args.tracking_uri))
+        share_the_cpu()
         model = load(args.model)
         if rows is not None:
             suggest_file(model, args, rows)
