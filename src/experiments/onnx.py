@@ -128,9 +128,10 @@ class OnnxEncoder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # Idle workers sleep instead of spinning: next to a busy process a spinning pool steals the cores it
-        # waits for (the same reason OMP_WAIT_POLICY is PASSIVE for torch; see experiments.threads).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The pool follows torch's OpenMP wait policy (PASSIVE by default, see experiments.threads): idle workers
+        # sleep, so next to a busy process they do not burn the cores the working threads wait for.
+        passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if passive else "1")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.model = model
         self.names = list(names)

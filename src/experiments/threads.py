@@ -4,9 +4,10 @@ Two causes make a busy machine far worse than a fair share, and each has a setti
 
 - **Spinning.** OpenMP's default wait policy keeps idle worker threads spinning between parallel regions, so
   next to a busy process they burn the very cores the working threads wait for. ``OMP_WAIT_POLICY=PASSIVE``
-  makes them sleep (``passive_waits``); ONNX Runtime's own pool is told the same
-  (``session.intra_op.allow_spinning=0`` in ``experiments.onnx``). It must be set before torch is imported:
-  the OpenMP runtime reads it once, when it loads.
+  makes them sleep (``passive_waits``); ONNX Runtime's own pool follows the same setting
+  (``session.intra_op.allow_spinning``, in ``experiments.onnx``). It must be set before torch is imported: the
+  OpenMP runtime reads it once, when it loads. ``OMP_WAIT_POLICY=ACTIVE`` suits a machine with nothing else on
+  it (spinning answers a single query sooner when every core is idle).
 - **Stragglers.** A parallel region ends when its slowest thread does. With one thread per core and a core
   shared with a busy process, every region waits for the thread that gets half a core. ``fair_threads`` counts
   the cores that are free when the process starts and uses that many threads (at least one).
