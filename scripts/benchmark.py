@@ -151,18 +151,17 @@ def main() -> None:
         outputs = Path(tmp)
         cold_s, cold, folder = run_once(outputs, overrides)
         warm_s, warm, _ = run_once(outputs, overrides)
-        fit, metrics = cold.get("fit") or {}, cold["metrics"]
-        finetune_id = cold.get("finetune_id")
+        fit, metrics = cold.fit, cold.metrics
+        finetune_id = cold.finetune_id
         print(line("cold make run (empty caches)", cold_s, COLD_RUN_TARGET_S, "s"))
-        reused = bool(warm["fit"] and warm["fit"]["reused"])
+        reused = bool(warm.fit and warm.fit.reused)
         print(
             line("warm rerun of a finished config", warm_s, WARM_RUN_TARGET_S, "s", note=f"  (model reused: {reused})")
         )
-        p50 = metrics["latency_ms"]["rerank_p50"]
+        p50 = metrics.latency_ms["rerank_p50"]
         print(line("rescoring p50 per query (evaluation)", p50, LATENCY_TARGET_MS, "ms"))
-        print(
-            f"  candidate recall {metrics['candidate_recall']:.1%}; stage timings (cold): {json.dumps(cold['timings'])}"
-        )
+        timings = json.dumps(cold.timings.model_dump(exclude_unset=True))
+        print(f"  candidate recall {metrics.candidate_recall:.1%}; stage timings (cold): {timings}")
         same_data = not any(override.startswith(("dataset", "retrieval")) for override in overrides)
         if isinstance(finetune_id, str):
             spec = json.loads(next(outputs.rglob("categoriser.json")).read_text())
@@ -184,13 +183,13 @@ def main() -> None:
             ratio = busy_p50 / idle["onnx"]
             print(line("rescoring p50 next to one busy process", ratio, BUSY_RATIO_TARGET, "x idle"))
             print(f"  {idle['onnx']:.2f} ms -> {busy_p50:.2f} ms")
-            if fit and busy.get("fit"):
-                seconds, busy_train = fit["train_seconds"], busy["fit"]["train_seconds"]
+            if fit and busy.fit:
+                seconds, busy_train = fit.train_seconds, busy.fit.train_seconds
                 print(line("training next to one busy process", busy_train / seconds, BUSY_RATIO_TARGET, "x idle"))
                 print(f"  {seconds:.1f} s -> {busy_train:.1f} s; the cold run next to it took {busy_s:.1f} s")
-        reranker, baseline = metrics["reranker"], metrics["baseline"]
+        reranker, baseline = metrics.reranker, metrics.baseline
         for name in ("mrr@1", "recall@5"):
-            print(f"{name}: baseline {baseline[name]['mean']:.3f} -> reranker {reranker[name]['mean']:.3f}")
+            print(f"{name}: baseline {baseline[name].mean:.3f} -> reranker {reranker[name].mean:.3f}")
         print(f"load average at the end: {os.getloadavg()}")
 
 

@@ -40,7 +40,3 @@ class Retriever(Protocol):
     def catalogue(self) -> tuple[list[str], list[str]]:
         """Every category's label and document text, in the order ``build`` was given them."""
         ...
-
-    def config_dict(self) -> dict[str, object]:
-        """The retriever and its parameters, for tracked params."""
-        ...

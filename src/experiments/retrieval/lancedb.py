@@ -59,9 +59,6 @@ class LanceDBRetriever:
         self._table: lancedb.table.Table | None = None
         self._catalogue: tuple[list[str], list[str]] | None = None
 
-    def config_dict(self) -> dict[str, object]:
-        return {"top_k": self.top_k, "with_descriptions": self.with_descriptions, "search_above": self.search_above}
-
     def limit_for(self, n_documents: int) -> int | None:
         """Candidates per query among ``n_documents``: None when the reranker scores every document."""
         if self.top_k == ALL or n_documents <= self.search_above:
