@@ -152,7 +152,9 @@ def test_bad_knobs_are_user_errors(make_cfg, tmp_path, override, message):
 
 
 def test_a_small_candidate_pool_caps_recall_and_says_so(make_cfg, tmp_path):
-    outcome = app.run(make_cfg("retrieval.top_k=3", reranker="bi_encoder_finetuned"), run_dir(tmp_path))
+    outcome = app.run(
+        make_cfg("retrieval.top_k=3", "retrieval.search_above=0", reranker="bi_encoder_finetuned"), run_dir(tmp_path)
+    )
     ceiling = outcome.summary.candidate_recall
     assert ceiling < 1.0
     assert outcome.summary.systems["reranker"]["recall@5"].mean <= ceiling + 1e-9

@@ -167,7 +167,7 @@ def package(
         categories=splits.categories,
         documents=vectors.documents,
         vectors=vectors.categories,
-        top_k=parts.retrieval.top_k,
+        top_k=parts.retrieval.limit,
         embedder=embedder,
         reranker=reranker,
         finetune_id=fit.finetune_id if fit else None,

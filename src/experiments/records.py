@@ -145,8 +145,13 @@ class Candidates:
 
     def reordered(self, scores: Sequence[float]) -> RankedList:
         """The candidates sorted by ``scores`` (aligned with them), highest first; ties keep retrieval order."""
-        order = sorted(range(len(self.labels)), key=lambda position: -scores[position])
-        return RankedList(labels=[self.labels[p] for p in order], scores=[float(scores[p]) for p in order])
+        return ranked_by(self.labels, scores)
+
+
+def ranked_by(labels: Sequence[str], scores: Sequence[float]) -> RankedList:
+    """``labels`` sorted by ``scores`` (aligned with them), highest first; ties keep the given order."""
+    order = sorted(range(len(labels)), key=lambda position: -scores[position])
+    return RankedList(labels=[labels[p] for p in order], scores=[float(scores[p]) for p in order])
 
 
 @dataclass(frozen=True)

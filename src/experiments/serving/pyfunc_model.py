@@ -18,6 +18,10 @@ import mlflow
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from experiments.threads import passive_waits
+
+passive_waits()  # the served process loads torch after this file: its OpenMP workers sleep when idle
+
 # MLflow suggests type hints for predict when a class is defined; the signature is given at logging instead.
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 
@@ -27,6 +31,9 @@ class CategoriserModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from experiments.serving.categoriser import Categoriser
+        from experiments.threads import share_the_cpu
+
+        share_the_cpu()
 
         self.categoriser = Categoriser.load(Path(context.artifacts["categoriser"]))
 
