@@ -20,7 +20,7 @@ from typing import Literal, get_args
 from experiments.datasets import synthetic_catalog as catalog
 from experiments.datasets.splits import group_holdout
 from experiments.datasets.synthetic_catalog import CATEGORIES, Scenario
-from experiments.datasets.transactions import Transaction
+from experiments.datasets.transactions import Transaction, check_query_fields
 from experiments.errors import ConfigError
 from experiments.records import Category, DatasetSplits, Example
 
@@ -120,6 +120,7 @@ class SyntheticTransactions:
         split: ``merchant`` (eval merchants are never seen in train) or ``random`` (stratified by category).
         cost_centres: label each transaction with its category's sub-account for the buyer's cost centre
             (``synthetic_catalog.COST_CENTRES``; 206 labels) instead of the category (31 labels).
+        query_fields: the lines of the query text to keep (``transactions.QUERY_FIELDS``); None: all seven.
     """
 
     name = "synthetic"
@@ -132,6 +133,7 @@ class SyntheticTransactions:
         label_noise: float = 0.02,
         split: SplitName = "merchant",
         cost_centres: bool = False,
+        query_fields: list[str] | None = None,
     ) -> None:
         if split not in get_args(SplitName):
             raise ConfigError(f"SyntheticTransactions: split must be one of {list(get_args(SplitName))}, got {split!r}")
@@ -160,6 +162,8 @@ class SyntheticTransactions:
         self.label_noise = float(label_noise)
         self.split = split
         self.cost_centres = cost_centres
+        self.query_fields = None if query_fields is None else list(query_fields)
+        self._fields = check_query_fields(type(self).__name__, self.query_fields)
         self._cache: tuple[list[Transaction], list[Transaction]] | None = None
 
     def config_dict(self) -> dict[str, object]:
@@ -172,6 +176,7 @@ class SyntheticTransactions:
             "label_noise": self.label_noise,
             "split": self.split,
             "cost_centres": self.cost_centres,
+            "query_fields": self.query_fields,
             "catalog_version": catalog.CATALOG_VERSION,
         }
 
@@ -192,11 +197,12 @@ class SyntheticTransactions:
         train, eval_ = self.transactions()
         return DatasetSplits(
             name=self.name,
-            train=[_example(t, "train") for t in train],
-            eval=[_example(t, "eval") for t in eval_],
+            train=[_example(t, "train", self._fields) for t in train],
+            eval=[_example(t, "eval", self._fields) for t in eval_],
             categories=self.categories(),
             source=self.config_dict(),
             group_key="merchant",
+            query_fields=self.query_fields,
         )
 
     def write_jsonl(self, directory: str | Path) -> dict[str, Path]:
@@ -241,12 +247,13 @@ class SyntheticLargeTransactions(SyntheticTransactions):
         label_noise: float = 0.02,
         split: SplitName = "merchant",
         cost_centres: bool = True,
+        query_fields: list[str] | None = None,
     ) -> None:
-        super().__init__(n_transactions, eval_fraction, seed, label_noise, split, cost_centres)
+        super().__init__(n_transactions, eval_fraction, seed, label_noise, split, cost_centres, query_fields)
 
 
-def _example(transaction: Transaction, split: str) -> Example:
-    example = transaction.to_example()
+def _example(transaction: Transaction, split: str, fields: tuple[str, ...]) -> Example:
+    example = transaction.to_example(fields)
     metadata = {"merchant": transaction.merchant_name, "department": transaction.department, "split": split}
     return example.model_copy(update={"metadata": metadata})
 
