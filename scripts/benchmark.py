@@ -69,40 +69,37 @@ def main() -> None:
         outputs = Path(tmp)
         cold_s, cold, folder = run_once(outputs, overrides)
         warm_s, warm, _ = run_once(outputs, overrides)
-        finetune_id = cold.get("finetune_id")
+        finetune_id = cold.finetune_id
         same_data = not any(override.startswith(("dataset", "retrieval")) for override in overrides)
         served = suggest_benchmark(outputs, finetune_id, folder, same_data) if isinstance(finetune_id, str) else []
-    fit = cold.get("fit") or {}
-    assert isinstance(fit, dict)
-    metrics = cold["metrics"]
-    assert isinstance(metrics, dict)
-    latency = metrics["latency_ms"]
+    fit, metrics = cold.fit, cold.metrics
+    latency = metrics.latency_ms
     print(f"cores: {os.cpu_count()}  overrides: {' '.join(overrides) or '(defaults)'}")
     print(f"run wall time, cold (empty caches):   {cold_s:7.1f} s")
-    reused = bool(warm["fit"] and warm["fit"]["reused"])  # type: ignore[index]
+    reused = bool(warm.fit and warm.fit.reused)
     print(f"run wall time, warm (all cached):     {warm_s:7.1f} s   (model reused: {reused})")
     if fit:
-        pairs, seconds = fit.get("train_pairs", 0), fit.get("train_seconds", 0.0)
-        rate = pairs * fit.get("epochs", 1) / seconds if seconds else float("nan")
+        pairs, seconds = fit.train_pairs, fit.train_seconds
+        rate = pairs * fit.details.get("epochs", 1) / seconds if seconds else float("nan")
         print(
             f"training: {seconds:.1f} s {verdict(seconds, TRAIN_TARGET_S)}  ({pairs} pairs/epoch, {rate:.1f} pairs/s)"
         )
-        selection = fit.get("selection") or {}
+        selection = fit.selection
         if "select_seconds" in selection:
             print(
                 f"  epochs chosen on validation: {selection['epochs']} (choosing took {selection['select_seconds']} s)"
             )
     p50 = latency["rerank_p50"]
     print(
-        f"rescoring latency per query ({metrics['n_queries']} queries x top_k candidates): "
+        f"rescoring latency per query ({metrics.n_queries} queries x top_k candidates): "
         f"p50 {p50:.1f} ms {verdict(p50, LATENCY_TARGET_MS)}, p95 {latency['rerank_p95']:.1f} ms, "
         f"mean {latency['rerank_mean']:.1f} ms"
     )
-    print("stage timings (cold):", json.dumps(cold["timings"]))
-    print("stage timings (warm):", json.dumps(warm["timings"]))
-    reranker, baseline = metrics["reranker"], metrics["baseline"]
+    print("stage timings (cold):", json.dumps(cold.timings.model_dump(exclude_unset=True)))
+    print("stage timings (warm):", json.dumps(warm.timings.model_dump(exclude_unset=True)))
+    reranker, baseline = metrics.reranker, metrics.baseline
     for name in ("mrr@1", "recall@5"):
-        print(f"{name}: baseline {baseline[name]['mean']:.3f} -> reranker {reranker[name]['mean']:.3f}")
+        print(f"{name}: baseline {baseline[name].mean:.3f} -> reranker {reranker[name].mean:.3f}")
     for line in served:
         print(line)
 

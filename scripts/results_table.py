@@ -13,6 +13,8 @@ from pathlib import Path
 
 from runs import ROOT, run_once
 
+from experiments.run_folder import Estimate, RunRecord
+
 #: name → overrides. The default run first; the baseline is every run's baseline column.
 ROWS: dict[str, list[str]] = {
     "default": [],
@@ -28,22 +30,24 @@ ROWS: dict[str, list[str]] = {
 }
 
 
-def cell(value: dict, sign: str = "") -> str:
-    return f"{value['mean']:{sign}.3f} [{value['ci_low']:{sign}.3f}, {value['ci_high']:{sign}.3f}]"
+def cell(value: Estimate, sign: str = "") -> str:
+    return f"{value.mean:{sign}.3f} [{value.ci_low:{sign}.3f}, {value.ci_high:{sign}.3f}]"
 
 
-def row(name: str, metrics: dict) -> str:
-    summary, fit = metrics["metrics"], metrics.get("fit") or {}
-    replicates = metrics.get("replicates")
-    spread = f"{replicates['mrr@1']['mean']:.3f} ± {replicates['mrr@1']['sd']:.3f}" if replicates else "—"
-    selection = fit.get("selection") or {}
+def row(name: str, record: RunRecord) -> str:
+    summary, fit = record.metrics, record.fit
+    spread = "—"
+    if record.replicates is not None:
+        stat = record.replicates.stat("mrr@1")
+        spread = f"{stat.mean:.3f} ± {stat.sd:.3f}"
+    selection = fit.selection if fit else {}
     chosen = ", ".join(f"{key}={selection[key]}" for key in ("epochs", "weight") if key in selection) or "—"
-    seconds = f"{fit['train_seconds']:.0f} s" if fit and not fit.get("reused") else ("reused" if fit else "—")
+    seconds = f"{fit.train_seconds:.0f} s" if fit and not fit.reused else ("reused" if fit else "—")
     # A rerun reuses scores by content: its latency measures the cache, not the model.
-    latency = "cached" if metrics.get("cached_pairs") else f"{summary['latency_ms']['rerank_p50']:.1f} ms"
+    latency = "cached" if record.cached_pairs else f"{summary.latency_ms['rerank_p50']:.1f} ms"
     return (
-        f"| {name} | {cell(summary['reranker']['mrr@1'])} | {cell(summary['reranker']['recall@5'])} | "
-        f"{cell(summary['delta']['mrr@1'], '+')} | {spread} | {chosen} | {seconds} | "
+        f"| {name} | {cell(summary.reranker['mrr@1'])} | {cell(summary.reranker['recall@5'])} | "
+        f"{cell(summary.delta['mrr@1'], '+')} | {spread} | {chosen} | {seconds} | "
         f"{latency} |"
     )
 
@@ -60,13 +64,13 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for index, name in enumerate(args.rows):
-        _, metrics, _ = run_once(args.outputs, ["trackers=none", *ROWS[name], *args.extra])
+        _, record, _ = run_once(args.outputs, ["trackers=none", *ROWS[name], *args.extra])
         if index == 0:
-            baseline = metrics["metrics"]["baseline"]
+            baseline = record.metrics.baseline
             print(
                 f"| embedding baseline | {cell(baseline['mrr@1'])} | {cell(baseline['recall@5'])} | — | — | — | — | — |"
             )
-        print(row(name, metrics), flush=True)
+        print(row(name, record), flush=True)
 
 
 if __name__ == "__main__":

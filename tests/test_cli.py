@@ -59,7 +59,7 @@ def test_malformed_file_is_one_line_exit_2_and_no_run_recorded(tmp_path, tiny_mo
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("k=-1", "error: k=-1: the number of negatives per item must be at least 0"),
+        ("k=99", "error: k=99: there are only 31 categories"),
         ("miner.rank_min=9", "error: miner: CosineMiner: rank_min=9"),
         ("reranker.learning_rate=-1", "error: reranker: FinetunedBiEncoder: learning_rate=-1"),
     ],
@@ -203,6 +203,31 @@ def test_a_rejected_run_leaves_no_run_folder(tmp_path, tiny_model_dir):
         "error: k='abc': Input should be a valid integer, unable to parse string as an integer."
     )
     assert not list((tmp_path / "outputs").glob("runs/*/*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("validation_fraction=abc", "validation_fraction='abc': Input should be a valid number, unable to parse"),
+        ("validation_fraction=1.0", "validation_fraction=1.0: Input should be less than 1."),
+        ("replicates=abc", "replicates='abc': Input should be a valid integer, unable to parse string as an integer."),
+        ("replicates=0", "replicates=0: Input should be greater than or equal to 1."),
+        ("log_model=maybe", "log_model='maybe': Input should be a valid boolean (true or false)."),
+        ("progress=1", "progress=1: Input should be a valid boolean (true or false)."),
+        ("seed=1.5", "seed=1.5: Input should be a valid integer, got a number with a fractional part."),
+        ("seed=-1", "seed=-1: Input should be greater than or equal to 0."),
+        ("k=-1", "k=-1: Input should be greater than or equal to 0."),
+        ("duplication=true", "duplication=True: a number is expected, not true/false."),
+        ("~replicates", "replicates is required: add replicates=<value> to the command line"),
+    ],
+)
+def test_a_bad_top_level_knob_is_one_line_exit_2_and_no_run_folder(tmp_path, tiny_model_dir, override, expected):
+    completed = run_cli(*shrunk(tmp_path, tiny_model_dir), "reranker=none", override)
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines()[-1].startswith(f"error: {expected}")
+    assert "Traceback" not in completed.stderr
+    assert not list((tmp_path / "outputs").glob("runs/*/*"))
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
 def start_long_training(tmp_path: Path, tiny_model_dir: Path) -> tuple[subprocess.Popen[str], Path, list[str]]:

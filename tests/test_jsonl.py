@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments.datasets.jsonl import JsonlDataset, read_categories, read_examples
+from experiments.datasets.jsonl import JsonlDataset, read_categories, read_numbered_examples
 from experiments.errors import DataError
 
 TRANSACTION = {
@@ -30,7 +30,8 @@ def write_lines(path: Path, rows: list[object]) -> Path:
 
 
 def test_transaction_rows_become_the_seed_query_layout(tmp_path):
-    [example] = read_examples(write_lines(tmp_path / "t.jsonl", [TRANSACTION]))
+    [(line, example)] = read_numbered_examples(write_lines(tmp_path / "t.jsonl", [TRANSACTION]))
+    assert line == 1
     assert example.input.splitlines() == [
         "Name : Ayden",
         "Category: Financial Software",
@@ -45,9 +46,9 @@ def test_transaction_rows_become_the_seed_query_layout(tmp_path):
 
 def test_example_rows_and_blank_lines(tmp_path):
     rows = [{"input": "q1", "expected": ["a"]}, "", {"input": "q2", "expected": ["b", "c"], "metadata": {"x": 1}}]
-    examples = read_examples(write_lines(tmp_path / "e.jsonl", rows))
-    assert [e.expected for e in examples] == [["a"], ["b", "c"]]
-    assert examples[1].metadata == {"x": 1}
+    numbered = read_numbered_examples(write_lines(tmp_path / "e.jsonl", rows))
+    assert [(line, e.expected) for line, e in numbered] == [(1, ["a"]), (3, ["b", "c"])]
+    assert numbered[1][1].metadata == {"x": 1}
 
 
 @pytest.mark.parametrize(
@@ -69,16 +70,16 @@ def test_example_rows_and_blank_lines(tmp_path):
 def test_bad_rows_name_file_line_and_field(tmp_path, line, message):
     path = write_lines(tmp_path / "e.jsonl", [{"input": "fine", "expected": ["a"]}, line])
     with pytest.raises(DataError) as caught:
-        read_examples(path)
+        read_numbered_examples(path)
     assert message in str(caught.value)
     assert len(str(caught.value).splitlines()) == 1
 
 
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="file not found"):
-        read_examples(tmp_path / "nope.jsonl")
+        read_numbered_examples(tmp_path / "nope.jsonl")
     with pytest.raises(DataError, match="no rows"):
-        read_examples(write_lines(tmp_path / "empty.jsonl", [""]))
+        read_numbered_examples(write_lines(tmp_path / "empty.jsonl", [""]))
 
 
 def test_categories_file_shapes(tmp_path):
@@ -122,7 +123,7 @@ def test_non_utf8_bytes_name_the_file_and_line(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"input": "ok", "expected": ["a"]}\n{"input": "caf\xe9", "expected": ["a"]}\n')
     with pytest.raises(DataError) as caught:
-        read_examples(path)
+        read_numbered_examples(path)
     assert str(caught.value) == f"{path}:2: not UTF-8 text (byte 0xe9 at column 15); save the file as UTF-8."
 
 
@@ -132,7 +133,7 @@ def test_a_folder_or_an_unreadable_file_is_named(tmp_path, monkeypatch):
     path = write_lines(tmp_path / "e.jsonl", [{"input": "q", "expected": ["a"]}])
     monkeypatch.setattr("os.access", lambda *args: False)  # tests run as root, for whom chmod 000 still reads
     with pytest.raises(DataError, match="cannot be read"):
-        read_examples(path)
+        read_numbered_examples(path)
 
 
 def test_duplicate_rows_are_counted_and_warned(tmp_path, caplog):
@@ -171,7 +172,7 @@ def test_any_row_is_an_example_or_a_one_line_error(tmp_path, line):
     path = tmp_path / "fuzz.jsonl"
     path.write_bytes(b'{"input": "fine", "expected": ["a"]}\n' + line.replace("\n", " ").encode("utf-8", "replace"))
     try:
-        examples = read_examples(path)
+        examples = read_numbered_examples(path)
     except DataError as error:
         message = str(error)
         assert message.startswith(f"{path}:") and len(message.splitlines()) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,13 +129,6 @@ def test_multi_label_example_limits_k(name: str, context: MiningContext) -> None
         load_miner(name).mine(context, k=9, duplication=1, seed=0)
 
 
-@pytest.mark.parametrize("name", MINER_NAMES)
-def test_config_dict_is_json(name: str) -> None:
-    params = load_miner(name).config_dict()
-    assert json.loads(json.dumps(params)) == params
-    assert params["strict"] is False
-
-
 def test_strict_fails_and_lenient_tops_up_a_short_pool(context: MiningContext) -> None:
     with pytest.raises(ConfigError, match="CosineMiner found only 2 of k=3"):
         load_miner("cosine", rank_max=2, strict=True).mine(context, k=3, duplication=2, seed=0)
@@ -176,7 +168,6 @@ def test_random_without_replacement_gives_distinct_negatives(context: MiningCont
 def test_random_with_replacement_may_repeat_like_the_seed(context: MiningContext) -> None:
     miner = RandomMiner(replace=True)
     assert miner.allows_repeats
-    assert "allows_repeats" not in miner.config_dict()
     mined = miner.mine(context, k=8, duplication=3, seed=0)
     assert any(len(set(item.hard_negatives)) < 8 for item in mined.items)
 
@@ -261,4 +252,4 @@ def test_mixed_prepares_and_describes_its_inner_miner(context: MiningContext) ->
     miner = instantiate(config)
     assert isinstance(miner, MixedMiner)
     miner.mine(context, k=2, duplication=1, seed=0)  # would fail if the inner KMeans was never fitted
-    assert miner.config_dict()["hard"] == {"name": "KMeansMiner", "strict": False, "n_clusters": 3}
+    assert isinstance(miner.hard, KMeansMiner) and miner.hard.n_clusters == 3

@@ -403,11 +403,7 @@ def test_every_config_instantiates(name: str, tiny_model_dir: Path, monkeypatch:
         cfg = compose("config", overrides=[f"reranker={name}"])
     reranker = instantiate(cfg.reranker)
     assert isinstance(reranker, Reranker)
-    config = reranker.config_dict()
-    assert config["name"] == type(reranker).__name__
-    assert json.loads(json.dumps(config)) == config  # plain values only, so trackers can log them
-    assert not any(key.startswith("_") for key in config)
-    assert "co-instantiate-only-key" not in json.dumps(config)
+    assert reranker.name == type(reranker).__name__
 
 
 # --- the real model on a learnable task ---

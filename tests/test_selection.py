@@ -13,7 +13,7 @@ import pytest
 
 from experiments import app
 from experiments.datasets.jsonl import JsonlDataset
-from experiments.datasets.splits import carve_validation, group_holdout
+from experiments.datasets.splits import group_holdout, holdout
 from experiments.datasets.synthetic import SyntheticTransactions
 from experiments.errors import DataError, UserError
 from experiments.records import Example, FinetuneSet
@@ -58,10 +58,9 @@ def test_jsonl_group_by_groups_rows_and_the_run_warns_about_shared_groups(make_c
     dataset = JsonlDataset(small_data["train.jsonl"], small_data["eval.jsonl"], group_by="merchant_name")
     splits = dataset.load()
     assert splits.group_key == "merchant_name"
-    fit, validation = carve_validation(splits.train, splits.group_key, 0.2, seed=0)
-    assert validation and not {e.metadata["merchant_name"] for e in fit} & {
-        e.metadata["merchant_name"] for e in validation
-    }
+    held = holdout(splits.train, splits.group_key, 0.2, seed=0)
+    merchants = [example.metadata["merchant_name"] for example in splits.train]
+    assert held and not {merchants[p] for p in held} & {m for p, m in enumerate(merchants) if p not in held}
     with caplog.at_level(logging.WARNING):
         app.run(make_cfg("dataset.group_by=merchant_name", "trackers=none"), run_dir(tmp_path, "a"))
     assert "share a merchant_name" not in caplog.text  # the bundled rows split by merchant

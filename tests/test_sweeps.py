@@ -18,6 +18,7 @@ from experiments.sweeps.report import write_report
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 N_QUERIES = 40
+RELEASE_0_1 = Path(__file__).parent / "data" / "run-folder-0.1"
 
 
 def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: float = 10.0) -> Path:
@@ -28,11 +29,15 @@ def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: 
     choices = {"miner": miner, "reranker": "bi_encoder_finetuned", "hydra/launcher": "basic"}
     (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
     (folder / "config.json").write_text(json.dumps({"k": k}))
+    top = {"baseline_top": ["a"], "baseline_scores": [0.5], "reranked_top": ["a"], "reranked_scores": [0.5]}
     rows = [
         {
             "query": f"q{i}",
+            "expected": ["a"],
+            **top,
             "reranker": dict.fromkeys(METRIC_NAMES, hits[i]),
             "baseline": dict.fromkeys(METRIC_NAMES, 0.0),
+            "rerank_ms": 1.0,
         }
         for i in range(N_QUERIES)
     ]
@@ -40,11 +45,13 @@ def fake_job(sweep: Path, miner: str, k: int, hits: list[float], train_seconds: 
     mean = float(np.mean(hits))
     block = {name: {"mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1} for name in METRIC_NAMES}
     zero = {name: {"mean": 0.25, "ci_low": 0.2, "ci_high": 0.3} for name in METRIC_NAMES}
-    metrics = {
-        "metrics": {"reranker": block, "baseline": zero, "delta": block, "n_queries": N_QUERIES},
-        "finetune_id": f"ft-{miner}{k}",
-        "fit": {"train_seconds": train_seconds, "loss_history": [[10, 2.0], [20, 1.5], [30, 1.1]]},
-    }
+    # Everything but the numbers under test as a real run wrote it (the checked-in 0.1 run folder).
+    metrics = json.loads((RELEASE_0_1 / "metrics.json").read_text())
+    metrics["metrics"].update(reranker=block, baseline=zero, delta=block, n_queries=N_QUERIES)
+    metrics["finetune_id"] = f"ft-{miner}{k}"
+    metrics["fit"].update(train_seconds=train_seconds, loss_history=[[10, 2.0], [20, 1.5], [30, 1.1]], selection={})
+    for key in ("validation", "replicates"):
+        metrics.pop(key)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
@@ -110,7 +117,11 @@ def test_validation_numbers_pick_the_winner_when_present(sweep: Path) -> None:
     metrics = json.loads(loser.read_text())
     for path in sweep.glob("*/metrics.json"):
         other = json.loads(path.read_text())
-        other["validation"] = {"reranker": {"mrr@1": {"mean": 0.99 if path == loser else 0.5}}}
+        other["validation"] = {
+            "reranker": {"mrr@1": {"mean": 0.99 if path == loser else 0.5}},
+            "queries": 9,
+            "chosen": 1,
+        }
         path.write_text(json.dumps(other))
     report = write_report(sweep, metric="mrr@1")
     assert report.selection_split == "validation"

@@ -8,8 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from experiments.datasets.synthetic import TRANSACTION_KEYS, SyntheticTransactions
 from experiments.datasets.synthetic_catalog import (
@@ -23,7 +21,6 @@ from experiments.datasets.synthetic_catalog import (
 from experiments.datasets.transactions import Transaction
 from experiments.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset" / "synthetic.yaml"
 NAMES = [category.name for category in CATEGORIES]
 
 
@@ -169,12 +166,6 @@ def test_labels_follow_the_rules(noiseless: list[Transaction], default: Syntheti
     train, eval_ = default.transactions()
     noisy = [row for row in train + eval_ if {s.category for s in _matching_scenarios(row)} != {row.expense_category}]
     assert 0 < len(noisy) <= 0.03 * (len(train) + len(eval_))
-
-
-def test_config_matches_the_class_defaults() -> None:
-    dataset = instantiate(OmegaConf.load(CONF))
-    assert isinstance(dataset, SyntheticTransactions)
-    assert dataset.config_dict() == SyntheticTransactions().config_dict()
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
 from experiments.folders import disk_error
-from experiments.pipeline import Components, Folders, Knobs, RunOutcome, run_experiment
-from experiments.schema import check_config
+from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
+from experiments.schema import check_groups, read_knobs
 from experiments.secrets import redact_folder, redact_logs, refuse_secret_options, scrub
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
 from experiments.tracking.trackers import Trackers
@@ -78,19 +78,11 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     """Run the experiment the config describes and write its folder under ``output_dir``."""
     refuse_secret_options(OmegaConf.to_container(cfg, resolve=False))
     redact_logs()
-    check_config(resolved(cfg), (*GROUPS, "trackers"))
+    values = resolved(cfg)
+    knobs = read_knobs(values)
+    check_groups(values, (*GROUPS, "trackers"))
     parts = Components(**{group: build(cfg, group) for group in GROUPS}, trackers=Trackers(build(cfg, "trackers")))
     config = scrub(OmegaConf.to_container(cfg, resolve=True))
-    knobs = Knobs(
-        k=cfg.k,
-        duplication=cfg.duplication,
-        seed=cfg.seed,
-        bootstrap_resamples=cfg.evaluation.bootstrap_resamples,
-        progress=cfg.progress,
-        log_model=cfg.log_model,
-        validation_fraction=cfg.validation_fraction,
-        replicates=cfg.replicates,
-    )
     folders = Folders(
         output_dir=output_dir,
         models_dir=Path(cfg.paths.models_dir),

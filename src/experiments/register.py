@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments import run_folder
 from experiments.errors import UserError
 from experiments.serving.mlflow_model import DEFAULT_ALIAS, MODEL_NAME, RUN_ID
 
@@ -23,13 +24,14 @@ def run_of_folder(folder: Path) -> str:
     """The MLflow run that recorded a run folder (its ``run_folder`` tag)."""
     import mlflow
 
-    if not (folder / "metrics.json").is_file():
-        if any(folder.glob("*/metrics.json")):
+    if not (folder / run_folder.METRICS_FILE).is_file():
+        if any(folder.glob(f"*/{run_folder.METRICS_FILE}")):
             raise UserError(
                 f"{folder} is a sweep folder: pass the folder (or MLflow run id) of the run to register; choose "
                 "it on validation data, not on the eval split's metrics."
             )
         raise UserError(f"{folder}: no metrics.json; not a completed run folder.")
+    run_folder.read(folder)  # a corrupt record is one line naming the file, not a registered model
     path = str(folder.resolve())
     runs = mlflow.search_runs(
         search_all_experiments=True,

@@ -1,63 +1,10 @@
-"""The console table: the embedding baseline and the reranker side by side, with deltas and intervals."""
+"""``python -m experiments.report <sweep folder>``: regenerate a sweep's comparison report (``sweeps.report``)."""
 
 from __future__ import annotations
 
-from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.evaluate import Summary
-from experiments.evaluation.metrics import METRIC_NAMES
+import sys
 
+from experiments.sweeps.report import main
 
-def _cell(value: Estimate, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
-
-
-def _relative(reranker: float, baseline: float) -> str:
-    if baseline == 0:
-        return "n/a"
-    return f"{(reranker - baseline) / baseline:+.0%}"
-
-
-def format_table(summary: Summary, reranker_label: str) -> str:
-    """A fixed-width table, one row per metric; intervals are 95% bootstrap, the delta's is paired.
-
-    A delta whose interval excludes 0 is marked ``*``: on this eval set the difference is unlikely to be noise.
-    """
-    header = ("metric", "embedding baseline", reranker_label, "delta (paired 95% CI)", "rel.")
-    rows = [header]
-    for name in METRIC_NAMES:
-        baseline = summary.systems["baseline"][name]
-        reranked = summary.systems["reranker"][name]
-        delta = summary.delta[name]
-        separated = "*" if delta.low > 0 or delta.high < 0 else " "
-        rows.append(
-            (
-                name,
-                _cell(baseline),
-                _cell(reranked),
-                _cell(delta, signed=True) + separated,
-                _relative(reranked.mean, baseline.mean),
-            )
-        )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    latency = summary.latency_ms
-    lines.append(
-        f"{summary.n_queries} eval queries; 95% bootstrap intervals; * = delta interval excludes 0; "
-        f"rerank latency p50 {latency['rerank_p50']:.1f} ms, p95 {latency['rerank_p95']:.1f} ms per query"
-    )
-    if summary.candidate_recall < 1.0:
-        lines.append(
-            f"candidates hold {summary.candidate_recall:.1%} of the expected labels: no reranker can recall more; "
-            "raise retrieval.top_k to lift that ceiling"
-        )
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # python -m experiments.report <sweep folder>: the sweep's comparison report
-    import sys
-
-    from experiments.sweeps.report import main
-
+if __name__ == "__main__":
     sys.exit(main())

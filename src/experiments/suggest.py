@@ -132,7 +132,7 @@ def rank(model: Any, texts: Sequence[str], top_n: int, batch_size: int, progress
 
 def suggest_file(model: Any, args: argparse.Namespace, rows: tuple[list[int], list[str], list[str]]) -> None:
     """Rank the good rows of ``--input`` (``read_rows``) and write ``--output`` atomically; report skipped rows."""
-    from experiments.pipeline import write_atomic
+    from experiments.files import write_atomic
 
     lines, texts, problems = rows
     for problem in problems:

@@ -15,5 +15,5 @@ class Dataset(Protocol):
         ...
 
     def config_dict(self) -> dict[str, object]:
-        """What identifies this dataset in tracked params."""
+        """What identifies this dataset: recorded as ``DatasetSplits.source`` (the trackers read its file paths)."""
         ...

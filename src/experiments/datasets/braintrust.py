@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.braintrust_client import bound_sdk
 from experiments.datasets.jsonl import validated, with_categories
 from experiments.errors import DataError, ServiceError
 from experiments.records import DatasetSplits, Example
 from experiments.secrets import BRAINTRUST_KEYS, require_key
-from experiments.tracking.braintrust_tracker import bound_sdk
 
 
 class BraintrustDataset:

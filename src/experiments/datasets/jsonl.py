@@ -125,11 +125,6 @@ def read_numbered_examples(
     return examples
 
 
-def read_examples(path: Path, option: str = "dataset.*_path", group_by: str | None = None) -> list[Example]:
-    """Parse and validate one train or eval file; raises ``DataError`` at the first bad line."""
-    return [example for _, example in read_numbered_examples(path, option, group_by)]
-
-
 def _grouped(example: Example, fields: dict[str, Any], group_by: str | None, where: str) -> Example:
     if group_by is None:
         return example

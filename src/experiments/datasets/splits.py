@@ -77,19 +77,15 @@ def group_of(example: Example, group_key: str | None, position: int) -> str:
     return str(example.metadata.get(group_key, f"#row{position}"))
 
 
-def carve_validation(
-    examples: Sequence[Example], group_key: str | None, fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Split train examples into ``(fit, validation)``, whole groups only (see :func:`group_holdout`)."""
-    held = holdout(examples, group_key, fraction, seed)
-    fit = [example for position, example in enumerate(examples) if position not in held]
-    validation = [example for position, example in enumerate(examples) if position in held]
-    return fit, validation
-
-
 def eval_groups_in_train(splits: DatasetSplits) -> int:
     """How many eval queries share a group (``splits.group_key``) with a train query; 0 without a key."""
     if splits.group_key is None:
         return 0
     seen = {example.metadata.get(splits.group_key) for example in splits.train} - {None}
     return sum(1 for example in splits.eval if example.metadata.get(splits.group_key) in seen)
+
+
+def eval_in_train(splits: DatasetSplits) -> int:
+    """How many eval queries are also train queries (their scores are optimistic)."""
+    train_inputs = {example.input for example in splits.train}
+    return sum(1 for example in splits.eval if example.input in train_inputs)

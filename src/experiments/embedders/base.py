@@ -21,10 +21,6 @@ class Embedder(Protocol):
         """Name, resolved path and weights digest: what a vector depends on, for caching and tracking."""
         ...
 
-    def config_dict(self) -> dict[str, object]:
-        """The embedder and its parameters, for tracked params."""
-        ...
-
     def portable(self) -> Portable | None:
         """How to rebuild this embedder inside a served model (no disk cache); None when it cannot be shipped."""
         ...

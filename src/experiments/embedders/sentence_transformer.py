@@ -66,9 +66,6 @@ class SentenceTransformerEmbedder:
                 raise ConfigError(f"embedder.model: {error}") from None
         return self._identity
 
-    def config_dict(self) -> dict[str, object]:
-        return {"name": type(self).__name__, "model": self.model, "batch_size": self.batch_size}
-
     def portable(self) -> Portable:
         """The same model without the disk cache or a progress bar (a local folder is shipped with it)."""
         return portable(self, "model", cache_dir=None, progress=False)

@@ -37,6 +37,11 @@ METRIC_FUNCTIONS: dict[str, Callable[[Sequence[str], Sequence[str], int], float]
 METRIC_NAMES: tuple[str, ...] = tuple(f"{metric}@{k}" for metric in METRIC_FUNCTIONS for k in CUTOFFS)
 
 
+def metric_key(name: str) -> str:
+    """MLflow forbids ``@`` in metric names: ``recall@1`` is tracked (and names plot files) as ``recall_at_1``."""
+    return name.replace("@", "_at_")
+
+
 def score_query(predictions: Sequence[str], expected: Sequence[str]) -> dict[str, float]:
     """Every metric in ``METRIC_NAMES`` for one query."""
     return {

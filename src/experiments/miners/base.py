@@ -128,11 +128,6 @@ class Miner(ABC):
     ) -> list[int]:
         """Propose up to ``k`` negative category indices for one item, hardest first, none a positive."""
 
-    def config_dict(self) -> dict[str, object]:
-        """The strategy and its parameters, for tracked params."""
-        params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
-        return {"name": self.name, **params}
-
     def mine(self, context: MiningContext, k: int, duplication: int, seed: int) -> FinetuneSet:
         """Build ``duplication`` items of ``k`` negatives for every train example.
 

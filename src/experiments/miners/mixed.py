@@ -51,11 +51,3 @@ class MixedMiner(Miner):
             proposed = self.hard.draw(context, example_index, positives, n_hard, draw, rng)
             hard = list(dict.fromkeys(int(index) for index in proposed))[:n_hard]
         return hard + uniform_draw(context.n_categories, {*positives, *hard}, k - n_hard, rng)
-
-    def config_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "hard": self.hard.config_dict(),
-            "hard_share": self.hard_share,
-            "strict": self.strict,
-        }

@@ -38,7 +38,3 @@ class RandomMiner(Miner):
         rng: np.random.Generator,
     ) -> list[int]:
         return uniform_draw(context.n_categories, set(positives), k, rng, replace=self.replace)
-
-    def config_dict(self) -> dict[str, object]:
-        # ``allows_repeats`` mirrors ``replace``; logging both would only add noise.
-        return {key: value for key, value in super().config_dict().items() if key != "allows_repeats"}

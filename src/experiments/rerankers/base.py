@@ -15,7 +15,6 @@ from typing import Any, Generic, TypeVar
 
 from experiments.models import Portable, portable
 from experiments.records import Example, FinetuneSet, sha256_json
-from experiments.secrets import scrub
 
 ModelT = TypeVar("ModelT")
 
@@ -141,12 +140,6 @@ class Reranker(ABC):
     def portable(self) -> Portable | None:
         """How to rebuild this reranker, ready to score, inside a served model; None when it cannot be shipped."""
         return None
-
-    def config_dict(self) -> dict[str, object]:
-        """The reranker and its public parameters, for tracked params (secret-looking keys and values redacted)."""
-        params = {key: value for key, value in vars(self).items() if not key.startswith("_")}
-        cleaned: dict[str, object] = scrub({"name": self.name, **params})
-        return cleaned
 
 
 class ModelReranker(Reranker, Generic[ModelT]):

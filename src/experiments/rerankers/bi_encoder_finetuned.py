@@ -92,7 +92,7 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
     def __init__(
         self,
         base_model: str = PACKAGED_MINILM,
-        epochs: float = 1.0,
+        epochs: float = 3,
         learning_rate: float = 5e-5,
         batch_size: int = 32,
         warmup_ratio: float = 0.1,

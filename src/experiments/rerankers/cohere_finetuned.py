@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from experiments.errors import ConfigError, ServiceError
+from experiments.files import write_atomic
 from experiments.records import FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult
 from experiments.rerankers.cohere import MAX_DOCUMENTS_PER_REQUEST, CohereReranker
@@ -294,6 +294,4 @@ class Intent:
 
     def save(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(partial, self.path)
+        write_atomic(self.path, json.dumps(record, indent=2, sort_keys=True) + "\n", unique=True)

@@ -123,12 +123,3 @@ class FusedReranker(Reranker):
         if self._key is None or category is None or memory is None:
             return None
         return portable(self, category=category, memory=memory, weight=self._chosen)
-
-    def config_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "category": self.category.config_dict(),
-            "memory": self.memory.config_dict(),
-            "weights": self.weights,
-            "weight": self.weight,
-        }

@@ -154,6 +154,3 @@ class LabelMemory(Reranker):
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """Vote share of each document (see the class contract), aligned with ``documents``."""
         return self.votes(self.query_vectors([query])[0], documents)
-
-    def config_dict(self) -> dict[str, object]:
-        return {"name": self.name, "model": self.model, "neighbours": self.neighbours}

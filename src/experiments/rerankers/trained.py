@@ -9,7 +9,6 @@ once per id and renames the finished folder into place, so a rerun reuses it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from experiments.errors import ConfigError
+from experiments.files import write_atomic
 from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 from experiments.records import FinetuneItem, FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, ModelReranker, make_finetune_id
@@ -298,9 +298,7 @@ class TrainedReranker(ModelReranker[ModelT]):
             "select_seconds": round(time.perf_counter() - started, 3),
         }
         cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        os.replace(partial, path)
+        write_atomic(path, json.dumps(result, indent=2), unique=True)
         return {**result, "reused": False}
 
     def _train(

@@ -30,7 +30,3 @@ class Retriever(Protocol):
     def search(self, vector: np.ndarray) -> Candidates:
         """The top candidates for one L2-normalised query vector, by descending cosine similarity."""
         ...
-
-    def config_dict(self) -> dict[str, object]:
-        """The retriever and its parameters, for tracked params."""
-        ...

@@ -37,9 +37,6 @@ class LanceDBRetriever:
         self.with_descriptions = with_descriptions
         self._table: lancedb.table.Table | None = None
 
-    def config_dict(self) -> dict[str, object]:
-        return {"top_k": self.top_k, "with_descriptions": self.with_descriptions}
-
     def documents(self, categories: Sequence[Category]) -> list[str]:
         """The text each category is embedded and reranked as."""
         return [category.document(self.with_descriptions) for category in categories]

@@ -26,7 +26,7 @@ import numpy as np
 from experiments.errors import UserError
 from experiments.models import Portable, model_identity
 from experiments.records import Category
-from experiments.tracking.base import scrub
+from experiments.secrets import scrub
 
 FORMAT = 1
 SPEC_FILE = "categoriser.json"

@@ -8,20 +8,21 @@ launchers, and lets a rerun of the same sweep skip what already completed.
 from __future__ import annotations
 
 import json
-import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from experiments import run_folder
+from experiments.files import write_atomic
+from experiments.run_folder import METRICS_FILE, RunRecord
 from experiments.secrets import redact
 
 Status = Literal["completed", "failed", "unfinished"]
 
 FAILED_FILE = "failed.json"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,14 @@ class Job:
         folder: the job's run folder.
         overrides: the job's command-line overrides (``{"miner": "cosine", "k": "4"}``), in the order given.
         status: ``completed`` when ``metrics.json`` exists, ``failed`` when ``failed.json`` does, else ``unfinished``.
-        metrics: the parsed ``metrics.json`` (empty unless completed).
+        record: the job's ``metrics.json`` as a ``RunRecord`` (None unless completed).
         reason: the one-line failure reason (empty unless failed).
     """
 
     folder: Path
     overrides: dict[str, str]
     status: Status
-    metrics: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord | None = None
     reason: str = ""
 
     @property
@@ -54,7 +55,7 @@ def read_job(folder: Path) -> Job:
     listed = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) if overrides_file.is_file() else []
     overrides = dict(item.split("=", 1) for item in listed or [] if "=" in item)
     if (folder / METRICS_FILE).is_file():
-        return Job(folder, overrides, "completed", metrics=json.loads((folder / METRICS_FILE).read_text("utf-8")))
+        return Job(folder, overrides, "completed", record=run_folder.read(folder))
     if (folder / FAILED_FILE).is_file():
         reason = json.loads((folder / FAILED_FILE).read_text("utf-8")).get("reason", "")
         return Job(folder, overrides, "failed", reason=reason)
@@ -76,11 +77,9 @@ def record_failure(folder: Path, error: BaseException, user_error: bool) -> str:
         "kind": "user_error" if user_error else "exception",
         "traceback": None if user_error else redact("".join(traceback.format_exception(error))),
     }
-    partial = folder / (FAILED_FILE + ".partial")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, folder / FAILED_FILE)
+        write_atomic(folder / FAILED_FILE, json.dumps(record, indent=2) + "\n")
     except OSError:  # a full or read-only disk: the console line is all that can be said
         pass
     return reason
@@ -110,5 +109,4 @@ def completed_metric(folder: Path, config: dict[str, Any], metric: str) -> float
     earlier = json.loads(config_file.read_text("utf-8"))
     if _results_config(earlier) != _results_config(json.loads(json.dumps(config))):
         return None
-    metrics = json.loads(metrics_file.read_text("utf-8"))
-    return float(metrics["metrics"]["reranker"][metric]["mean"])
+    return run_folder.read(folder).reranked(metric)

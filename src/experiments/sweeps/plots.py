@@ -1,16 +1,20 @@
-"""The sweep report's figures (PNG): the metric against k per miner, a bar per configuration, the winner's loss."""
+"""The sweep report's figures (PNG), one function each: the metric against k per miner, a bar per configuration,
+the winner's training loss. ``write_plots`` draws those the rows support."""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from experiments.tracking.base import metric_key
+from experiments.evaluation.metrics import metric_key
+from experiments.sweeps.rows import Row
 
 if TYPE_CHECKING:
-    from experiments.sweeps.report import Row
+    from matplotlib.figure import Figure
+
+DPI = 110
 
 
 def _k(row: Row) -> float | None:
@@ -23,46 +27,65 @@ def _k(row: Row) -> float | None:
         return None
 
 
-def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
-    """Write the figures that the rows support into ``sweep_dir``; returns their paths."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written: list[Path] = []
+    return plt
 
-    # 1. The metric against k, one line per miner (when k varies).
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    _pyplot().close(figure)
+    return path
+
+
+def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
+    """Write the figures that the rows support into ``sweep_dir``; returns their paths."""
+    drawn = [
+        plot_metric_vs_k(sweep_dir, rows, metric),
+        plot_per_configuration(sweep_dir, rows, metric),
+        plot_winner_loss(sweep_dir, rows),
+    ]
+    return [path for path in drawn if path is not None]
+
+
+def plot_metric_vs_k(sweep_dir: Path, rows: list[Row], metric: str) -> Path | None:
+    """The metric against k, one line per miner / reranker, with intervals; None when k does not vary."""
+    plt = _pyplot()
     by_miner: dict[str, list[tuple[float, Row]]] = defaultdict(list)
     for row in rows:
         k = _k(row)
         if k is not None:
             by_miner[f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"].append((k, row))
-    if len({k for points in by_miner.values() for k, _ in points}) > 1:
-        figure, axes = plt.subplots(figsize=(7, 4.5))
-        # Each series is nudged sideways a little, so that overlapping intervals stay readable.
-        all_ks = [k for points in by_miner.values() for k, _ in points]
-        spread = 0.03 * (max(all_ks) - min(all_ks))
-        for index, (name, points) in enumerate(sorted(by_miner.items())):
-            points.sort(key=lambda point: point[0])
-            ks = [k + (index - (len(by_miner) - 1) / 2) * spread for k, _ in points]
-            means = [row.metrics[metric].mean for _, row in points]
-            low = [row.metrics[metric].mean - row.metrics[metric].low for _, row in points]
-            high = [row.metrics[metric].high - row.metrics[metric].mean for _, row in points]
-            axes.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=name)
-        axes.set_xticks(sorted(set(all_ks)))
-        axes.set_xlabel("k (negatives per item)")
-        axes.set_ylabel(f"{metric} (eval, 95% CI)")
-        axes.set_title(f"{metric} against k, per miner / reranker")
-        axes.legend(fontsize=8)
-        axes.grid(alpha=0.3)
-        path = sweep_dir / f"{metric_key(metric)}_vs_k.png"
-        figure.tight_layout()
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+    if len({k for points in by_miner.values() for k, _ in points}) <= 1:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    # Each series is nudged sideways a little, so that overlapping intervals stay readable.
+    all_ks = [k for points in by_miner.values() for k, _ in points]
+    spread = 0.03 * (max(all_ks) - min(all_ks))
+    for index, (name, points) in enumerate(sorted(by_miner.items())):
+        points.sort(key=lambda point: point[0])
+        ks = [k + (index - (len(by_miner) - 1) / 2) * spread for k, _ in points]
+        means = [row.metrics[metric].mean for _, row in points]
+        low = [row.metrics[metric].mean - row.metrics[metric].low for _, row in points]
+        high = [row.metrics[metric].high - row.metrics[metric].mean for _, row in points]
+        axes.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=name)
+    axes.set_xticks(sorted(set(all_ks)))
+    axes.set_xlabel("k (negatives per item)")
+    axes.set_ylabel(f"{metric} (eval, 95% CI)")
+    axes.set_title(f"{metric} against k, per miner / reranker")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return _save(figure, sweep_dir / f"{metric_key(metric)}_vs_k.png")
 
-    # 2. One bar per configuration with its interval, coloured by reranker, the baseline as a line.
+
+def plot_per_configuration(sweep_dir: Path, rows: list[Row], metric: str) -> Path:
+    """One bar per configuration with its interval, coloured by reranker, the embedding baseline as a line."""
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 3), 4.5))
     rerankers = sorted({row.choices.get("reranker", "?") for row in rows})
     colours = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(rerankers)}
@@ -79,31 +102,26 @@ def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
         capsize=3,
         color=[colours[row.choices.get("reranker", "?")] for row in rows],
     )
-    baseline = rows[0].job.metrics["metrics"]["baseline"][metric]["mean"]
+    baseline = rows[0].record.metrics.baseline[metric].mean
     axes.axhline(baseline, color="grey", linestyle="--", label=f"embedding baseline {baseline:.3f}")
     axes.set_xticks(list(positions), [row.label for row in rows], rotation=35, ha="right", fontsize=8)
     axes.set_ylabel(f"{metric} (eval, 95% CI)")
     axes.set_title(f"{metric} per configuration (best on the selection split first)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[name]) for name in rerankers]
     axes.legend([*handles, axes.lines[-1]], [*rerankers, f"baseline {baseline:.3f}"], fontsize=8)
-    figure.tight_layout()
-    path = sweep_dir / f"{metric_key(metric)}_per_configuration.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    written.append(path)
+    return _save(figure, sweep_dir / f"{metric_key(metric)}_per_configuration.png")
 
-    # 3. The winner's training loss.
-    history = rows[0].fit.get("loss_history") or []
-    if history:
-        figure, axes = plt.subplots(figsize=(7, 4))
-        axes.plot([step for step, _ in history], [loss for _, loss in history], marker=".")
-        axes.set_xlabel("optimiser step")
-        axes.set_ylabel("training loss")
-        axes.set_title(f"training loss of the winner ({rows[0].label or rows[0].job.folder.name})")
-        axes.grid(alpha=0.3)
-        figure.tight_layout()
-        path = sweep_dir / "winner_loss.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
-    return written
+
+def plot_winner_loss(sweep_dir: Path, rows: list[Row]) -> Path | None:
+    """The winner's (the first row's) training loss per optimiser step; None when it recorded none."""
+    history = rows[0].fit.loss_history if rows[0].fit else []
+    if not history:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot([step for step, _ in history], [loss for _, loss in history], marker=".")
+    axes.set_xlabel("optimiser step")
+    axes.set_ylabel("training loss")
+    axes.set_title(f"training loss of the winner ({rows[0].label or rows[0].job.folder.name})")
+    axes.grid(alpha=0.3)
+    return _save(figure, sweep_dir / "winner_loss.png")

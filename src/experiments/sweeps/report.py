@@ -11,46 +11,20 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.files import write_atomic
 from experiments.sweeps.jobs import Job, sweep_jobs
+from experiments.sweeps.plots import write_plots
+from experiments.sweeps.rows import Row, read_row, validation_score
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 ALPHA = 0.05
-
-
-@dataclass(frozen=True)
-class Row:
-    """One completed configuration of the sweep."""
-
-    job: Job
-    knobs: dict[str, str]
-    choices: dict[str, str]
-    metrics: dict[str, Estimate]
-    delta_baseline: dict[str, Estimate]
-    selection_value: float
-    per_query: dict[str, np.ndarray]
-    queries: list[str]
-    vs_best: Estimate | None = None
-    p_value: float | None = None
-    p_adjusted: float | None = None
-
-    @property
-    def label(self) -> str:
-        return ",".join(f"{key}={value}" for key, value in sorted(self.knobs.items())) or self.job.folder.name
-
-    @property
-    def fit(self) -> dict[str, Any]:
-        return self.job.metrics.get("fit") or {}
 
 
 @dataclass(frozen=True)
@@ -69,42 +43,6 @@ class SweepReport:
         return self.winner.selection_value
 
 
-def _estimate(block: dict[str, float]) -> Estimate:
-    return Estimate(block["mean"], block["ci_low"], block["ci_high"])
-
-
-def _choices(folder: Path) -> dict[str, str]:
-    hydra_file = folder / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return {}
-    choices = yaml.safe_load(hydra_file.read_text("utf-8"))["hydra"]["runtime"]["choices"]
-    return {str(key): str(value) for key, value in choices.items() if not str(key).startswith("hydra")}
-
-
-def _validation(job: Job, metric: str) -> float | None:
-    """The run's ``metric`` on its validation split (a model trained without it), when it reports one."""
-    scores = (job.metrics.get("validation") or {}).get("reranker") or {}
-    return float(scores[metric]["mean"]) if metric in scores else None
-
-
-def _row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Row:
-    summary = job.metrics["metrics"]
-    validation = _validation(job, metric) if on_validation else None
-    selection = validation if validation is not None else summary["reranker"][metric]["mean"]
-    lines = (job.folder / "per_query.jsonl").read_text("utf-8").splitlines()
-    records = [json.loads(line) for line in lines]
-    return Row(
-        job=job,
-        knobs={key: job.overrides[key] for key in swept if key in job.overrides},
-        choices=_choices(job.folder),
-        metrics={name: _estimate(summary["reranker"][name]) for name in METRIC_NAMES},
-        delta_baseline={name: _estimate(summary["delta"][name]) for name in METRIC_NAMES},
-        selection_value=float(selection),
-        per_query={name: np.array([r["reranker"][name] for r in records], dtype=float) for name in METRIC_NAMES},
-        queries=[r["query"] for r in records],
-    )
-
-
 def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     """Rows for the completed jobs, best first by the selection metric; and the name of the selection split."""
     completed = [job for job in jobs if job.status == "completed"]
@@ -113,9 +51,9 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     keys = list(dict.fromkeys(key for job in completed for key in job.overrides))
     swept = [key for key in keys if len({job.overrides.get(key) for job in completed}) > 1]
     # Every row is chosen on the same split: validation only when every run reports it.
-    on_validation = all(_validation(job, metric) is not None for job in completed)
+    on_validation = all(validation_score(job, metric) is not None for job in completed)
     split = "validation" if on_validation else "eval"
-    rows = [_row(job, swept, metric, on_validation) for job in completed]
+    rows = [read_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
     best = rows[0]
     compared: list[Row] = []
@@ -165,8 +103,8 @@ def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
                 _cell(row.delta_baseline[metric], signed=True),
                 versus,
                 p_text,
-                f"{float(row.fit.get('train_seconds', 0.0)):.1f}" if row.fit else "—",
-                str(row.job.metrics.get("finetune_id") or "—"),
+                f"{float(row.fit.train_seconds):.1f}" if row.fit else "—",
+                str(row.record.finetune_id or "—"),
             ]
         )
     return table
@@ -223,15 +161,8 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
     )
 
 
-def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``sweep_dir``."""
-    from experiments.sweeps.plots import write_plots
 
     if metric not in METRIC_NAMES:
         raise UserError(f"optimized_metric={metric!r} is not one of {list(METRIC_NAMES)}.")
@@ -260,7 +191,7 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
                 "delta_vs_best": None if row.vs_best is None else row.vs_best.__dict__,
                 "p_value": row.p_value,
                 "p_holm": row.p_adjusted,
-                "finetune_id": row.job.metrics.get("finetune_id"),
+                "finetune_id": row.record.finetune_id,
             }
             for row in rows
         ],
@@ -269,9 +200,9 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     }
     table = _table(rows, metric, split)
     markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
-    _write(markdown_path, _markdown(table, report))
-    _write(html_path, _html(table, report))
-    _write(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(markdown_path, _markdown(table, report))
+    write_atomic(html_path, _html(table, report))
+    write_atomic(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots)
 
 

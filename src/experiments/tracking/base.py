@@ -3,7 +3,7 @@
 A run is recorded by a list of trackers (``trackers:`` in the config; ``experiments.tracking.trackers.Trackers``
 calls each in turn). Each tracker gets the same two records: ``TrackedRun`` for a finished run and ``FailedRun``
 for one that failed after validation. Both are already scrubbed of secrets, and the metric names are computed
-once (``run_metrics``), so every tracker logs the same numbers under the same names.
+once from the run's ``RunRecord`` (``run_metrics``), so every tracker logs the same numbers under the same names.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from experiments.evaluation.metrics import METRIC_NAMES, metric_key
 from experiments.secrets import REDACTED, scrub
 
 if TYPE_CHECKING:
     from experiments.evaluation.evaluate import QueryResult, Summary
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.run_folder import RunRecord
     from experiments.serving.package import CategoriserPackage
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "TrackedRun",
     "Tracker",
     "flatten",
+    "headline_metrics",
     "metric_key",
     "run_metrics",
     "scrub",
@@ -169,31 +172,35 @@ def _option_params(prefix: str, node: Mapping[str, Any], choice: str | None) -> 
     return params
 
 
-def metric_key(name: str) -> str:
-    """MLflow forbids ``@`` in metric names: ``recall@1`` is tracked as ``recall_at_1``."""
-    return name.replace("@", "_at_")
-
-
-def run_metrics(summary: Summary, extra: Mapping[str, float]) -> dict[str, float]:
-    """Every tracked number of a run under one set of names (valid in MLflow and Braintrust alike).
-
-    The headline set (``metrics_from_summary``) plus ``extra`` as given (the training time). Stage timings and the
-    rest stay in the run folder's ``metrics.json``.
-    """
-    return {**extra, **metrics_from_summary(summary.as_dict())}
-
-
-def metrics_from_summary(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The headline numbers of a summary as written to ``metrics.json["metrics"]``.
+def headline_metrics(record: RunRecord) -> dict[str, float]:
+    """The headline numbers of a run, from its ``RunRecord``: what a run and a sweep's parent both track.
 
     ``recall_at_1`` (reranker), ``baseline_recall_at_1``, ``delta_recall_at_1`` ..., each with ``_ci_low`` and
     ``_ci_high``; ``latency_rerank_p50_ms``; ``candidate_recall``.
     """
+    summary = record.metrics
     metrics: dict[str, float] = {}
-    for system, prefix in (("reranker", ""), ("baseline", "baseline_"), ("delta", "delta_")):
-        for name, value in summary[system].items():
+    for prefix, estimates in (("", summary.reranker), ("baseline_", summary.baseline), ("delta_", summary.delta)):
+        for name, value in estimates.items():
             key = prefix + metric_key(name)
-            metrics.update({key: value["mean"], f"{key}_ci_low": value["ci_low"], f"{key}_ci_high": value["ci_high"]})
-    metrics["latency_rerank_p50_ms"] = float(summary["latency_ms"]["rerank_p50"])
-    metrics["candidate_recall"] = float(summary["candidate_recall"])
+            metrics.update({key: value.mean, f"{key}_ci_low": value.ci_low, f"{key}_ci_high": value.ci_high})
+    metrics["latency_rerank_p50_ms"] = float(summary.latency_ms["rerank_p50"])
+    metrics["candidate_recall"] = float(summary.candidate_recall)
     return metrics
+
+
+def run_metrics(record: RunRecord) -> dict[str, float]:
+    """Every tracked number of a run under one set of names (valid in MLflow and Braintrust alike).
+
+    The training time (when this run trained), ``replicates_<metric>_mean`` / ``_sd`` (with replicates), then the
+    headline set (``headline_metrics``). Stage timings and the rest stay in the run folder's ``metrics.json``.
+    """
+    fit, replicates = record.fit, record.replicates
+    extras = {"train_seconds": fit.train_seconds} if fit and not fit.reused else {}
+    if replicates is not None:
+        extras |= {
+            f"replicates_{metric_key(name)}_{stat}": float(getattr(replicates.stat(name), stat))
+            for name in METRIC_NAMES
+            for stat in ("mean", "sd")
+        }
+    return {**extras, **headline_metrics(record)}

@@ -15,10 +15,10 @@ and the process exit at most half of that again.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from experiments.braintrust_client import bound_sdk
 from experiments.secrets import BRAINTRUST_KEYS, env_key, scrub
 from experiments.tracking.base import FailedRun, TrackedRun
 
@@ -39,26 +39,6 @@ def eval_rows(run: TrackedRun) -> list[dict[str, Any]]:
         }
         for result in run.results
     ]
-
-
-def bound_sdk(timeout_s: float) -> None:
-    """Bound the SDK's own waits, unless the user configured them.
-
-    By default every request of the SDK may take 60 s and is retried 10 times with exponential backoff (up to
-    minutes), the upload is retried again on top, and whatever is left is flushed at interpreter exit — where a
-    server that never answers would hold the process. Here one request may take a quarter of ``timeout_s`` and is
-    retried once, the uploader does not retry on top, and the exit-time flush is off; the upload happens only when
-    the tracker flushes (synchronous flush), so a dropped upload raises instead of being reported as logged.
-    """
-    from braintrust import logger
-    from braintrust.api._transport import RetryRequestExceptionsAdapter
-
-    os.environ.setdefault("BRAINTRUST_DISABLE_ATEXIT_FLUSH", "true")
-    os.environ.setdefault("BRAINTRUST_NUM_RETRIES", "0")
-    os.environ.setdefault("BRAINTRUST_SYNC_FLUSH", "true")
-    if logger._http_adapter is None:
-        request_s = max(timeout_s / 4, 0.5)
-        logger.set_http_adapter(RetryRequestExceptionsAdapter(base_num_retries=1, default_timeout_secs=request_s))
 
 
 class BraintrustTracker:

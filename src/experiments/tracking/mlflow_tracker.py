@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.evaluation.evaluate import Summary
+from experiments.evaluation.metrics import metric_key
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
-from experiments.tracking.base import FailedRun, TrackedRun, metric_key, metrics_from_summary, tracked_params
+from experiments.run_folder import METRICS_FILE, read
+from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params
 from experiments.tracking.mlflow_view import describe_experiment
 
 if TYPE_CHECKING:
@@ -283,13 +285,14 @@ def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], swe
     from mlflow.entities import Metric, Param
 
     winner = Path(str(report["winner_folder"]))
-    metrics_file, config_file = winner / "metrics.json", winner / "config.json"
+    config_file = winner / "config.json"
     now = int(time.time() * 1000)
     metrics: list[Metric] = []
     params = [Param("winner", str(report["winner"])), Param("selection_split", str(report["selection_split"]))]
-    if metrics_file.is_file():
-        summary = json.loads(metrics_file.read_text("utf-8"))["metrics"]
-        metrics = [Metric(key, float(value), now, 0) for key, value in metrics_from_summary(summary).items()]
+    if (winner / METRICS_FILE).is_file():
+        # The same RunRecord -> metrics road as the winner's own run (run_metrics), less its per-run extras.
+        headline = headline_metrics(read(winner))
+        metrics = [Metric(key, float(value), now, 0) for key, value in headline.items()]
     if config_file.is_file():
         winning = tracked_params(json.loads(config_file.read_text("utf-8")), report.get("winner_choices"))
         params += [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in winning.items()]

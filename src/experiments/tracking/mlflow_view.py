@@ -13,8 +13,7 @@ import json
 import sys
 from typing import Any
 
-from experiments.evaluation.metrics import METRIC_NAMES
-from experiments.tracking.base import metric_key
+from experiments.evaluation.metrics import METRIC_NAMES, metric_key
 
 VIEW_KEY = "headline"
 KIND_TAG = "mlflow.experimentKind"

@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from experiments.errors import UserError
+from experiments.files import write_atomic
 from experiments.secrets import redact, redact_bytes, scrub
 from experiments.tracking.base import FailedRun, TrackedRun, Tracker
 
@@ -188,9 +189,7 @@ def save_pending(run: TrackedRun, key: str) -> Path:
     folder = run.run_folder / PENDING
     folder.mkdir(exist_ok=True)
     path = folder / f"{key}.pickle"
-    partial_path = path.with_name(path.name + ".partial")
-    partial_path.write_bytes(pickle.dumps(run))
-    partial_path.replace(path)
+    write_atomic(path, pickle.dumps(run))
     return path
 
 

@@ -1,0 +1,193 @@
+"""The run folder's records as pydantic models: ``RunRecord`` (``metrics.json``) and ``QueryRecord`` (a
+``per_query.jsonl`` row), with the nested blocks they are made of. The data contract is ``docs/run-folder.md``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_serializer
+
+#: A number as written: an int stays an int and a float a float, so a record reads and writes back byte for byte.
+Number = int | float
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class DatasetInfo(_Record):
+    """The data set a run read: its name, a content hash of examples and categories, and the split sizes."""
+
+    name: str
+    digest: str
+    train: int
+    eval: int
+    categories: int
+
+
+class FinetuneSetInfo(_Record):
+    """The fine-tuning set: item count, the sha256 of ``finetune.jsonl``, negatives each strategy topped up."""
+
+    items: int
+    digest: str
+    fill_notes: dict[str, int]
+
+
+class Fit(_Record):
+    """What training did (``null`` in ``metrics.json`` for rerankers that do not train).
+
+    The reranker's own details (``loss``, ``train_loss``, ``steps``, ``epochs``...) are extra keys, between
+    ``train_pairs`` and ``loss_history``; ``selection`` is what was chosen on the validation split (``{}`` when
+    nothing was): its keys depend on the reranker (``epochs`` or ``weight``, ``criterion``, ``curve``...).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    reused: bool
+    train_seconds: Number
+    train_pairs: int
+    loss_history: list[tuple[int, Number]] = []
+    selection: dict[str, Any] = {}
+
+    @model_serializer(mode="wrap")
+    def _extras_before_history(self, handler: Any) -> dict[str, Any]:
+        # The file has always listed the reranker's details before loss_history and selection.
+        data: dict[str, Any] = handler(self)
+        tail: dict[str, Any] = {key: data.pop(key) for key in ("loss_history", "selection") if key in data}
+        return {**data, **tail}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The reranker's own training details (the extra keys)."""
+        return dict(self.model_extra or {})
+
+
+class Estimate(_Record):
+    """A mean with its 95% bootstrap interval."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+class Summary(_Record):
+    """``metrics.json["metrics"]``: every metric for the baseline, the reranker and their paired delta."""
+
+    n_queries: int
+    baseline: dict[str, Estimate]
+    reranker: dict[str, Estimate]
+    delta: dict[str, Estimate]
+    latency_ms: dict[str, Number]
+    candidate_recall: float
+
+
+class ValidationScore(_Record):
+    mean: float
+
+
+class Validation(_Record):
+    """The chosen setting's scores on the validation split carved from train (what a sweep picks winners by)."""
+
+    reranker: dict[str, ValidationScore]
+    queries: int | None
+    chosen: Number
+
+
+class ReplicateStat(_Record):
+    """One reranked metric over the replicate seeds: mean, sample standard deviation, the per-seed values."""
+
+    mean: float
+    sd: float
+    values: list[float]
+
+
+class Replicates(_Record):
+    """``replicates=N``: the seeds and, under each metric name (``mrr@1``...), its ``ReplicateStat``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    __pydantic_extra__: dict[str, ReplicateStat]
+
+    n: int
+    seeds: list[int]
+
+    def stat(self, metric: str) -> ReplicateStat:
+        return (self.model_extra or {})[metric]
+
+
+class Timings(_Record):
+    """Seconds per step of the run (the first seed's, with replicates)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    load_s: float | None = None
+    embed_s: float | None = None
+    index_s: float | None = None
+    mine_s: float | None = None
+    fit_s: float | None = None
+    evaluate_s: float | None = None
+
+
+class RunRecord(_Record):
+    """``metrics.json``: a completed run's aggregates (see ``docs/run-folder.md``).
+
+    ``validation`` and ``replicates`` are absent from the file when the run has none; ``scored_pairs`` and
+    ``cached_pairs`` count reranker scores computed and found in the score cache (``null`` without a cache).
+    """
+
+    dataset: DatasetInfo
+    finetune_set: FinetuneSetInfo
+    finetune_id: str | None
+    fit: Fit | None
+    metrics: Summary
+    validation: Validation | None = None
+    replicates: Replicates | None = None
+    scored_pairs: int | None
+    cached_pairs: int | None
+    timings: Timings
+
+    def reranked(self, metric: str) -> float:
+        """The reranker's eval mean of ``metric`` (``mrr@1``)."""
+        return self.metrics.reranker[metric].mean
+
+    def validation_score(self, metric: str) -> float | None:
+        """The chosen setting's validation mean of ``metric``, when the run chose on validation and scored it."""
+        if self.validation is None or metric not in self.validation.reranker:
+            return None
+        return self.validation.reranker[metric].mean
+
+    def to_json(self) -> str:
+        """The file's text: only the keys the record was built or read with, in the documented order."""
+        return json.dumps(self.model_dump(exclude_unset=True), indent=2) + "\n"
+
+
+class QueryRecord(_Record):
+    """One ``per_query.jsonl`` row: an eval example, both top-5 rankings with scores, and their metrics."""
+
+    query: str
+    expected: list[str]
+    baseline_top: list[str]
+    baseline_scores: list[float]
+    reranked_top: list[str]
+    reranked_scores: list[float]
+    baseline: dict[str, float]
+    reranker: dict[str, float]
+    rerank_ms: float
+
+
+def validation_of(selection: Mapping[str, Any] | None) -> Validation | None:
+    """The chosen setting's validation scores from a fit's ``selection``, when the reranker chose on the
+    validation split (a model trained without it) and recorded the curve it chose from."""
+    if not selection or not selection.get("curve") or not selection.get("criterion"):
+        return None
+    chosen = selection.get("epochs", selection.get("weight"))
+    for point in selection["curve"]:
+        if point[0] == chosen:
+            scores = dict(zip(selection["criterion"], point[1:], strict=True))
+            return Validation(
+                reranker={name: ValidationScore(mean=float(value)) for name, value in scores.items()},
+                queries=selection.get("validation_queries"),
+                chosen=chosen,
+            )
+    return None

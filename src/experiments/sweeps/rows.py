@@ -1,0 +1,90 @@
+"""A sweep's rows: one completed job each, read from its run folder through ``experiments.run_folder``.
+
+The report ranks and tests them (``sweeps.report``) and the figures draw them (``sweeps.plots``); both import this
+module, neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from experiments import run_folder
+from experiments.errors import UserError
+from experiments.evaluation.bootstrap import Estimate
+from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.run_folder import Fit, RunRecord
+from experiments.sweeps.jobs import Job
+
+
+@dataclass(frozen=True)
+class Row:
+    """One completed configuration of the sweep."""
+
+    job: Job
+    knobs: dict[str, str]
+    choices: dict[str, str]
+    metrics: dict[str, Estimate]
+    delta_baseline: dict[str, Estimate]
+    selection_value: float
+    per_query: dict[str, np.ndarray]
+    queries: list[str]
+    vs_best: Estimate | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{key}={value}" for key, value in sorted(self.knobs.items())) or self.job.folder.name
+
+    @property
+    def record(self) -> RunRecord:
+        """The job's ``metrics.json`` (a row is only made for a completed job)."""
+        assert self.job.record is not None
+        return self.job.record
+
+    @property
+    def fit(self) -> Fit | None:
+        return self.record.fit
+
+
+def _estimate(block: run_folder.Estimate) -> Estimate:
+    return Estimate(block.mean, block.ci_low, block.ci_high)
+
+
+def _choices(folder: Path) -> dict[str, str]:
+    hydra_file = folder / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return {}
+    choices = yaml.safe_load(hydra_file.read_text("utf-8"))["hydra"]["runtime"]["choices"]
+    return {str(key): str(value) for key, value in choices.items() if not str(key).startswith("hydra")}
+
+
+def validation_score(job: Job, metric: str) -> float | None:
+    """The run's ``metric`` on its validation split (a model trained without it), when it reports one."""
+    return job.record.validation_score(metric) if job.record is not None else None
+
+
+def read_row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Row:
+    """A completed job's row: its knobs and choices, eval metrics with intervals and per-query scores, and the value
+    it is ranked by (validation when ``on_validation``, else eval)."""
+    record = job.record
+    if record is None:
+        raise UserError(f"{job.folder}: not a completed job (no {run_folder.METRICS_FILE}).")
+    summary = record.metrics
+    validation = validation_score(job, metric) if on_validation else None
+    selection = validation if validation is not None else summary.reranker[metric].mean
+    queries = run_folder.read_queries(job.folder)
+    return Row(
+        job=job,
+        knobs={key: job.overrides[key] for key in swept if key in job.overrides},
+        choices=_choices(job.folder),
+        metrics={name: _estimate(summary.reranker[name]) for name in METRIC_NAMES},
+        delta_baseline={name: _estimate(summary.delta[name]) for name in METRIC_NAMES},
+        selection_value=float(selection),
+        per_query={name: np.array([q.reranker[name] for q in queries], dtype=float) for name in METRIC_NAMES},
+        queries=[q.query for q in queries],
+    )

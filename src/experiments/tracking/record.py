@@ -1,0 +1,59 @@
+"""The tracker adapter: a finished (or failed) run, turned into the records every tracker receives.
+
+The pipeline calls ``track`` once, after the run folder is complete, with the ``RunRecord`` it wrote as
+``metrics.json``: the tracked metrics come from that record (``run_metrics``), the same road the sweep's parent
+run takes when it reads the winner's folder back. ``track_failure`` records a run that failed after validation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from experiments.outcome import RunOutcome
+from experiments.run_folder import RunRecord
+from experiments.secrets import redact
+from experiments.tracking.base import FailedRun, TrackedRun, run_metrics
+from experiments.tracking.trackers import Trackers
+
+
+def tracked_run(outcome: RunOutcome, record: RunRecord) -> TrackedRun:
+    """Params, tags (digests, the fine-tune id, a unique run uid), metrics, per-query rows, the run folder and the
+    categoriser as the run's model."""
+    fit, finetune_set = outcome.fit, outcome.finetune_set
+    tags = {
+        "finetune_items": str(record.finetune_set.items),
+        **{key: str(value) for key, value in record.finetune_set.fill_notes.items()},
+        "experiments.run_uid": uuid.uuid4().hex,
+        "finetune_set_digest": record.finetune_set.digest,
+        "dataset_digest": record.dataset.digest,
+        **({"finetune_id": fit.finetune_id} if fit else {}),
+    }
+    return TrackedRun(
+        name=outcome.run_name,
+        params=outcome.params,
+        tags=tags,
+        metrics=run_metrics(record),
+        splits=outcome.splits,
+        finetune_set=finetune_set,
+        summary=outcome.summary,
+        results=outcome.evaluation.results,
+        finetune_id=record.finetune_id,
+        run_folder=outcome.output_dir,
+        artifacts=outcome.output_dir,
+        loss_history=list(fit.loss_history) if fit else [],
+        categoriser=outcome.categoriser,
+    )
+
+
+def track(trackers: Trackers, outcome: RunOutcome, record: RunRecord) -> None:
+    """Record a finished run in every tracker (the run folder, ``record`` included, is already written)."""
+    trackers.log_run(tracked_run(outcome, record))
+
+
+def track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
+    """Record a run that failed after validation, with its params and the reason, as FAILED (KILLED when it was
+    stopped: SIGTERM or Ctrl-C)."""
+    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+    reason = redact(f"{type(error).__name__}: {error}")
+    trackers.log_failure(FailedRun(name=name, params=params, error=reason, status=status))
