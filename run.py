@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from experiments.errors import UserError
+    from experiments.hydra_errors import one_line_config_errors
     from experiments.secrets import guard_output, refuse_secret_overrides
 
     guard_output()  # the console and every log record (run.log too) are redacted from here on
@@ -39,6 +40,7 @@ if __name__ == "__main__":
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    one_line_config_errors()  # an unknown option or key, a malformed override: one line, exit 2
     main()
     from experiments.sweeps import callback
 

@@ -22,7 +22,7 @@ PACKAGE = SRC / "experiments"
 #: The floors, lowest first. A unit may import from its own floor and the floors below it.
 LAYERS: list[set[str]] = [
     {"experiments", "errors"},
-    {"secrets", "processes", "folders", "models", "files", "evaluation.metrics"},
+    {"secrets", "processes", "folders", "models", "files", "evaluation.metrics", "hydra_errors"},
     {"cache", "store", "records", "braintrust_client", "schema"},
     {"datasets", "embedders", "miners"},
     {"rerankers"},

@@ -5,6 +5,7 @@ The only place that reads ``cfg``; library code receives plain arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -59,6 +60,8 @@ def discard_rejected(output_dir: Path) -> None:
         return
     if all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir()):
         shutil.rmtree(output_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the day's folder (``runs/<date>/``) when this run was its only one
+            output_dir.parent.rmdir()
 
 
 def build(cfg: DictConfig, group: str) -> Any:
@@ -125,6 +128,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
 
+def exit_now(code: int) -> None:
+    """End the process at once: the stack has unwound (temporary files are gone, the run is kept pending), and
+    nothing may wait on a tracker's threads or an upload pool at interpreter exit (a scheduler's grace period)."""
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_jobs: int | None = None) -> float:
     """CLI entry: run, print the table and the run folder, return ``optimized_metric`` of the reranker.
 
@@ -155,7 +169,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
         return float("nan")
     except Terminated:
         print(f"error: terminated (SIGTERM); temporary files removed; {output_dir} is incomplete", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+        exit_now(128 + signal.SIGTERM)
     except Exception as error:
         disk = disk_error(error, cfg.paths)
         if disk is not None and not in_sweep:

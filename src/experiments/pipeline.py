@@ -210,7 +210,7 @@ def run_experiment(
     except UserError:
         raise
     except BaseException as error:
-        track_failure(parts.trackers, name, params, error)
+        track_failure(parts.trackers, name, params, error, folders.output_dir)
         raise
     track(parts.trackers, outcome, record)
     return outcome

@@ -24,6 +24,13 @@ class Example(BaseModel):
     expected: list[str] = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("input")
+    @classmethod
+    def _input_not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("input must have text, not only spaces")
+        return text
+
     @field_validator("expected")
     @classmethod
     def _labels_not_blank(cls, labels: list[str]) -> list[str]:

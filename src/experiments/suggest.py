@@ -81,6 +81,8 @@ def single_row(args: argparse.Namespace) -> dict[str, Any] | None:
             row = json.loads(args.row)
         except json.JSONDecodeError as error:
             raise UserError(f"--row: not valid JSON ({error.msg} at column {error.colno})") from None
+        except RecursionError:
+            raise UserError("--row: JSON nested too deeply (a row is one flat object)") from None
         if not isinstance(row, dict):
             raise UserError(f"--row: expected a JSON object, got {type(row).__name__}")
         return row
@@ -104,6 +106,8 @@ def read_rows(path: Path, strict: bool) -> tuple[list[int], list[str], list[str]
             lines.append(number)
         except json.JSONDecodeError as error:
             problems.append(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})")
+        except RecursionError:
+            problems.append(f"{path}:{number}: JSON nested too deeply (a row is one flat object)")
         except RowError as error:
             problems.append(f"{path}:{number}: {error}")
         if problems and strict:

@@ -103,6 +103,8 @@ def read_numbered_examples(
             raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
         except ValueError as error:
             raise DataError(f"{where}: {error}") from None
+        except RecursionError:
+            raise DataError(f"{where}: row: JSON nested too deeply (a row is one flat object)") from None
         if not isinstance(row, dict):
             raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
         if "input" in row or "expected" in row:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from experiments.errors import ConfigError
 from experiments.records import Example
@@ -43,6 +43,13 @@ class TransactionFields(BaseModel):
     amount: float
     spend_program_name: str
     trip_name: str | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_is_a_number(cls, value: object) -> object:
+        if isinstance(value, bool):  # JSON true/false would otherwise pass as 1.0 / 0.0
+            raise ValueError("amount must be a number, not true/false")
+        return value
 
     def query_text(self, fields: Sequence[str] = QUERY_FIELDS) -> str:
         """The seed's layout, one field a line (the contract in docs/data-formats.md), keeping ``fields`` only."""

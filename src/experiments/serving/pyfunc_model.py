@@ -38,17 +38,30 @@ class CategoriserModel(PythonModel):
         from experiments.serving.rows import RowError, query_text
 
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
-        top_n = int((params or {}).get("top_n") or DEFAULT_TOP_N)
+        top_n = _top_n((params or {}).get("top_n"), DEFAULT_TOP_N)
+        if not rows:  # MLflow's schema drops unknown columns: a request of {"foo": 1} rows arrives empty
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(
+                "no row to rank: each row needs input (query text) or the transaction fields; see docs/serving.md"
+            )
         queries = []
         for number, row in enumerate(rows, start=1):
             try:
                 queries.append(query_text(row))
             except RowError as error:
                 raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"row {number}: {error}") from None
-        if top_n < 1:
-            raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={top_n} must be at least 1")
         ranked = self.categoriser.rank(queries, top_n=top_n)
         return pd.DataFrame({"categories": [r.labels for r in ranked], "scores": [r.scores for r in ranked]})
+
+
+def _top_n(value: Any, default: int) -> int:
+    """``top_n`` as given (0 and negatives refused, not replaced by the default), or ``default`` when absent."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().lstrip("-").isdigit():
+        raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={value!r} must be a whole number")
+    if int(value) < 1:
+        raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={value} must be at least 1")
+    return int(value)
 
 
 set_model(CategoriserModel())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 from experiments.outcome import RunOutcome
 from experiments.run_folder import RunRecord
@@ -51,9 +52,14 @@ def track(trackers: Trackers, outcome: RunOutcome, record: RunRecord) -> None:
     trackers.log_run(tracked_run(outcome, record))
 
 
-def track_failure(trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException) -> None:
-    """Record a run that failed after validation, with its params and the reason, as FAILED (KILLED when it was
-    stopped: SIGTERM or Ctrl-C)."""
-    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+def track_failure(
+    trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException, folder: Path
+) -> None:
+    """Record a run that failed after validation, with its params and the reason, as FAILED; a run stopped
+    (SIGTERM, Ctrl-C) is kept pending as KILLED in ``folder`` instead, so the stop never waits on a tracker
+    (``python -m experiments.sync`` records it)."""
     reason = redact(f"{type(error).__name__}: {error}")
-    trackers.log_failure(FailedRun(name=name, params=params, error=reason, status=status))
+    if isinstance(error, Exception):
+        trackers.log_failure(FailedRun(name=name, params=params, error=reason, status="FAILED"))
+    else:
+        trackers.keep_killed(FailedRun(name=name, params=params, error=reason, status="KILLED"), folder)
