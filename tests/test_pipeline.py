@@ -143,7 +143,7 @@ def test_bad_file_stops_before_any_run_is_recorded(make_cfg, tmp_path, small_dat
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("k=0", "k=0"), ("k=99", "k=99"), ("duplication=0", "duplication=0"), ("miner.rank_min=0", "rank_min")],
+    [("k=-1", "k=-1"), ("k=99", "k=99"), ("duplication=0", "duplication=0"), ("miner.rank_min=0", "rank_min")],
 )
 def test_bad_knobs_are_user_errors(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=message):

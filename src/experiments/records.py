@@ -64,6 +64,8 @@ class DatasetSplits:
         group_key: the ``Example.metadata`` key that groups examples (a merchant, say): holdouts carved from
             train keep whole groups on one side, and the run warns when eval shares groups with train.
             None = every example stands alone.
+        query_fields: the query lines of transaction rows the examples were formatted with, when a subset
+            (``dataset.query_fields``); None = the full seven-line layout.
     """
 
     name: str
@@ -72,6 +74,7 @@ class DatasetSplits:
     categories: list[Category]
     source: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
+    query_fields: list[str] | None = None
 
     @property
     def category_names(self) -> list[str]:
