@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 os.environ.setdefault("EXPERIMENTS_ROOT", str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see experiments.threads
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -32,6 +33,7 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from experiments.errors import UserError
     from experiments.extras import check_extras
+    from experiments.hydra_errors import one_line_config_errors
     from experiments.secrets import guard_output, refuse_secret_overrides
 
     guard_output()  # the console and every log record (run.log too) are redacted from here on
@@ -41,6 +43,7 @@ if __name__ == "__main__":
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    one_line_config_errors()  # an unknown option or key, a malformed override: one line, exit 2
     main()
     from experiments.sweeps import callback
 

@@ -60,7 +60,7 @@ def test_malformed_file_is_one_line_exit_2_and_no_run_recorded(tmp_path, tiny_mo
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("k=0", "error: k=0: Input should be greater than or equal to 1."),
+        ("k=99", "error: k=99: there are only 31 categories"),
         ("miner.rank_min=9", "error: miner: CosineMiner: rank_min=9"),
         ("reranker.learning_rate=-1", "error: reranker: FinetunedBiEncoder: learning_rate=-1"),
     ],
@@ -129,17 +129,17 @@ def test_a_failing_job_never_ends_the_sweep_and_a_rerun_redoes_only_it(tmp_path,
     import mlflow
 
     sweep_dir = tmp_path / "sweep"
-    args = ("-m", *shrunk(tmp_path, tiny_model_dir), "reranker=none", "k=0,2,3", f"hydra.sweep.dir={sweep_dir}")
+    args = ("-m", *shrunk(tmp_path, tiny_model_dir), "reranker=none", "k=-1,2,3", f"hydra.sweep.dir={sweep_dir}")
     completed = run_cli(*args)
     assert completed.returncode == 1, completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr
-    assert "failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=0,reranker=none: k=0:" in completed.stdout
+    assert "failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=-1,reranker=none: k=-1:" in completed.stdout
     assert "winner: k=" in completed.stdout and (sweep_dir / "report.md").is_file()
     folders = {path.name: path for path in sweep_dir.iterdir() if path.is_dir()}
     done = sorted(name for name, path in folders.items() if (path / "metrics.json").is_file())
     assert [name.split(",")[2] for name in done] == ["k=2", "k=3"]
     [failed] = [path for path in folders.values() if (path / "failed.json").is_file()]
-    assert json.loads((failed / "failed.json").read_text())["reason"].startswith("k=0:")
+    assert json.loads((failed / "failed.json").read_text())["reason"].startswith("k=-1:")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     children = [
         run
@@ -220,7 +220,7 @@ def test_a_rejected_run_leaves_no_run_folder(tmp_path, tiny_model_dir):
         ("progress=1", "progress=1: Input should be a valid boolean (true or false)."),
         ("seed=1.5", "seed=1.5: Input should be a valid integer, got a number with a fractional part."),
         ("seed=-1", "seed=-1: Input should be greater than or equal to 0."),
-        ("k=-1", "k=-1: Input should be greater than or equal to 1."),
+        ("k=-1", "k=-1: Input should be greater than or equal to 0."),
         ("duplication=true", "duplication=True: a number is expected, not true/false."),
         ("~replicates", "replicates is required: add replicates=<value> to the command line"),
     ],
@@ -274,6 +274,9 @@ def test_sigterm_during_training_exits_promptly_and_leaves_no_temporary_model(tm
     assert not list((tmp_path / "outputs").glob("runs/*/*/metrics.json"))
     from test_services import mlflow_runs
 
+    assert not mlflow_runs(tmp_path)  # the stop waited on no tracker: the run is kept pending as KILLED
+    command = [sys.executable, "-m", "experiments.sync", str(tmp_path / "outputs")]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["KILLED"]  # not FAILED
 
 

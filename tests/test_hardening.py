@@ -357,7 +357,8 @@ def test_a_run_killed_while_it_records_ends_killed(tmp_path, tiny_model_dir, kil
     assert statuses == {True: "KILLED", False: "FINISHED"}
 
 
-def test_sigterm_or_ctrl_c_before_recording_records_the_run_killed(make_cfg, tmp_path, monkeypatch):
+def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_cfg, tmp_path, monkeypatch):
+    """A stop never waits on a tracker: the run is kept pending as KILLED, and sync records it."""
     from experiments import pipeline
 
     def interrupted(*args, **kwargs):
@@ -366,5 +367,8 @@ def test_sigterm_or_ctrl_c_before_recording_records_the_run_killed(make_cfg, tmp
     monkeypatch.setattr(pipeline, "mine", interrupted)
     with pytest.raises(KeyboardInterrupt):
         app.run(make_cfg(), run_dir(tmp_path))
+    assert not mlflow_runs(tmp_path)
+    assert (run_dir(tmp_path) / PENDING / "mlflow.pickle").is_file()
+    assert sync([str(tmp_path / "outputs")]) == 0
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt")

@@ -22,9 +22,9 @@ PACKAGE = SRC / "experiments"
 #: The floors, lowest first. A unit may import from its own floor and the floors below it.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"secrets", "processes", "folders", "models", "files", "evaluation.metrics", "extras"},
+    {"secrets", "processes", "folders", "models", "files", "threads", "evaluation.metrics", "hydra_errors", "extras"},
     {"cache", "store", "records", "braintrust_client", "schema"},
-    {"datasets", "embedders", "miners"},
+    {"datasets", "embedders", "miners", "onnx"},  # onnx: the rerankers' exact ONNX Runtime path
     {"rerankers"},
     {"retrieval"},  # the LanceDB reranker adapter wraps a Reranker
     {"evaluation"},  # the loop: retrieve, rerank, score

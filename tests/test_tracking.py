@@ -79,8 +79,8 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
     lines = capsys.readouterr().err.splitlines()
     later = f"; it is kept in the run folder: send it later with `python -m experiments.sync {tmp_path}`"
     assert lines == [
-        "warning: tracker broken failed (ConnectionError: server down); the run folder and the other trackers "
-        f"have the run{later}",
+        "warning: tracker broken failed (server unreachable: ConnectionError: server down); the run folder and the "
+        f"other trackers have the run{later}",
         "warning: tracker hanging failed (no answer within 0.2 s (trackers.hanging.timeout_s)); the run folder and "
         f"the other trackers have the run{later}",
     ]
@@ -89,7 +89,9 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
     assert pending == ["broken.pickle", "hanging.pickle"]
     strict = Broken()
     strict.strict = True
-    with pytest.raises(UserError, match=r"^tracker broken failed \(ConnectionError: server down\); trackers.broken"):
+    with pytest.raises(
+        UserError, match=r"^tracker broken failed \(server unreachable: ConnectionError: server down\); trackers"
+    ):
         Trackers({"broken": strict, "recorder": recorder}).log_run(run)
     assert len(recorder.runs) == 2
 

@@ -5,6 +5,7 @@ The only place that reads ``cfg``; library code receives plain arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -59,6 +60,8 @@ def discard_rejected(output_dir: Path) -> None:
         return
     if all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir()):
         shutil.rmtree(output_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the day's folder (``runs/<date>/``) when this run was its only one
+            output_dir.parent.rmdir()
 
 
 def build(cfg: DictConfig, group: str) -> Any:
@@ -92,8 +95,13 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
 
 
 def limit_threads(parallel_jobs: int | None) -> None:
-    """Give each of ``parallel_jobs`` concurrent jobs its share of the cores, so they do not thrash each other."""
+    """Give each of ``parallel_jobs`` concurrent jobs its share of the cores, so they do not thrash each other; a
+    single job takes every core (or ``EXPERIMENTS_THREADS``), whatever the load, so its results do not depend on
+    what else the machine was doing (``experiments.threads``)."""
     if not parallel_jobs or parallel_jobs == 1:
+        from experiments.threads import share_the_cpu
+
+        share_the_cpu(adaptive=False)
         return
     import os
 
@@ -125,6 +133,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
 
+def exit_now(code: int) -> None:
+    """End the process at once: the stack has unwound (temporary files are gone, the run is kept pending), and
+    nothing may wait on a tracker's threads or an upload pool at interpreter exit (a scheduler's grace period)."""
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_jobs: int | None = None) -> float:
     """CLI entry: run, print the table and the run folder, return ``optimized_metric`` of the reranker.
 
@@ -135,10 +154,10 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     """
     metric = str(cfg.get("optimized_metric", "mrr@1"))
     redact_folder(output_dir / ".hydra")  # Hydra's copy of the config and overrides, before anything reads it
-    limit_threads(parallel_jobs)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        limit_threads(parallel_jobs)
         if in_sweep:
             previous = completed_metric(output_dir, scrub(OmegaConf.to_container(cfg, resolve=True)), metric)
             if previous is not None:
@@ -155,7 +174,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
         return float("nan")
     except Terminated:
         print(f"error: terminated (SIGTERM); temporary files removed; {output_dir} is incomplete", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
+        exit_now(128 + signal.SIGTERM)
     except Exception as error:
         disk = disk_error(error, cfg.paths)
         if disk is not None and not in_sweep:

@@ -7,6 +7,7 @@ nor recompute each other's entries.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -31,13 +32,21 @@ class VectorCache:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection that commits on success, rolls back on error, and is always closed."""
-        connection = sqlite3.connect(self.path, timeout=60)
+        """A connection that commits on success, rolls back on error, and is always closed.
+
+        SQLite's "database or disk is full" becomes ``OSError(ENOSPC)`` naming the cache file, so the run reports
+        it in one line naming the folder and its ``paths.*`` option (``experiments.folders.disk_error``)."""
         try:
-            with connection:  # the transaction
-                yield connection
-        finally:
-            connection.close()
+            connection = sqlite3.connect(self.path, timeout=60)
+            try:
+                with connection:  # the transaction
+                    yield connection
+            finally:
+                connection.close()
+        except sqlite3.OperationalError as error:
+            if "disk is full" in str(error) or "disk I/O error" in str(error):
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from error
+            raise
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The cached vectors among ``keys`` (missing keys are absent from the result)."""

@@ -15,8 +15,12 @@ def write_atomic(path: Path, data: str | bytes, *, unique: bool = False) -> None
     """
     suffix = f".{os.getpid()}.partial" if unique else ".partial"
     partial = path.with_name(path.name + suffix)
-    if isinstance(data, bytes):
-        partial.write_bytes(data)
-    else:
-        partial.write_text(data, encoding="utf-8")
-    os.replace(partial, path)
+    try:
+        if isinstance(data, bytes):
+            partial.write_bytes(data)
+        else:
+            partial.write_text(data, encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:  # a full disk or a stop: no .partial left for a later reader to trip over
+        partial.unlink(missing_ok=True)
+        raise

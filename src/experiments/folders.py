@@ -22,8 +22,11 @@ from experiments.errors import UserError
 #: OS errors that mean "this folder cannot take the run's files".
 DISK_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
+#: How libraries that do not raise ``OSError(ENOSPC)`` say the disk is full (SQLite, safetensors, the OS).
+DISK_FULL_WORDS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
 #: The ``paths.*`` options that decide where the product writes, checked before a run starts.
-WRITTEN = ("outputs_dir", "cache_dir", "models_dir", "scores_dir", "lancedb_uri")
+WRITTEN = ("outputs_dir", "cache_dir", "models_dir", "scores_dir", "lancedb_uri", "mlflow_db")
 
 
 def _problem(error: OSError) -> str:
@@ -44,8 +47,8 @@ def check_writable(folder: Path, option: str) -> None:
     """Write (and remove) a probe file in ``folder``, or in its nearest existing parent when it does not exist yet
     (nothing is created); a failure is a one-line ``UserError``."""
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    while (not existing.exists() or existing.is_file()) and existing != existing.parent:
+        existing = existing.parent  # a file option (paths.mlflow_db): its folder must take a file
     probe = existing / f".write-probe-{uuid.uuid4().hex[:8]}"
     try:
         probe.write_bytes(b"probe")
@@ -64,7 +67,7 @@ def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | No
     os_error = error if isinstance(error, OSError) and error.errno in DISK_ERRNOS else None
     if os_error is not None:
         problem, filename = _problem(os_error), os_error.filename
-    elif "No space left on device" in str(error):  # e.g. safetensors' own error type, which names no file
+    elif any(words in str(error) for words in DISK_FULL_WORDS):  # safetensors' or SQLite's own error types
         problem, filename = "the disk is full", None
     else:
         return None
@@ -73,11 +76,13 @@ def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | No
         inside = [(key, path) for key, path in candidates if Path(str(filename)).is_relative_to(path)]
         owner = max(inside, key=lambda item: len(item[1].parts), default=None)
     else:  # the fullest of the folders (the most specific one on a tie)
-        existing = [(key, path) for key, path in candidates if path.is_dir()]
+        folders = [(key, path if path.is_dir() else path.parent) for key, path in candidates]
+        existing = [(key, path) for key, path in folders if path.is_dir()]
         owner = min(existing, key=lambda item: (_free_bytes(item[1]), -len(item[1].parts)), default=None)
     where = f"{filename}" if filename else f"{owner[1]}" if owner else "a file of the run"
     option = f"paths.{owner[0]}" if owner else "paths.outputs_dir"
-    return UserError(f"cannot write {where}: {problem}; {_fix(os_error, option)}.")
+    note = str(getattr(error, "note", ""))  # what became of the run (kept pending, or to rerun)
+    return UserError(f"cannot write {where}: {problem}; {_fix(os_error, option)}{note}.")
 
 
 def _free_bytes(folder: Path) -> int:

@@ -162,6 +162,10 @@ def package(
 ) -> CategoriserPackage | None:
     """The categoriser the evaluation measured, ready to ship: the categories and the vectors the index held,
     ``top_k``, and how to rebuild the embedder and the (fitted) reranker. None when a part cannot be shipped."""
+    if splits.query_fields is not None:
+        # The served categoriser formats transaction rows with all seven lines; it cannot yet apply a subset.
+        log.warning("dataset.query_fields=%s cannot be shipped as a model: no model is logged", splits.query_fields)
+        return None
     embedder, reranker = parts.embedder.portable(), parts.reranker.portable()
     if embedder is None or reranker is None:
         log.warning("%s cannot be shipped as a model: no model is logged for this run", parts.reranker.name)
@@ -170,7 +174,7 @@ def package(
         categories=splits.categories,
         documents=vectors.documents,
         vectors=vectors.categories,
-        top_k=parts.retrieval.top_k,
+        top_k=parts.retrieval.limit,
         embedder=embedder,
         reranker=reranker,
         finetune_id=fit.finetune_id if fit else None,
@@ -211,7 +215,7 @@ def run_experiment(
     except UserError:
         raise
     except BaseException as error:
-        track_failure(parts.trackers, name, params, error, tags=tags, started_at=started_at)
+        track_failure(parts.trackers, name, params, error, folders.output_dir, tags=tags, started_at=started_at)
         raise
     outcome.tags, outcome.started_at, outcome.ended_at = tags, started_at, time.time()
     track(parts.trackers, outcome, record)

@@ -24,6 +24,13 @@ class Example(BaseModel):
     expected: list[str] = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("input")
+    @classmethod
+    def _input_not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("input must have text, not only spaces")
+        return text
+
     @field_validator("expected")
     @classmethod
     def _labels_not_blank(cls, labels: list[str]) -> list[str]:
@@ -57,6 +64,8 @@ class DatasetSplits:
         group_key: the ``Example.metadata`` key that groups examples (a merchant, say): holdouts carved from
             train keep whole groups on one side, and the run warns when eval shares groups with train.
             None = every example stands alone.
+        query_fields: the query lines of transaction rows the examples were formatted with, when a subset
+            (``dataset.query_fields``); None = the full seven-line layout.
     """
 
     name: str
@@ -65,6 +74,7 @@ class DatasetSplits:
     categories: list[Category]
     source: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
+    query_fields: list[str] | None = None
 
     @property
     def category_names(self) -> list[str]:
@@ -138,8 +148,13 @@ class Candidates:
 
     def reordered(self, scores: Sequence[float]) -> RankedList:
         """The candidates sorted by ``scores`` (aligned with them), highest first; ties keep retrieval order."""
-        order = sorted(range(len(self.labels)), key=lambda position: -scores[position])
-        return RankedList(labels=[self.labels[p] for p in order], scores=[float(scores[p]) for p in order])
+        return ranked_by(self.labels, scores)
+
+
+def ranked_by(labels: Sequence[str], scores: Sequence[float]) -> RankedList:
+    """``labels`` sorted by ``scores`` (aligned with them), highest first; ties keep the given order."""
+    order = sorted(range(len(labels)), key=lambda position: -scores[position])
+    return RankedList(labels=[labels[p] for p in order], scores=[float(scores[p]) for p in order])
 
 
 @dataclass(frozen=True)

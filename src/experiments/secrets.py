@@ -30,28 +30,42 @@ from experiments.errors import ConfigError, UserError
 COHERE_KEYS = ("CO_API_KEY", "COHERE_API_KEY")
 BRAINTRUST_KEYS = ("BRAINTRUST_API_KEY",)
 
-#: Names that hold secrets: ``*api_key``, ``*_key`` (``openai_key``), ``*token``, ``*password``, ``*auth``
-#: (``hf_auth``), ``*credential(s)``, anything with ``secret``. Anchored at the end so that ``max_tokens_per_doc``,
-#: ``TOKENIZERS_PARALLELISM`` or ``SSH_AUTH_SOCK`` are not taken for secrets.
-SECRET_NAME = re.compile(r"(api[_-]?key|_key|token|password|passwd|auth|credentials?)$|^key$|secret", re.IGNORECASE)
+#: Names that hold secrets: ``*api_key``, ``*_key`` (``openai_key``), ``*token``, ``*password``, ``*passphrase``,
+#: ``*_pw`` / ``*_pass`` (``db_pw``), ``*auth`` (``hf_auth``), ``*credential(s)``, ``*_pem``, anything with
+#: ``secret`` or ``private_key``. Anchored at the end so that ``max_tokens_per_doc``, ``TOKENIZERS_PARALLELISM``,
+#: ``SSH_AUTH_SOCK`` or the shell's ``PWD`` are not taken for secrets.
+SECRET_NAME = re.compile(
+    r"(api[_-]?key|_key|token|password|passwd|passphrase|auth|credentials?|_pw|_pass|_pem)$|^(key|pw|pass)$"
+    r"|secret|private[_-]?key",
+    re.IGNORECASE,
+)
 REDACTED = "***"
 #: Shorter values (``1``, ``true``) are flags, not secrets; redacting them would mangle ordinary text.
 MIN_SECRET_LENGTH = 8
 #: The user-info part of a URL (``http://user:pass@host``): credentials, whatever the variable is called.
-URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/\s@?#]+)@")
+#: Linear time on any text: the scheme is matched only from the start of a run of scheme characters (the
+#: look-behind) and possessively, so a long run of letters is scanned once, not once per starting position.
+URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.\-])([A-Za-z0-9+.\-]++://)([^/\s@?#]++)@")
 URL_CREDENTIALS_BYTES = re.compile(URL_CREDENTIALS.pattern.encode())
 #: Prefixes of the keys of common services (OpenAI, Stripe-style, GitHub, GitLab, Hugging Face, Slack, AWS, Google).
 KEY_PREFIXES: tuple[str, ...] = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "github_pat_", "glpat-")
 KEY_PREFIXES += ("hf_", "xox", "AKIA", "AIza")
 KEY_TOKEN = re.compile(r"[A-Za-z0-9_\-]{20,}")
-#: ``${oc.env:NAME}`` / ``${oc.env:NAME,default}``: a value read from the environment when the config resolves.
-ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+_DIGIT, _UPPER, _LOWER, _LONG_PART = (re.compile(p) for p in (r"\d", "[A-Z]", "[a-z]", r"[^\-_]{20}"))
+#: A word that may name an environment variable inside an interpolation (quoted or not: ``${oc.env:"NAME"}``).
+NAME_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def normalised(value: str) -> str:
+    """The one form of a key that is both sent to a service and redacted: surrounding whitespace (the trailing
+    space or CR of a key read from a CRLF ``.env`` file) removed."""
+    return value.strip()
 
 
 def env_key(names: Sequence[str]) -> str | None:
-    """The first of ``names`` set (non-empty) in the environment."""
+    """The first of ``names`` set (non-empty) in the environment, ``normalised``."""
     for name in names:
-        value = os.environ.get(name, "").strip()
+        value = normalised(os.environ.get(name, ""))
         if value:
             return value
     return None
@@ -72,11 +86,11 @@ def require_key(names: Sequence[str], needed_by: str) -> str:
 def secret_values() -> list[str]:
     """Values of every environment variable whose name looks secret, and the passwords inside any environment
     variable holding a URL with credentials (``MLFLOW_TRACKING_URI=http://user:pass@host``), longest first."""
-    values = {value for name, value in os.environ.items() if SECRET_NAME.search(name)}
+    values = {normalised(value) for name, value in os.environ.items() if SECRET_NAME.search(name)}
     for value in os.environ.values():
         for match in URL_CREDENTIALS.finditer(value):
-            values.add(match.group(2).partition(":")[2])
-    return sorted((value for value in values if len(value.strip()) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+            values.add(normalised(match.group(2).partition(":")[2]))
+    return sorted((value for value in values if len(value) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
 def looks_like_key(token: str) -> bool:
@@ -84,24 +98,25 @@ def looks_like_key(token: str) -> bool:
 
     Digests and ids (lowercase hex), model names (``ms-marco-MiniLM-L6-v2``) and paths do not match.
     """
-    if len(token) >= 20 and token.startswith(KEY_PREFIXES) and any(char.isdigit() for char in token):
+    # Only C-speed searches: a multi-megabyte word costs one linear pass each, never a Python loop per character.
+    if len(token) >= 20 and token.startswith(KEY_PREFIXES) and _DIGIT.search(token):
         return True
-    longest_part = max(len(part) for part in re.split(r"[-_]", token))
-    mixed = any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)
-    return len(token) >= 32 and longest_part >= 20 and mixed
+    if len(token) < 32 or not _LONG_PART.search(token):
+        return False
+    return bool(_UPPER.search(token) and _LOWER.search(token) and _DIGIT.search(token))
 
 
 def redact(text: str) -> str:
     """``text`` with every secret value from the environment, and credentials inside URLs, replaced by ``***``."""
     for value in secret_values():
         text = text.replace(value, REDACTED)
-    return URL_CREDENTIALS.sub(rf"\1{REDACTED}@", text)
+    return URL_CREDENTIALS.sub(rf"\1{REDACTED}@", text) if "://" in text and "@" in text else text
 
 
 def redact_bytes(data: bytes) -> bytes:
     for value in secret_values():
         data = data.replace(value.encode("utf-8"), REDACTED.encode("utf-8"))
-    return URL_CREDENTIALS_BYTES.sub(rf"\1{REDACTED}@".encode(), data)
+    return URL_CREDENTIALS_BYTES.sub(rf"\1{REDACTED}@".encode(), data) if b"://" in data and b"@" in data else data
 
 
 def redact_keys(text: str) -> str:
@@ -148,15 +163,52 @@ def secret_paths(config: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def _schemeless_credentials(value: str) -> bool:
+    """Whether ``value`` holds ``user:password@host`` without a scheme (``alice:s3cret@db.example.com``)."""
+    for word in re.split(r"[\s,;'\"]+", value):
+        userinfo, at, host = word.rpartition("@")
+        user, colon, password = userinfo.rpartition("/")[2].partition(":")
+        if at and colon and user and password and host[:1].isalnum():
+            return True
+    return False
+
+
+def _is_secret_variable(name: str) -> bool:
+    value = os.environ.get(name)
+    return value is not None and (SECRET_NAME.search(name) is not None or redact_keys(value) != value)
+
+
+def resolve_interpolations(value: str) -> str | None:
+    """``value`` with its interpolations resolved on their own (``${oc.env:"NAME"}``, nested ones too), or None
+    when it refers to something only the full config or Hydra knows (``${paths.outputs_dir}``, ``${now:...}``)."""
+    if "${" not in value:
+        return value
+    from omegaconf import OmegaConf
+
+    try:
+        resolved = OmegaConf.create({"value": value}).value
+    except Exception:  # any grammar or lookup error: the caller falls back to reading the names
+        return None
+    return None if resolved is None else str(resolved)
+
+
 def secret_in_value(value: str) -> str | None:
-    """Why a config or command-line value carries a secret, or None when it does not."""
-    if URL_CREDENTIALS.search(value):
+    """Why a config or command-line value carries a secret, or None when it does not.
+
+    Interpolations are judged by what they resolve to, whatever their quoting, and any environment variable
+    holding a secret that an interpolation names is refused even when the value cannot be resolved on its own.
+    """
+    if "${" in value:
+        for name in NAME_WORD.findall(value):
+            if _is_secret_variable(name):
+                return f"it pulls the secret {name} into the config"
+        resolved = resolve_interpolations(value)
+        if resolved is not None and resolved != value and secret_in_value(resolved) is not None:
+            return "it pulls a secret into the config through an interpolation"
+    if URL_CREDENTIALS.search(value) or _schemeless_credentials(value):
         return "it holds credentials inside a URL"
     if redact(value) != value or any(looks_like_key(token) for token in KEY_TOKEN.findall(value)):
         return "its value looks like an API key"
-    for name in ENV_INTERPOLATION.findall(value):
-        if SECRET_NAME.search(name) or redact_keys(os.environ.get(name, "")) != os.environ.get(name, ""):
-            return f"it pulls the secret {name} into the config"
     return None
 
 

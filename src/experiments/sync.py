@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 
 from experiments.processes import alive
 from experiments.secrets import guard_output
-from experiments.tracking.base import TrackedRun
+from experiments.tracking.base import FailedRun, TrackedRun
 from experiments.tracking.trackers import PENDING, Trackers, describe, in_thread
 
 CLAIMED = ".sending-"
@@ -57,13 +57,12 @@ def send(pending: Path) -> bool:
         return False  # another sync took it
     key, folder = pending.stem, pending.parent.parent
     try:
-        run: TrackedRun = pickle.loads(claimed.read_bytes())
-        run = replace(run, run_folder=folder, artifacts=folder)
+        run: TrackedRun | FailedRun = pickle.loads(claimed.read_bytes())
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         tracker = instantiate(config["trackers"][key])
         tracker.strict = False
         discard = getattr(tracker, "discard", None)
-        uid = run.tags.get("experiments.run_uid")
+        uid = run.tags.get("experiments.run_uid") if isinstance(run, TrackedRun) else None
         if discard is not None and uid:
             outcome = in_thread(key, partial(discard, uid), tracker.timeout_s)
             if "value" not in outcome:
@@ -71,9 +70,17 @@ def send(pending: Path) -> bool:
                 print(f"warning: {folder}: tracker {key} still fails ({problem}); still pending", file=sys.stderr)
                 claimed.rename(pending)
                 return False
-        failed = Trackers({key: tracker}).log_run(run)  # a failure writes the pending file again
+        if isinstance(run, FailedRun):  # a run stopped before it was recorded: recorded KILLED now
+            if Trackers({key: tracker}).log_failure(run):
+                claimed.rename(pending)
+                return False
+            failed = []
+        else:  # a failure writes the pending file again
+            failed = Trackers({key: tracker}).log_run(replace(run, run_folder=folder, artifacts=folder))
     except BaseException:
-        if not pending.exists():
+        if pending.exists():  # written again by log_run (a tracker failed, or the disk filled while it recorded)
+            claimed.unlink(missing_ok=True)
+        else:
             claimed.rename(pending)
         raise
     claimed.unlink()

@@ -18,12 +18,19 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from experiments.threads import passive_waits
+
+passive_waits()  # the served process loads torch after this file: its OpenMP workers sleep when idle
+
 
 class CategoriserModel(PythonModel):
     """Ranks categories for transactions or query texts with the run's categoriser."""
 
     def load_context(self, context: Any) -> None:
         from experiments.serving.categoriser import Categoriser
+        from experiments.threads import share_the_cpu
+
+        share_the_cpu()
 
         self.categoriser = Categoriser.load(Path(context.artifacts["categoriser"]))
 
@@ -34,17 +41,30 @@ class CategoriserModel(PythonModel):
         from experiments.serving.rows import RowError, query_text
 
         rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
-        top_n = int((params or {}).get("top_n") or DEFAULT_TOP_N)
+        top_n = _top_n((params or {}).get("top_n"), DEFAULT_TOP_N)
+        if not rows:  # MLflow's schema drops unknown columns: a request of {"foo": 1} rows arrives empty
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(
+                "no row to rank: each row needs input (query text) or the transaction fields; see docs/serving.md"
+            )
         queries = []
         for number, row in enumerate(rows, start=1):
             try:
                 queries.append(query_text(row))
             except RowError as error:
                 raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"row {number}: {error}") from None
-        if top_n < 1:
-            raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={top_n} must be at least 1")
         ranked = self.categoriser.rank(queries, top_n=top_n)
         return pd.DataFrame({"categories": [r.labels for r in ranked], "scores": [r.scores for r in ranked]})
+
+
+def _top_n(value: Any, default: int) -> int:
+    """``top_n`` as given (0 and negatives refused, not replaced by the default), or ``default`` when absent."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().lstrip("-").isdigit():
+        raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={value!r} must be a whole number")
+    if int(value) < 1:
+        raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"top_n={value} must be at least 1")
+    return int(value)
 
 
 set_model(CategoriserModel())

@@ -22,6 +22,7 @@ from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.files import write_atomic
+from experiments.secrets import redact
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
 from experiments.sweeps.rows import Row, read_row, validation_score
@@ -254,9 +255,10 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     }
     table = _table(rows, metric, split)
     markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
-    write_atomic(markdown_path, _markdown(table, report))
-    write_atomic(html_path, _html(table, report))
-    write_atomic(sweep_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    # Folder names in a report never carry a secret (a sweep dir read from the environment, say).
+    write_atomic(markdown_path, redact(_markdown(table, report)))
+    write_atomic(html_path, redact(_html(table, report)))
+    write_atomic(sweep_dir / "report.json", redact(json.dumps(report, indent=2) + "\n"))
     return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots)
 
 

@@ -22,6 +22,7 @@ from experiments.evaluation.metrics import metric_key
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
 from experiments.run_folder import METRICS_FILE, read
+from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params
 from experiments.tracking.mlflow_view import describe_experiment
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from experiments.serving.package import CategoriserPackage
 
 log = logging.getLogger(__name__)
+# MLflow logs every SQL error with its traceback before raising it; the run reports it in one line itself.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 # MLflow caps a param value at 6,000 characters.
 MAX_PARAM_LENGTH = 6000
@@ -56,8 +59,8 @@ class MLflowTracker:
         experiment: MLflow experiment name.
         tracking_uri: where runs go when ``MLFLOW_TRACKING_URI`` is not set; the default config points at an
             absolute ``sqlite:///.../outputs/mlflow.db`` so parallel jobs agree on one store.
-        artifact_location: artifact root for a newly created experiment (absolute, so the working directory
-            does not matter).
+        artifact_location: artifact root for a newly created experiment in a local store (absolute, so the
+            working directory does not matter); toward a tracking server (``http(s)://``) the server decides.
         parent_run_id: nest this run under a parent (a sweep's run), when given.
         strict: fail the run when MLflow fails (otherwise: one line, and the run folder and other trackers keep it).
         timeout_s: how long recording one run may take before it counts as failed.
@@ -88,6 +91,13 @@ class MLflowTracker:
         self.run_id: str | None = None
         self._sweep_run_id = ""
 
+    def _artifact_root(self) -> str | None:
+        """Where a new experiment keeps its artifacts: ``artifact_location`` for a local store; toward a tracking
+        server, wherever the server says (its ``--artifacts-destination``), never a folder on this client's disk
+        that the server and the other clients cannot see."""
+        uri = str(self.tracking_uri or "")
+        return None if uri.startswith(("http://", "https://", "databricks")) else self.artifact_location
+
     def _connect(self) -> None:
         import mlflow
 
@@ -97,7 +107,7 @@ class MLflowTracker:
         if mlflow.get_experiment_by_name(self.experiment) is None:
             # A parallel job may create it first: then the experiment exists, which is all we need.
             with contextlib.suppress(mlflow.exceptions.MlflowException):
-                mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                mlflow.create_experiment(self.experiment, artifact_location=self._artifact_root())
         experiment = mlflow.set_experiment(self.experiment)
         describe_experiment(mlflow.MlflowClient(), experiment.experiment_id, self.primary_metric)
         self._end_killed_runs(experiment.experiment_id)
@@ -122,7 +132,7 @@ class MLflowTracker:
         import mlflow
 
         self._connect()
-        run = mlflow.start_run(run_name=name, tags={"sweep": "parent", **this_process()})
+        run = mlflow.start_run(run_name=redact(name), tags={"sweep": "parent", **this_process()})
         mlflow.end_run()  # children attach by id; leaving it active would nest them twice
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
@@ -168,7 +178,7 @@ class MLflowTracker:
             self.log_results(run.metrics, run.summary)
             self.log_loss_history(run.loss_history)
             # The run folder's path finds this run again (``python -m experiments.register <run folder>``).
-            self.set_tags({**run.tags, "run_folder": str(run.run_folder.resolve())})
+            self.set_tags({**run.tags, "run_folder": redact(str(run.run_folder.resolve()))})
             self.log_artifacts(run.artifacts)
             if run.categoriser is not None:
                 self.log_model(run.categoriser)

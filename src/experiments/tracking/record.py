@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 
 from experiments.outcome import RunOutcome
 from experiments.run_folder import RunRecord
@@ -59,12 +60,17 @@ def track_failure(
     name: str,
     params: Mapping[str, object],
     error: BaseException,
+    folder: Path,
     tags: Mapping[str, str] | None = None,
     started_at: float | None = None,
 ) -> None:
     """Record a run that failed after validation, with its params, diagnostic tags, start time and the reason, as
-    FAILED (KILLED when it was stopped: SIGTERM or Ctrl-C)."""
-    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+    FAILED; a run stopped (SIGTERM, Ctrl-C) is kept pending as KILLED in ``folder`` instead, so the stop never waits
+    on a tracker (``python -m experiments.sync`` records it)."""
     reason = redact(f"{type(error).__name__}: {error}")
-    failed = FailedRun(name, params, reason, status, tags=dict(tags or {}), started_at=started_at)
-    trackers.log_failure(failed)
+    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+    run = FailedRun(name, params, reason, status, tags=dict(tags or {}), started_at=started_at)
+    if status == "FAILED":
+        trackers.log_failure(run)
+    else:
+        trackers.keep_killed(run, folder)

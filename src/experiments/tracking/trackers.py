@@ -6,13 +6,19 @@ tracker's ``timeout_s``: a tracker that raises or does not answer in time is rep
 and the run folder (written before any tracker is called) still hold the run. A tracker with ``strict: true``
 fails the run instead, after the others have recorded it.
 
-A finished run that a tracker failed to record (its server down, or dying mid-run) is kept in the run folder,
-``pending-trackers/<tracker>.pickle``, and ``python -m experiments.sync`` sends it later (``experiments.sync``).
-A process stopped (SIGTERM, Ctrl-C) while a tracker records asks it to end its open run KILLED (``abort``).
+A finished run is written to the run folder as ``pending-trackers/<tracker>.pickle`` *before* each tracker is
+called, and removed once that tracker has recorded it: a tracker that fails (its server down, or dying mid-run),
+a disk that fills while the tracker writes, a SIGTERM or a ``kill -9`` while it records all leave the run pending,
+and ``python -m experiments.sync`` sends it later (``experiments.sync``). A process stopped (SIGTERM, Ctrl-C)
+gives each tracker at most ``ABORT_TIMEOUT_S`` to end its open run KILLED (``abort``) and then goes; a run stopped
+before recording is kept pending as KILLED (``keep_killed``) without contacting any tracker, so a stop never
+waits on a server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import pickle
 import shutil
 import sys
@@ -26,13 +32,15 @@ from pathlib import Path
 
 from experiments.errors import UserError
 from experiments.files import write_atomic
+from experiments.folders import DISK_ERRNOS, DISK_FULL_WORDS
 from experiments.secrets import redact, redact_bytes, scrub
 from experiments.tracking.base import FailedRun, TrackedRun, Tracker
 
 #: The folder of a run folder holding the runs a tracker could not record yet, one ``<tracker>.pickle`` each.
 PENDING = "pending-trackers"
-#: How long a tracker may take to mark its open run KILLED when the process is being stopped.
-ABORT_TIMEOUT_S = 10.0
+#: How long a tracker may take to mark its open run KILLED when the process is being stopped (a scheduler's grace
+#: period is short; what is not marked now is marked by the next run or by sync).
+ABORT_TIMEOUT_S = 1.0
 SEND_LATER = "python -m experiments.sync"
 
 
@@ -56,6 +64,8 @@ class Trackers:
 
     def __init__(self, trackers: Mapping[str, Tracker] | None = None) -> None:
         self.trackers = dict(trackers or {})
+        #: The last call's failures, by tracker key.
+        self.errors: dict[str, BaseException] = {}
 
     def __len__(self) -> int:
         return len(self.trackers)
@@ -64,7 +74,7 @@ class Trackers:
         """Open a sweep's parent in every tracker; returns tracker name → parent id (for the jobs)."""
         parents: dict[str, str] = {}
         for key, tracker in self.trackers.items():
-            parent = self._call(key, tracker, partial(tracker.start_sweep, name))
+            parent = self._call(key, tracker, partial(tracker.start_sweep, redact(name)))
             if isinstance(parent, str):
                 parents[key] = parent
         return parents
@@ -84,32 +94,85 @@ class Trackers:
             The keys of the trackers that failed (the run is pending for them).
         """
         with scrubbed_copy(run.run_folder) as artifacts:
-            clean = replace(run, params=scrub(dict(run.params)), tags=scrub(dict(run.tags)), artifacts=artifacts)
+            clean = replace(
+                run,
+                name=redact(run.name),
+                params=scrub(dict(run.params)),
+                tags=scrub(dict(run.tags)),
+                artifacts=artifacts,
+            )
+            unkept = self._keep(replace(clean, artifacts=run.run_folder), run.run_folder)
+            no_room = {key: error for key, error in unkept.items() if _no_room(error)}
             later = f"; it is kept in the run folder: send it later with `{SEND_LATER} {run.run_folder}`"
-            failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later)
-        for key in failed:
-            try:
-                save_pending(replace(clean, artifacts=run.run_folder), key)
-            except (OSError, pickle.PicklingError, TypeError, AttributeError) as error:  # the folder keeps the run
-                print(f"warning: the run could not be kept for tracker {key} ({describe(error)})", file=sys.stderr)
+            failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later, no_room)
+        for key in self.trackers:
+            if key not in failed:
+                (run.run_folder / PENDING / f"{key}.pickle").unlink(missing_ok=True)
+        _remove_if_empty(run.run_folder / PENDING)
+        lost = [key for key in failed if key in unkept]
+        for key in lost:
+            if key not in no_room:  # the folder still holds the run; only the resend is lost
+                print(
+                    f"warning: the run could not be kept for tracker {key} ({describe(unkept[key])})", file=sys.stderr
+                )
+        if any(key in no_room for key in lost):
+            first = next(key for key in lost if key in no_room)
+            raise NotKept(run.run_folder, [first], no_room[first])
+        full = [key for key in failed if is_disk_full(self.errors.get(key))]
+        if full:
+            raise RecordingDiskFull(run.run_folder, full, self.errors[full[0]], _store_file(self.trackers[full[0]]))
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
         return failed
 
-    def log_failure(self, run: FailedRun) -> None:
-        clean = replace(run, params=scrub(dict(run.params)), tags=scrub(dict(run.tags)), error=redact(run.error))
-        _, strict_failures = self._each(lambda tracker: tracker.log_failure(clean))
+    def _keep(self, run: TrackedRun | FailedRun, folder: Path) -> dict[str, BaseException]:
+        """Write ``run`` pending for every tracker; the trackers it could not be kept for, with the reason."""
+        unkept: dict[str, BaseException] = {}
+        for key in self.trackers:
+            try:
+                save_pending(run, folder, key)
+            except (OSError, pickle.PicklingError, TypeError, AttributeError) as error:
+                unkept[key] = error
+        return unkept
+
+    def keep_killed(self, run: FailedRun, folder: Path) -> None:
+        """A run stopped (SIGTERM, Ctrl-C) before it was recorded: kept pending as KILLED for every tracker, without
+        contacting any (a stop never waits on a server); ``python -m experiments.sync`` records it."""
+        params, tags = scrub(dict(run.params)), scrub(dict(run.tags))
+        clean = replace(run, name=redact(run.name), params=params, tags=tags, error=redact(run.error))
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, error in self._keep(clean, folder).items():
+            print(f"warning: the stopped run could not be kept for tracker {key} ({describe(error)})", file=sys.stderr)
+        if self.trackers:
+            print(f"note: the run is recorded KILLED by `{SEND_LATER} {folder}`", file=sys.stderr)
+
+    def log_failure(self, run: FailedRun) -> list[str]:
+        """Record a failed (or killed) run in every tracker; the keys of the trackers that failed."""
+        clean = replace(
+            run,
+            name=redact(run.name),
+            params=scrub(dict(run.params)),
+            tags=scrub(dict(run.tags)),
+            error=redact(run.error),
+        )
+        failed, strict_failures = self._each(lambda tracker: tracker.log_failure(clean))
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
+        return failed
 
-    def _each(self, action: Callable[[Tracker], None], later: str = "") -> tuple[list[str], list[str]]:
+    def _each(
+        self, action: Callable[[Tracker], None], later: str = "", unkept: Mapping[str, object] | None = None
+    ) -> tuple[list[str], list[str]]:
         """Call ``action`` on every tracker: the keys of those that failed, and the messages of the strict ones.
 
-        ``later`` ends the failure's line (how to send the run later)."""
+        ``later`` ends the failure's line (how to send the run later); the trackers in ``unkept`` (the run could not
+        be kept for them) and disk-full failures are not printed: the caller reports them as the run's error."""
         failed: list[str] = []
         strict_failures: list[str] = []
+        self.errors = {}
         for key, tracker in self.trackers.items():
-            if self._call(key, tracker, partial(action, tracker), strict_failures, later) is FAILED:
+            quiet = key in (unkept or {})
+            if self._call(key, tracker, partial(action, tracker), strict_failures, later, quiet) is FAILED:
                 failed.append(key)
         return failed, strict_failures
 
@@ -120,19 +183,26 @@ class Trackers:
         action: Callable[[], object],
         failures: list[str] | None = None,
         later: str = "",
+        quiet: bool = False,
     ) -> object:
         """Run ``action`` within ``tracker.timeout_s``; report a failure in one line (collect it when strict).
 
-        Returns the action's value, or ``FAILED``. Stopped meanwhile (SIGTERM, Ctrl-C), the tracker is asked to
-        end its open run KILLED before the stop goes on.
+        Returns the action's value, or ``FAILED`` (the error is kept in ``errors[key]``; ``quiet`` or a full disk:
+        not printed, the caller reports it). Stopped meanwhile (SIGTERM, Ctrl-C), the tracker gets
+        ``ABORT_TIMEOUT_S`` to end its open run KILLED before the stop goes on.
         """
         outcome = in_thread(key, action, tracker.timeout_s, on_stop=partial(self._abort, key, tracker))
         if "running" in outcome:
             problem = f"no answer within {tracker.timeout_s:g} s (trackers.{key}.timeout_s)"
+            self.errors[key] = TimeoutError(problem)
         elif "error" in outcome:
             problem = describe(outcome["error"])
+            error = outcome["error"]
+            self.errors[key] = error if isinstance(error, BaseException) else RuntimeError(problem)
         else:
             return outcome.get("value")
+        if quiet or is_disk_full(self.errors[key]):
+            return FAILED
         if tracker.strict and failures is not None:
             failures.append(f"tracker {key} failed ({problem}); trackers.{key}.strict=true fails the run{later}")
         else:
@@ -150,10 +220,29 @@ class Trackers:
 
 
 def describe(error: object) -> str:
-    """A failure in one short line, secrets redacted."""
+    """A failure in one short line, secrets redacted; a server that cannot be reached is said so, whatever the
+    SDK wrapped the connection error in (Braintrust: "error when constructing records to flush")."""
     while isinstance(error, BaseExceptionGroup) and error.exceptions:  # a batch of uploads: the first
         error = error.exceptions[0]
+    unreachable = _connection_failure(error)
+    if unreachable is not None:
+        return redact(f"server unreachable: {type(unreachable).__name__}: {unreachable}".splitlines()[0])[:300]
     return redact(f"{type(error).__name__}: {error}".splitlines()[0])[:300]
+
+
+#: Connection failures of the HTTP stacks the SDKs use (requests, urllib3, httpx), by class name.
+_CONNECTION_ERRORS = {"ConnectionError", "NewConnectionError", "MaxRetryError", "ConnectError", "ConnectTimeout"}
+
+
+def _connection_failure(error: object) -> BaseException | None:
+    """The connection error behind ``error`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConnectionError) or type(error).__name__ in _CONNECTION_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def in_thread(
@@ -184,13 +273,68 @@ def in_thread(
     return outcome
 
 
-def save_pending(run: TrackedRun, key: str) -> Path:
-    """Keep a run that tracker ``key`` failed to record, for ``python -m experiments.sync``."""
-    folder = run.run_folder / PENDING
-    folder.mkdir(exist_ok=True)
+def save_pending(run: TrackedRun | FailedRun, run_folder: Path, key: str) -> Path:
+    """Keep a run for tracker ``key`` until it has recorded it (``python -m experiments.sync`` sends it).
+
+    Written under a temporary name and renamed; a write that fails (a full disk) leaves no ``.partial`` behind."""
+    folder = run_folder / PENDING
     path = folder / f"{key}.pickle"
-    write_atomic(path, pickle.dumps(run))
+    try:
+        folder.mkdir(exist_ok=True)
+        write_atomic(path, pickle.dumps(run))  # a failed write leaves no .partial
+    except BaseException:
+        _remove_if_empty(folder)
+        raise
     return path
+
+
+def _store_file(tracker: Tracker) -> str | None:
+    """The local file a tracker writes its records to (``sqlite:///<file>``), to name it when the disk is full."""
+    uri = str(getattr(tracker, "tracking_uri", "") or "")
+    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+
+
+def _no_room(error: BaseException) -> bool:
+    """A write refused by the disk itself (full, read-only, not writable), not by the run's data."""
+    return isinstance(error, OSError) and error.errno in DISK_ERRNOS
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (or an error it was raised from) is a full disk: ENOSPC / EDQUOT, or a library's words
+    for it."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(error) for words in DISK_FULL_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class RecordingDiskFull(OSError):
+    """The disk filled while a tracker recorded the run: the run is kept pending (``pending-trackers/``)."""
+
+    def __init__(self, run_folder: Path, keys: list[str], cause: BaseException, store: str | None) -> None:
+        super().__init__(errno.ENOSPC, f"No space left on device while tracker {keys[0]} recorded the run", store)
+        self.note = f"; the run is kept: send it with `{SEND_LATER} {run_folder}` once there is space"
+        self.__cause__ = cause
+
+
+class NotKept(OSError):
+    """A tracker failed and the run could not be kept pending for it either (the run folder's disk is full)."""
+
+    def __init__(self, run_folder: Path, keys: list[str], cause: BaseException) -> None:
+        number = cause.errno if isinstance(cause, OSError) and cause.errno else errno.ENOSPC
+        super().__init__(number, f"tracker {keys[0]} failed and the run could not be kept", str(run_folder / PENDING))
+        self.note = f"; tracker {keys[0]} did not record the run ({describe(cause)}): rerun it once there is space"
+        self.__cause__ = cause
 
 
 @contextmanager

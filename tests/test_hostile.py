@@ -1,0 +1,379 @@
+"""A hostile tester's findings, each with the real fault: secrets smuggled through quoted interpolations, redaction
+on multi-megabyte fields, keys with a trailing space or CR, a slow tracker at SIGTERM, a full disk while recording."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cli import ROOT, shrunk
+from test_hardening import cli
+from test_services import mlflow_runs
+
+from experiments.datasets.jsonl import read_numbered_examples
+from experiments.errors import DataError, UserError
+from experiments.secrets import env_key, redact, redact_bytes, redact_keys, refuse_secret_overrides
+from experiments.tracking.trackers import PENDING
+
+CO_KEY = "co-hostileCanary5e1d9a7b3c"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src"), **extra}
+
+
+# 1. A secret on the command line, whatever its form.
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        'hydra.run.dir=/tmp/x/run_${oc.env:"CO_API_KEY"}',
+        "hydra.run.dir=/tmp/x/run_${oc.env:'CO_API_KEY'}",
+        'hydra.sweep.dir=/tmp/x/${oc.env: "CO_API_KEY" ,none}',
+        "+note=${oc.env:${oc.env:WHICH_VAR}}",  # the name itself read from the environment
+        "+passphrase=correct-horse",
+        "+db_pw=hunter2",
+        "+db_pass=hunter2",
+        "+private_key_pem=-----BEGIN",
+        "+dsn=alice:s3cret-pw@db.example.com:5432/app",
+    ],
+)
+def test_a_value_that_resolves_to_a_secret_is_refused_whatever_the_quoting(monkeypatch, override):
+    monkeypatch.setenv("CO_API_KEY", CO_KEY)
+    monkeypatch.setenv("WHICH_VAR", "CO_API_KEY")
+    with pytest.raises(UserError, match="export the key in the environment") as caught:
+        refuse_secret_overrides([override])
+    assert CO_KEY not in str(caught.value)
+
+
+def test_ordinary_values_are_not_taken_for_secrets(monkeypatch):
+    monkeypatch.setenv("CO_API_KEY", CO_KEY)
+    refuse_secret_overrides(
+        [
+            "hydra.run.dir=outputs/${now:%Y-%m-%d}/${oc.env:USER,me}",
+            "+note=${oc.env:HOME}",
+            "+contact=john@example.com",
+            "+repo=git@github.com:org/repo.git",
+            "k=2,4",
+        ]
+    )
+
+
+def test_a_quoted_env_run_dir_is_refused_before_any_folder_is_made(tmp_path):
+    target = tmp_path / "runs"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), f'hydra.run.dir={target}/run_${{oc.env:"CO_API_KEY"}}'],
+        capture_output=True,
+        text=True,
+        env=cli_env(CO_API_KEY=CO_KEY),
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert len(completed.stderr.strip().splitlines()) == 1 and "hydra.run.dir" in completed.stderr
+    assert CO_KEY not in completed.stdout + completed.stderr
+    assert not target.exists()
+
+
+# 2. Redaction in linear time.
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    unit=st.text(alphabet="Aa0:/@.+-_", min_size=1, max_size=6),
+    size=st.integers(min_value=1_000_000, max_value=2_000_000),
+)
+def test_redaction_takes_well_under_a_second_on_multi_megabyte_fields(unit, size):
+    text = (unit * (size // len(unit) + 1))[:size]
+    started = time.perf_counter()
+    redact(text)
+    redact_bytes(text.encode())
+    redact_keys(text)
+    assert time.perf_counter() - started < 1.0, f"{unit!r} x {size}"
+
+
+def test_a_long_run_of_letters_is_redacted_in_linear_time_and_urls_still_are():
+    started = time.perf_counter()
+    assert redact("A" * 4_000_000) == "A" * 4_000_000  # 2.8 s for 40,000 with the backtracking pattern
+    assert time.perf_counter() - started < 1.0
+    assert redact("see 1http://u:pw@h and git+ssh://tok@host/x") == "see 1http://***@h and git+ssh://***@host/x"
+
+
+# 4. One normalised form of each key.
+
+
+@pytest.mark.parametrize("suffix", [" ", "\r", "\r\n", "\t "])
+def test_a_key_with_a_trailing_space_or_cr_is_sent_stripped_and_redacted(monkeypatch, suffix):
+    monkeypatch.setenv("CO_API_KEY", CO_KEY + suffix)
+    sent = env_key(["CO_API_KEY"])
+    assert sent == CO_KEY
+    assert redact(f"Authorization: Bearer {sent}") == "Authorization: Bearer ***"
+
+
+# 5. SIGTERM within 2 s whatever the trackers do; KILLED recorded later, by sync.
+
+
+@contextmanager
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A tracking server that accepts connections and never answers (a hung proxy, a stalled server); yields its
+    URI and the connections it holds (one appears when a tracker starts recording)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", held
+    finally:
+        stopping.set()
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def started(process: subprocess.Popen[str], ready: Callable[[], bool], limit_s: float = 180) -> None:
+    deadline = time.monotonic() + limit_s
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never reached the step to stop it in"
+        time.sleep(0.1)
+
+
+def terminated_within(process: subprocess.Popen[str], limit_s: float) -> str:
+    process.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    took = time.monotonic() - stopping
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert took < limit_s, f"SIGTERM took {took:.1f} s (load {os.getloadavg()[0]:.1f})"
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def sync_cli(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "experiments.sync", str(tmp_path / "outputs")]
+    return subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=300)
+
+
+EMBED_SLOWLY = (
+    "import pathlib, time\nfrom experiments import pipeline\n"
+    "def slow(*args, **kwargs):\n"
+    "    pathlib.Path(__import__('os').environ['MARK']).touch()\n"
+    "    time.sleep(600)\n"
+    "pipeline.embed = slow\n"
+)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_steps_exits_within_2s_with_a_silent_server_and_sync_records_killed(
+    tmp_path, tiny_model_dir
+):
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=none"]
+    mark = tmp_path / "embedding"
+    with silent_server() as (uri, _):
+        env = cli_env(MLFLOW_TRACKING_URI=uri, MARK=str(mark))
+        process = subprocess.Popen(
+            cli(args, EMBED_SLOWLY), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        started(process, mark.exists)
+        stderr = terminated_within(process, 2.0)
+    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle")
+    assert "python -m experiments.sync" in stderr
+    assert sync_cli(tmp_path).returncode == 0  # to the run's own store (no MLFLOW_TRACKING_URI now)
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("Terminated")
+    assert not pending.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_stopped_while_a_silent_server_records_it_stays_pending_and_syncable(tmp_path, tiny_model_dir, kill):
+    args = [*shrunk(tmp_path, tiny_model_dir), "reranker=none", "log_model=false"]
+    with silent_server() as (uri, connections):
+        process = subprocess.Popen(
+            cli(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(MLFLOW_TRACKING_URI=uri)
+        )
+        started(process, lambda: bool(connections))  # the tracker is talking to the server: recording
+        if kill == signal.SIGTERM:
+            terminated_within(process, 2.0)
+        else:
+            process.kill()
+            process.communicate(timeout=60)
+    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle")
+    assert (pending.parent.parent / "metrics.json").is_file()
+    assert sync_cli(tmp_path).returncode == 0
+    [run] = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED" and "mrr_at_1" in run.data.metrics
+    assert not pending.exists()
+
+
+# 8. Hydra's own user errors: one line, exit 2.
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("miner=nope", "Could not find 'miner/nope'; choose one of: adversarial, cosine"),
+        ("foo=1", "Could not override 'foo'; To append to your config use +foo=1"),
+        ("trackers=bogus", "Could not find 'trackers/bogus'; choose one of: braintrust, mlflow, none"),
+        ("k=[", "no viable alternative at input '['"),
+    ],
+)
+def test_hydra_user_errors_are_one_line_and_exit_2(tmp_path, override, said):
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), override, f"paths.outputs_dir={tmp_path / 'outputs'}"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr
+    [line] = completed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and said in line
+    assert not (tmp_path / "outputs").exists()
+
+
+# 8. Rows a hostile file carries: 200,000-deep JSON, true as an amount, a blank input.
+
+TRANSACTION = {
+    "merchant_name": "Acme",
+    "merchant_category": ["Software"],
+    "department": "IT",
+    "location": "Berlin",
+    "amount": 12.5,
+    "spend_program_name": "Card",
+    "expense_category": "Software",
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "JSON nested too deeply"),
+        (json.dumps({**TRANSACTION, "amount": True}), "amount must be a number, not true/false"),
+        (json.dumps({"input": "   ", "expected": ["Software"]}), "input must have text"),
+    ],
+)
+def test_hostile_rows_are_one_line_naming_file_and_line(tmp_path, line, message):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"input": "fine", "expected": ["Software"]}) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_numbered_examples(path, "dataset.train_path")
+    assert str(caught.value).startswith(f"{path}:2: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_suggest_refuses_a_deeply_nested_row_in_one_line():
+    from experiments.suggest import main as suggest
+
+    with pytest.raises(SystemExit) as stopped:
+        suggest(["runs:/0/categoriser", "--row", "[" * 200_000 + "]" * 200_000])
+    assert stopped.value.code == 2
+
+
+def test_a_rejected_run_leaves_no_empty_day_folder(tmp_path):
+    outputs = tmp_path / "outputs"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "k=abc", f"paths.outputs_dir={outputs}"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert not list(outputs.glob("runs/*"))
+
+
+# 7. Serving: rows with no known field and a bad top_n are 400s, not 200s with nothing or a silent default.
+
+
+@pytest.mark.parametrize(
+    ("rows", "params", "message"),
+    [
+        ([], None, "no row to rank"),
+        ([{"input": "coffee"}], {"top_n": 0}, "top_n=0 must be at least 1"),
+        ([{"input": "coffee"}], {"top_n": -3}, "must be at least 1"),
+        ([{"input": "coffee"}], {"top_n": "many"}, "must be a whole number"),
+    ],
+)
+def test_serving_refuses_requests_it_cannot_answer(rows, params, message):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from experiments.serving.pyfunc_model import CategoriserModel
+
+    with pytest.raises(MlflowException, match=message) as caught:
+        CategoriserModel().predict(None, pd.DataFrame(rows), params)
+    assert caught.value.get_http_status_code() == 400
+
+
+# 6. A team tracking server: artifacts go where the server says, whichever client logs them.
+
+
+@pytest.mark.slow
+def test_artifacts_of_two_clients_go_to_the_servers_artifact_destination(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+    from test_hardening import free_port, mlflow_server
+
+    from experiments.tracking.mlflow_tracker import MLflowTracker
+
+    port, store = free_port(), tmp_path / "server"
+    uri = f"http://127.0.0.1:{port}"
+    with mlflow_server(store, port):
+        for client in ("alice", "bob"):  # two machines, each with its own outputs folder
+            folder = tmp_path / client
+            folder.mkdir()
+            tracker = MLflowTracker(tracking_uri=uri, artifact_location=f"file://{folder}/mlartifacts")
+            tracker.tracking_uri = uri  # whatever MLFLOW_TRACKING_URI this test process has
+            tracker._connect()
+            (folder / "note.txt").write_text(client, encoding="utf-8")
+            with mlflow.start_run():
+                mlflow.log_artifact(str(folder / "note.txt"))
+        experiment = MlflowClient(uri).get_experiment_by_name("reranker-finetuning")
+    assert not experiment.artifact_location.startswith("file:"), experiment.artifact_location
+    assert sorted(path.read_text() for path in (store / "artifacts").rglob("note.txt")) == ["alice", "bob"]
+    assert not list(tmp_path.glob("*/mlartifacts"))
+
+
+# 8. A Braintrust server on a closed port is told as unreachable, not as "error when constructing records".
+
+
+def test_a_closed_braintrust_port_is_told_as_unreachable(make_cfg, tmp_path, monkeypatch, capsys):
+    from test_hardening import free_port
+    from test_pipeline import run_dir
+
+    from experiments import app
+
+    monkeypatch.setenv("BRAINTRUST_API_KEY", "bt-closed-port-key-0123456789")
+    cfg = make_cfg(
+        "trackers=[braintrust]",
+        f"trackers.braintrust.app_url=http://127.0.0.1:{free_port()}",
+        "trackers.braintrust.timeout_s=20",
+    )
+    app.run(cfg, run_dir(tmp_path))
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "tracker braintrust failed" in line]
+    assert "server unreachable" in line and "constructing records" not in line, line
