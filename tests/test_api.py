@@ -87,9 +87,9 @@ def test_the_tracked_run_tells_the_truth(api_run):
     # Params are exactly the knobs and the chosen options' own knobs.
     assert set(run.data.params) == {
         *("k", "duplication", "seed", "validation_fraction", "replicates", "evaluation.bootstrap_resamples"),
-        *("dataset", "dataset.group_by"),
+        *("dataset", "dataset.group_by", "dataset.query_fields"),
         *("embedder", "embedder.model", "embedder.batch_size"),
-        *("retrieval", "retrieval.top_k", "retrieval.with_descriptions"),
+        *("retrieval", "retrieval.top_k", "retrieval.with_descriptions", "retrieval.search_above"),
         *("miner", "miner.rank_min", "miner.rank_max", "miner.strict"),
         "reranker",
     }
