@@ -67,46 +67,42 @@ def trials(sweep: Path) -> list[dict]:
     return json.loads((sweep / "trials.json").read_text())
 
 
-# KNOWN GAP: with the tiny random model every trial scores 0.0 on validation and on eval, so this test cannot tell a
-# search that reads validation from one that reads eval (a red check that made the sweeper read eval still passed).
-# It needs a model that learns something on the small data (the packaged MiniLM) and a space whose trials differ.
-@pytest.mark.skip(reason="vacuous on the tiny model (all scores 0): cannot fail when the sweeper reads eval")
-@pytest.mark.slow
-def test_the_search_picks_on_validation_and_poisoned_eval_labels_do_not_move_it(tmp_path, tiny_model_dir):
-    import mlflow
+def job_result(folder: Path, status: str = "COMPLETED"):
+    """What Hydra's launcher hands the sweeper for one finished trial."""
+    from types import SimpleNamespace
 
-    clean_sweep, poisoned_sweep = tmp_path / "clean", tmp_path / "poisoned"
-    clean = run_search(search_args(tmp_path, tiny_model_dir, write_data(tmp_path / "data"), clean_sweep, 4))
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    report = json.loads((clean_sweep / "report.json").read_text())
-    assert report["selection_split"] == "validation" and len(report["rows"]) == len(list(clean_sweep.glob("*/.hydra")))
-    done = [t for t in trials(clean_sweep) if t["state"] == "COMPLETE"]
-    for trial in done:  # the study was told each trial's validation score, never its eval score
-        record = json.loads((Path(trial["run_folder"]) / "metrics.json").read_text())
-        assert trial["validation"] == pytest.approx(record["validation"]["reranker"]["mrr@1"]["mean"])
-    best = max(t["validation"] for t in done)
-    assert report["winner_value"] == pytest.approx(best)
-    # The winner is a best trial (several may tie on validation: the report breaks ties by its stated rule).
-    assert report["winner_folder"] in {t["run_folder"] for t in done if t["validation"] == pytest.approx(best)}
-    assert "sweep: 4/4 finished" in clean.stderr
-    # Each trial is a child run of the sweep's parent, named by the searched knobs.
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
-    [parent] = [run for run in runs if run.data.tags.get("sweep") == "parent"]
-    assert parent.info.run_name.endswith("miner x k x reranker.epochs")
-    assert len([run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 4
+    from omegaconf import OmegaConf
 
-    poisoned_data = write_data(tmp_path / "poisoned-data", poison_eval=True)
-    poisoned = run_search(search_args(tmp_path, tiny_model_dir, poisoned_data, poisoned_sweep, 4))
-    assert poisoned.returncode == 0, poisoned.stderr[-3000:]
-    again = json.loads((poisoned_sweep / "report.json").read_text())
-    assert [t["params"] for t in trials(poisoned_sweep)] == [t["params"] for t in trials(clean_sweep)]
-    assert [t["validation"] for t in trials(poisoned_sweep)] == [t["validation"] for t in trials(clean_sweep)]
-    searched = ("miner", "k", "reranker.epochs")
-    assert {key: again["winner_overrides"][key] for key in searched} == {
-        key: report["winner_overrides"][key] for key in searched
-    }
-    assert again["winner_metrics"]["mrr@1"]["mean"] != report["winner_metrics"]["mrr@1"]["mean"]  # eval did change
+    hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(folder)}}})
+    return SimpleNamespace(
+        status=SimpleNamespace(name=status), hydra_cfg=hydra_cfg, cfg=OmegaConf.create({"optimized_metric": "mrr@1"})
+    )
+
+
+def test_the_search_is_told_the_validation_score_and_poisoned_eval_numbers_do_not_move_it(tmp_path):
+    """A trial's value is its validation score: rewriting every eval number of its run folder changes nothing."""
+    import shutil
+
+    from hydra_plugins.experiments_optuna_sweeper.sweeper import validation_score
+
+    folder = tmp_path / "trial"
+    shutil.copytree(ROOT / "tests" / "data" / "run-folder-0.1", folder)
+    record = json.loads((folder / "metrics.json").read_text())
+    record["validation"]["reranker"]["mrr@1"]["mean"] = 0.25
+    record["metrics"]["reranker"]["mrr@1"].update(mean=0.5, ci_low=0.4, ci_high=0.6)
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    assert validation_score(job_result(folder)) == pytest.approx(0.25)
+
+    for system in ("baseline", "reranker", "delta"):  # poison eval: every eval number becomes 0.99
+        for estimate in record["metrics"][system].values():
+            estimate.update(mean=0.99, ci_low=0.99, ci_high=0.99)
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    assert validation_score(job_result(folder)) == pytest.approx(0.25)
+
+    del record["validation"]  # a run that chose nothing on validation gives the search nothing, not its eval score
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    assert validation_score(job_result(folder)) is None
+    assert validation_score(job_result(folder, status="FAILED")) is None
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from experiments.errors import UserError
+from experiments.files import write_atomic
 from experiments.tracking.base import flatten
 
 log = logging.getLogger(__name__)
@@ -132,16 +133,20 @@ def suggest(trial: Any, key: str, override: Override) -> Any:
 
 
 def validation_score(result: Any) -> float | None:
-    """The job's ``optimized_metric`` on its validation split, or None when it failed or reports none."""
+    """The job's ``optimized_metric`` on its validation split, or None when it failed or reports none.
+
+    Read from the job's run record (``metrics.json["validation"]``): the eval split's numbers are never looked at.
+    """
+    from experiments import run_folder
+
     if result.status.name != "COMPLETED" or result.hydra_cfg is None or result.cfg is None:
         return None
     folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
-    metrics_file = folder / "metrics.json"
-    if not metrics_file.is_file():
+    if not (folder / "metrics.json").is_file():
         return None
     metric = str(result.cfg.get("optimized_metric", "mrr@1"))
-    scores = (json.loads(metrics_file.read_text("utf-8")).get("validation") or {}).get("reranker") or {}
-    if metric not in scores:
+    value = run_folder.read(folder).validation_score(metric)
+    if value is None:
         log.warning(
             "%s reports no validation %s: the search needs a reranker that chooses on validation "
             "(reranker.select_epochs=true)",
@@ -149,7 +154,6 @@ def validation_score(result: Any) -> float | None:
             metric,
         )
         return None
-    value = float(scores[metric]["mean"])
     return None if math.isnan(value) else value
 
 
@@ -166,5 +170,5 @@ def write_trials(study: Any, sweep_dir: Path) -> Path:
         for trial in study.get_trials(deepcopy=False)
     ]
     path = sweep_dir / "trials.json"
-    path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(rows, indent=2) + "\n")
     return path
