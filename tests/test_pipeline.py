@@ -143,7 +143,7 @@ def test_bad_file_stops_before_any_run_is_recorded(make_cfg, tmp_path, small_dat
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("k=0", "k=0"), ("k=99", "k=99"), ("duplication=0", "duplication=0"), ("miner.rank_min=0", "rank_min")],
+    [("k=-1", "k=-1"), ("k=99", "k=99"), ("duplication=0", "duplication=0"), ("miner.rank_min=0", "rank_min")],
 )
 def test_bad_knobs_are_user_errors(make_cfg, tmp_path, override, message):
     with pytest.raises(UserError, match=message):
@@ -152,7 +152,9 @@ def test_bad_knobs_are_user_errors(make_cfg, tmp_path, override, message):
 
 
 def test_a_small_candidate_pool_caps_recall_and_says_so(make_cfg, tmp_path):
-    outcome = app.run(make_cfg("retrieval.top_k=3", reranker="bi_encoder_finetuned"), run_dir(tmp_path))
+    outcome = app.run(
+        make_cfg("retrieval.top_k=3", "retrieval.search_above=0", reranker="bi_encoder_finetuned"), run_dir(tmp_path)
+    )
     ceiling = outcome.summary.candidate_recall
     assert ceiling < 1.0
     assert outcome.summary.systems["reranker"]["recall@5"].mean <= ceiling + 1e-9

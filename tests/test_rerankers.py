@@ -267,8 +267,9 @@ def test_empty_set_and_mnrl_without_negatives_fail(tiny_model_dir: Path, tmp_pat
     with pytest.raises(ConfigError, match="empty"):
         FinetunedCrossEncoder(str(tiny_model_dir)).fit(FinetuneSet([]), tmp_path, seed=0)
     positives_only = FinetuneSet([FinetuneItem(query="q", relevant_passages=["Red"])])
-    with pytest.raises(ConfigError, match="hard negatives"):
-        FinetunedCrossEncoder(str(tiny_model_dir), loss="mnrl").fit(positives_only, tmp_path, seed=0)
+    for loss in ("mnrl", "bce", "lambda"):  # k=0 sets: only mnrl with in-batch negatives has anything to learn
+        with pytest.raises(ConfigError, match="hard negatives"):
+            FinetunedCrossEncoder(str(tiny_model_dir), loss=loss).fit(positives_only, tmp_path, seed=0)
 
 
 # --- fine-tuned bi-encoder ---
@@ -297,10 +298,11 @@ def test_bi_encoder_fits_reuses_and_scores(
 def test_bi_encoder_loss_ignores_copies_of_the_positive(tiny_model_dir: Path, embed_once: bool) -> None:
     import torch
 
-    from experiments.rerankers.bi_encoder_finetuned import distinct_mnrl, load_bi_encoder
+    from experiments.rerankers.bi_encoder_finetuned import load_bi_encoder
+    from experiments.rerankers.losses import DistinctMNRL
 
     model = load_bi_encoder(str(tiny_model_dir), 32, "cpu")
-    loss = distinct_mnrl(model, scale=20.0, embed_once=embed_once)
+    loss = DistinctMNRL(model, scale=20.0, embed_once=embed_once)
     # Every row's positive is "Red": without masking, each row would see the others' "Red" as negatives.
     columns = [["q one", "q two"], ["Red", "Red"], ["Blue", "Red"]]
     features = [model.tokenize(column) for column in columns]
@@ -319,13 +321,14 @@ def test_embedding_each_category_once_gives_the_stock_gradients_without_dropout(
     """``embed_once`` shares one embedding among a category's copies: in eval mode the gradients are the same."""
     import torch
 
-    from experiments.rerankers.bi_encoder_finetuned import distinct_mnrl, load_bi_encoder
+    from experiments.rerankers.bi_encoder_finetuned import load_bi_encoder
+    from experiments.rerankers.losses import DistinctMNRL
 
     columns = [["q one is here", "q two", "third query"], ["Red", "Red", "Blue"], ["Blue", "Green", "Red"]]
     gradients = []
     for embed_once in (False, True):
         model = load_bi_encoder(str(tiny_model_dir), 32, "cpu")
-        distinct_mnrl(model, scale=20.0, embed_once=embed_once)([model.tokenize(c) for c in columns], None).backward()
+        DistinctMNRL(model, scale=20.0, embed_once=embed_once)([model.tokenize(c) for c in columns], None).backward()
         gradients.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert gradients[0].abs().max() > 0
     assert torch.allclose(gradients[0], gradients[1], atol=1e-5)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from experiments.errors import ConfigError
-from experiments.evaluation.evaluate import run_queries
+from experiments.evaluation.evaluate import run_queries, summarize
 from experiments.records import Candidates, Category, Example
 from experiments.rerankers.base import Reranker
-from experiments.retrieval.lancedb import LanceDBRetriever
+from experiments.retrieval.lancedb import ALL, LanceDBRetriever
 from experiments.retrieval.lancedb_reranker import LanceDBReranker
 
 CATEGORIES = [Category(name=name, description="") for name in ("aa", "a", "aaaa", "aaa")]
@@ -27,6 +27,13 @@ class ByLength(Reranker):
         return [float(len(document)) for document in documents]
 
 
+class Distinct(Reranker):
+    """Scores that depend on the query and the document and never tie."""
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        return [float((len(document) * 7 + len(query) * 3) % 11) for document in documents]
+
+
 class CountingRetriever(LanceDBRetriever):
     searches = 0
 
@@ -37,7 +44,7 @@ class CountingRetriever(LanceDBRetriever):
 
 @pytest.fixture
 def retriever(tmp_path: Path) -> CountingRetriever:
-    built = CountingRetriever(str(tmp_path / "lance"), top_k=3)
+    built = CountingRetriever(str(tmp_path / "lance"), top_k=3, search_above=0)
     built.build(CATEGORIES, VECTORS, model_key="test")
     return built
 
@@ -52,6 +59,45 @@ def test_search_returns_top_k_by_cosine(retriever: CountingRetriever) -> None:
 def test_top_k_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="top_k=0"):
         LanceDBRetriever(str(tmp_path), top_k=0)
+
+
+@pytest.mark.parametrize("top_k", [ALL, 4, 9])
+def test_without_a_first_stage_the_reranker_ranks_as_a_full_search_plus_rescoring(tmp_path: Path, top_k) -> None:
+    """``top_k: all`` (or a top_k that covers every document) rescores every document: the same ranking as
+    searching all of them and rescoring, and the baseline keeps its full search (a 100% candidate ceiling)."""
+    everything = LanceDBRetriever(str(tmp_path / "all"), top_k=top_k, search_above=0)
+    everything.build(CATEGORIES, VECTORS, model_key="test")
+    assert everything.limit is None
+    full = LanceDBRetriever(str(tmp_path / "full"), top_k=len(CATEGORIES), search_above=0)
+    full.build(CATEGORIES, VECTORS, model_key="test")
+    examples = [Example(input=f"q{i}", expected=["aaa"]) for i in range(3)]
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+    reranker = Distinct()
+    ours = run_queries(examples, vectors, everything, reranker, progress=False)
+    for result, vector in zip(ours, vectors, strict=True):
+        candidates = full.search(vector)
+        assert result.reranked == candidates.reordered(reranker.score(result.example.input, candidates.texts))
+        assert result.baseline == candidates.ranked()
+    assert summarize(ours, resamples=10).candidate_recall == 1.0
+
+
+def test_a_small_document_set_is_rescored_whole_by_default(tmp_path: Path) -> None:
+    small = LanceDBRetriever(str(tmp_path), top_k=3, search_above=4)
+    small.build(CATEGORIES, VECTORS, model_key="test")
+    assert small.limit is None
+    assert (small.limit_for(5), small.limit_for(4)) == (3, None)
+    assert LanceDBRetriever(str(tmp_path)).search_above == 256
+
+
+@pytest.mark.parametrize("bad", ["some", 0, -1, 2.5, True])
+def test_top_k_is_a_positive_number_or_all(tmp_path: Path, bad) -> None:
+    with pytest.raises(ConfigError, match=r"top_k=.*'all'"):
+        LanceDBRetriever(str(tmp_path), top_k=bad)
+
+
+def test_search_above_is_a_whole_number(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="search_above=-1"):
+        LanceDBRetriever(str(tmp_path), search_above=-1)
 
 
 def test_evaluation_searches_once_and_rescores_those_candidates(retriever: CountingRetriever) -> None:

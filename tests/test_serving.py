@@ -49,13 +49,13 @@ class LoggedRun:
         return [json.loads(line) for line in (self.outcome.output_dir / "per_query.jsonl").read_text().splitlines()]
 
 
-def log_run(root: Path, model_dir: Path, reranker: str) -> LoggedRun:
+def log_run(root: Path, model_dir: Path, reranker: str, *overrides: str) -> LoggedRun:
     import mlflow
 
     data = write_small_data(root / "data")
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        outcome = app.run(compose_small(root / "outputs", model_dir, data, reranker=reranker), root / "run")
+        outcome = app.run(compose_small(root / "outputs", model_dir, data, *overrides, reranker=reranker), root / "run")
     uri = f"sqlite:///{root / 'outputs' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     [run] = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
@@ -64,14 +64,16 @@ def log_run(root: Path, model_dir: Path, reranker: str) -> LoggedRun:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory, tiny_model_dir) -> Callable[..., LoggedRun]:
-    """``logged(reranker)``: a tiny run with that reranker, logged to its own MLflow store (once per module)."""
-    runs: dict[str, LoggedRun] = {}
+    """``logged(reranker, *overrides)``: a tiny run with that reranker, logged to its own MLflow store (once per
+    module)."""
+    runs: dict[tuple[str, ...], LoggedRun] = {}
 
-    def get(reranker: str = "bi_encoder_finetuned") -> LoggedRun:
-        if reranker not in runs:
-            runs[reranker] = log_run(tmp_path_factory.mktemp(reranker), tiny_model_dir, reranker)
-        runs[reranker].connect()
-        return runs[reranker]
+    def get(reranker: str = "bi_encoder_finetuned", *overrides: str) -> LoggedRun:
+        key = (reranker, *overrides)
+        if key not in runs:
+            runs[key] = log_run(tmp_path_factory.mktemp(reranker), tiny_model_dir, reranker, *overrides)
+        runs[key].connect()
+        return runs[key]
 
     return get
 
@@ -103,17 +105,20 @@ def test_logged_model_ranks_the_eval_set_as_the_evaluation_did(logged, reranker)
 
 
 def test_numpy_first_stage_returns_lancedb_candidates(logged, tmp_path):
-    """Every eval query's whole candidate list (top_k of the categories) equals LanceDB's cosine search."""
+    """With a first stage (search_above=0), every eval query's whole candidate list (top_k of the categories)
+    equals LanceDB's cosine search, and the model still ranks as the evaluation did."""
     import mlflow
 
     from experiments.retrieval.lancedb import LanceDBRetriever
     from experiments.serving.categoriser import Categoriser
 
-    run = logged()
+    run = logged("bi_encoder_finetuned", "retrieval.search_above=0")
+    predicted = load(run.model_uri).predict(pd.DataFrame(run.eval_rows()), params={"top_n": 5})
+    assert [list(labels) for labels in predicted["categories"]] == [row["reranked_top"] for row in run.per_query()]
     folder = Path(mlflow.artifacts.download_artifacts(run.model_uri, dst_path=str(tmp_path / "model")))
     categoriser = Categoriser.load(folder / "artifacts" / "categoriser")
     assert categoriser.top_k == 25 < len(categoriser.categories)
-    retriever = LanceDBRetriever(uri=str(tmp_path / "lancedb"), top_k=categoriser.top_k)
+    retriever = LanceDBRetriever(uri=str(tmp_path / "lancedb"), top_k=categoriser.top_k, search_above=0)
     retriever.build(categoriser.categories, categoriser.vectors, model_key="test")
     vectors = categoriser.embedder.encode([example.input for example in run.outcome.splits.eval])
     for ours, vector in zip(categoriser.candidates(vectors), vectors, strict=True):

@@ -145,3 +145,83 @@ def test_job_records_and_planned_jobs(sweep: Path) -> None:
     assert read_job(sweep / "k=4,miner=kmeans").overrides == {"miner": "kmeans", "k": "4"}
     assert planned_jobs(["miner=random,cosine,kmeans", "k=2,4", "seed=1"]) == 6
     assert planned_jobs(["k=range(1,4)"]) == 3
+
+
+def test_a_reused_model_shows_its_stored_training(sweep: Path, tmp_path: Path) -> None:
+    """The winner reused a model trained earlier: the report shows `reused` with the stored time and loss curve."""
+    models = tmp_path / "models"
+    stored = {"train_seconds": 42.5, "loss_history": [[10, 2.0], [20, 1.6], [30, 1.2], [40, 0.9]]}
+    (models / "ft-kmeans4").mkdir(parents=True)
+    (models / "ft-kmeans4" / "COMPLETE.json").write_text(json.dumps(stored))
+    winner = sweep / "k=4,miner=kmeans"
+    metrics = json.loads((winner / "metrics.json").read_text())
+    metrics["fit"] = {**metrics["fit"], "reused": True, "train_seconds": 0.0, "loss_history": [[40, 0.9]]}
+    (winner / "metrics.json").write_text(json.dumps(metrics))
+    (winner / "config.json").write_text(json.dumps({"k": 4, "paths": {"models_dir": str(models)}}))
+    report = write_report(sweep, metric="mrr@1")
+    assert report.winner.label == "k=4,miner=kmeans"
+    assert report.winner.training.cell == "reused, 42.5"
+    assert report.winner.training.loss_history == [tuple(point) for point in stored["loss_history"]]  # the plot
+    assert "| reused, 42.5 |" in report.markdown_path.read_text()
+    saved = json.loads((sweep / "report.json").read_text())["rows"][0]
+    assert saved["reused"] is True and saved["train_seconds"] == 42.5
+    assert report.rows[1].training.cell == "10.0"  # trained in its own run
+
+
+def test_ties_on_the_selection_metric_are_named_and_broken_by_the_stated_rule(tmp_path: Path) -> None:
+    hits = list((np.random.default_rng(3).random(N_QUERIES) < 0.7).astype(float))
+    fake_job(tmp_path, "kmeans", 4, hits, train_seconds=20.0)
+    fake_job(tmp_path, "random", 4, hits, train_seconds=5.0)  # the same scores, trained faster
+    fake_job(tmp_path, "random", 2, [0.0] * N_QUERIES)
+    report = write_report(tmp_path, metric="mrr@1")
+    assert [row.label for row in report.rows[:2]] == ["k=4,miner=random", "k=4,miner=kmeans"]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["ties"] == [
+        {"value": pytest.approx(np.mean(hits)), "configurations": [r.label for r in report.rows[:2]]}
+    ]
+    assert "Tie on mrr@1 (eval): k=4,miner=random, k=4,miner=kmeans at" in report.markdown_path.read_text()
+    assert "shorter stored training time first" in report.markdown_path.read_text()
+
+
+def test_progress_counts_this_invocation_and_names_reused_jobs(tmp_path: Path, capsys) -> None:
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from experiments.sweeps.callback import SweepMonitor
+
+    labels = ["k=2,miner=a", "k=2,miner=b", "k=4,miner=a", "k=4,miner=b"]
+    for label in labels[:2]:  # completed by an earlier invocation (killed later)
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "metrics.json").write_text("{}")
+        os.utime(tmp_path / label / "metrics.json", (time.time() - 60, time.time() - 60))
+
+    def config(label: str) -> object:
+        hydra = {
+            "mode": RunMode.MULTIRUN,
+            "sweep": {"dir": str(tmp_path)},
+            "overrides": {"task": ["k=2,4", "miner=a,b"]},
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+            "job": {"override_dirname": label, "num": labels.index(label)},
+            "runtime": {"output_dir": str(tmp_path / label)},
+        }
+        return OmegaConf.create({"hydra": hydra, "optimized_metric": "mrr@1"})
+
+    monitor = SweepMonitor()
+    monitor.on_multirun_start(config(labels[0]))
+    done = SimpleNamespace(return_value=0.5, status=SimpleNamespace(name="COMPLETED"))
+    for label in labels:
+        if not (tmp_path / label).exists():
+            (tmp_path / label).mkdir()
+            (tmp_path / label / "metrics.json").write_text("{}")
+        monitor.on_job_end(config(label), done)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "finished" in line]
+    assert lines == [
+        "sweep: 1/4 finished; k=2,miner=a: reused",
+        "sweep: 2/4 finished; k=2,miner=b: reused",
+        "sweep: 3/4 finished; k=4,miner=a: done",
+        "sweep: 4/4 finished; k=4,miner=b: done",
+    ]

@@ -94,3 +94,37 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
     ):
         Trackers({"broken": strict, "recorder": recorder}).log_run(run)
     assert len(recorder.runs) == 2
+
+
+def test_a_sweep_parent_is_named_by_time_and_swept_knobs_not_by_path():
+    import time
+
+    from experiments.tracking.sweep import sweep_name, swept_knobs
+
+    overrides = ["paths.outputs_dir=/very/long/path", "miner=random,cosine", "k=2,4", "seed=1", "lr=range(1,3)"]
+    assert swept_knobs(overrides) == ["miner", "k", "lr"]
+    started = time.mktime((2026, 12, 1, 2, 53, 30, 0, 0, -1))
+    assert sweep_name(["miner", "k"], started) == "sweep 2026-12-01 02:53 miner x k"
+    assert sweep_name([], started) == "sweep 2026-12-01 02:53"
+
+
+def test_params_are_knobs_and_diagnostics_are_tags():
+    from experiments.tracking.base import diagnostic_tags, tracked_params
+
+    config = {
+        "k": 2,
+        "log_model": True,
+        "optimized_metric": "mrr@1",
+        "progress": False,
+        "paths": {"outputs_dir": "/o"},
+        "dataset": {"_target_": "x.JsonlDataset", "train_path": "/d/train.jsonl", "group_by": None},
+        "miner": {"_target_": "x.CosineMiner", "rank_min": 1},
+    }
+    assert tracked_params(config, {"miner": "cosine"}) == {
+        "k": 2,
+        "dataset": "JsonlDataset",
+        "dataset.group_by": None,
+        "miner": "cosine",
+        "miner.rank_min": 1,
+    }
+    assert diagnostic_tags(config) == {"dataset.train_path": "/d/train.jsonl"}

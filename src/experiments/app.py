@@ -95,8 +95,13 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
 
 
 def limit_threads(parallel_jobs: int | None) -> None:
-    """Give each of ``parallel_jobs`` concurrent jobs its share of the cores, so they do not thrash each other."""
+    """Give each of ``parallel_jobs`` concurrent jobs its share of the cores, so they do not thrash each other; a
+    single job takes every core (or ``EXPERIMENTS_THREADS``), whatever the load, so its results do not depend on
+    what else the machine was doing (``experiments.threads``)."""
     if not parallel_jobs or parallel_jobs == 1:
+        from experiments.threads import share_the_cpu
+
+        share_the_cpu(adaptive=False)
         return
     import os
 
@@ -160,10 +165,10 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     """
     metric = str(cfg.get("optimized_metric", "mrr@1"))
     redact_folder(output_dir / ".hydra")  # Hydra's copy of the config and overrides, before anything reads it
-    limit_threads(parallel_jobs)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        limit_threads(parallel_jobs)
         if in_sweep:
             previous = completed_metric(output_dir, scrub(OmegaConf.to_container(cfg, resolve=True)), metric)
             if previous is not None:

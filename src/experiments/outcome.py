@@ -64,6 +64,11 @@ class RunOutcome:
     categoriser: CategoriserPackage | None = None
     #: With ``replicates > 1``: ``{"n", "seeds", <metric>: {"mean", "sd", "values"}}`` of the reranked metrics.
     replicates: dict[str, Any] | None = None
+    #: Diagnostics for trackers (digests, leakage counts, data paths): tags, never params.
+    tags: dict[str, str] = field(default_factory=dict)
+    #: Wall-clock start and end of the run (seconds since the epoch): the tracked run's own times.
+    started_at: float | None = None
+    ended_at: float | None = None
 
     @property
     def summary(self) -> Summary:

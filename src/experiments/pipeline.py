@@ -34,7 +34,7 @@ from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.schema import Knobs
 from experiments.serving.package import CategoriserPackage
-from experiments.tracking.base import tracked_params
+from experiments.tracking.base import diagnostic_tags, tracked_params
 from experiments.tracking.record import track, track_failure
 from experiments.tracking.trackers import Trackers
 
@@ -61,8 +61,11 @@ class _Stopwatch:
         self.timings[f"{name}_s"] = round(time.perf_counter() - started, 3)
 
 
-def run_name(parts: Components, knobs: Knobs) -> str:
-    return f"{parts.miner.name}-k{knobs.k}-d{knobs.duplication}-{parts.reranker.name}"
+def run_name(parts: Components, knobs: Knobs, choices: Mapping[str, str] | None = None) -> str:
+    """``cosine-k2-d2-bi_encoder_finetuned``: the chosen options' names (their class names without Hydra)."""
+    chosen = choices or {}
+    miner, reranker = chosen.get("miner") or parts.miner.name, chosen.get("reranker") or parts.reranker.name
+    return f"{miner}-k{knobs.k}-d{knobs.duplication}-{reranker}"
 
 
 # The steps, in order.
@@ -159,6 +162,10 @@ def package(
 ) -> CategoriserPackage | None:
     """The categoriser the evaluation measured, ready to ship: the categories and the vectors the index held,
     ``top_k``, and how to rebuild the embedder and the (fitted) reranker. None when a part cannot be shipped."""
+    if splits.query_fields is not None:
+        # The served categoriser formats transaction rows with all seven lines; it cannot yet apply a subset.
+        log.warning("dataset.query_fields=%s cannot be shipped as a model: no model is logged", splits.query_fields)
+        return None
     embedder, reranker = parts.embedder.portable(), parts.reranker.portable()
     if embedder is None or reranker is None:
         log.warning("%s cannot be shipped as a model: no model is logged for this run", parts.reranker.name)
@@ -167,7 +174,7 @@ def package(
         categories=splits.categories,
         documents=vectors.documents,
         vectors=vectors.categories,
-        top_k=parts.retrieval.top_k,
+        top_k=parts.retrieval.limit,
         embedder=embedder,
         reranker=reranker,
         finetune_id=fit.finetune_id if fit else None,
@@ -191,23 +198,26 @@ def run_experiment(
         UserError: a bad file or option; raised before anything is written or recorded.
     """
     watch = _Stopwatch()
+    started_at = time.time()
     started = time.perf_counter()
     splits = load_data(parts, knobs)
     watch.lap("load", started)
-    name = run_name(parts, knobs)
-    params = {
-        **tracked_params(config, choices),
-        "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16] or None,
-        "eval_in_train": eval_in_train(splits),
-        "eval_groups_in_train": eval_groups_in_train(splits),
+    name = run_name(parts, knobs, choices)
+    params = tracked_params(config, choices)
+    tags = {
+        **diagnostic_tags(config),
+        "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16],
+        "eval_in_train": str(eval_in_train(splits)),
+        "eval_groups_in_train": str(eval_groups_in_train(splits)),
     }
     try:
         outcome, record = _run_steps(parts, knobs, folders, config, splits, watch, name, params)
     except UserError:
         raise
     except BaseException as error:
-        track_failure(parts.trackers, name, params, error, folders.output_dir)
+        track_failure(parts.trackers, name, params, error, folders.output_dir, tags=tags, started_at=started_at)
         raise
+    outcome.tags, outcome.started_at, outcome.ended_at = tags, started_at, time.time()
     track(parts.trackers, outcome, record)
     return outcome
 

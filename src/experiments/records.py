@@ -64,6 +64,8 @@ class DatasetSplits:
         group_key: the ``Example.metadata`` key that groups examples (a merchant, say): holdouts carved from
             train keep whole groups on one side, and the run warns when eval shares groups with train.
             None = every example stands alone.
+        query_fields: the query lines of transaction rows the examples were formatted with, when a subset
+            (``dataset.query_fields``); None = the full seven-line layout.
     """
 
     name: str
@@ -72,6 +74,7 @@ class DatasetSplits:
     categories: list[Category]
     source: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
+    query_fields: list[str] | None = None
 
     @property
     def category_names(self) -> list[str]:
@@ -145,8 +148,13 @@ class Candidates:
 
     def reordered(self, scores: Sequence[float]) -> RankedList:
         """The candidates sorted by ``scores`` (aligned with them), highest first; ties keep retrieval order."""
-        order = sorted(range(len(self.labels)), key=lambda position: -scores[position])
-        return RankedList(labels=[self.labels[p] for p in order], scores=[float(scores[p]) for p in order])
+        return ranked_by(self.labels, scores)
+
+
+def ranked_by(labels: Sequence[str], scores: Sequence[float]) -> RankedList:
+    """``labels`` sorted by ``scores`` (aligned with them), highest first; ties keep the given order."""
+    order = sorted(range(len(labels)), key=lambda position: -scores[position])
+    return RankedList(labels=[labels[p] for p in order], scores=[float(scores[p]) for p in order])
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ class Knobs(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    #: Hard negatives per fine-tuning item.
-    k: Count = Field(ge=1)
+    #: Hard negatives per fine-tuning item; 0 = none mined (a bi-encoder then trains on in-batch negatives only).
+    k: Count = Field(ge=0)
     #: Fine-tuning items per train example, each with its own draw of negatives.
     duplication: Count = Field(ge=1)
     seed: Count = Field(ge=0)

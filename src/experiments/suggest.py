@@ -1,9 +1,9 @@
 """Rank categories for new transactions with a run's categoriser: ``python -m experiments.suggest``.
 
-One transaction (flags, a JSON row or a query text), printed; or a JSON Lines file, ranked in batches and
-written as JSON Lines. The model is the one MLflow logged for a run (``python run.py``; see
-``experiments.serving``), named by a registered model URI (``models:/categoriser@champion``), a run id or a
-fine-tune id. Examples::
+One transaction (flags, a JSON row or a query text), printed; or a JSON Lines file of any size, streamed: read,
+ranked and written as JSON Lines one batch at a time, in constant memory, with a progress bar in rows/s. The
+model is the one MLflow logged for a run (``python run.py``; see ``experiments.serving``), named by a registered
+model URI (``models:/categoriser@champion``), a run id or a fine-tune id. Examples::
 
     python -m experiments.suggest models:/categoriser@champion --input new.jsonl --output ranked.jsonl
     python -m experiments.suggest <run id> --merchant-name "Blue Bottle Coffee" --merchant-category Restaurants \\
@@ -20,9 +20,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -31,6 +32,9 @@ from experiments.datasets.transactions import TransactionFields
 from experiments.errors import DataError, UserError
 from experiments.serving.categoriser import DEFAULT_TOP_N
 from experiments.serving.rows import RowError, query_text
+from experiments.threads import passive_waits, share_the_cpu
+
+T = TypeVar("T")
 
 #: The transaction fields settable by flags (``--merchant-name`` ...), in the row order of docs/data-formats.md.
 FLAG_FIELDS = tuple(name for name in TransactionFields.model_fields if name != "trip_name")
@@ -91,67 +95,113 @@ def single_row(args: argparse.Namespace) -> dict[str, Any] | None:
     return None
 
 
-def read_rows(path: Path, strict: bool) -> tuple[list[int], list[str], list[str]]:
-    """Line numbers and query texts of the file's good rows, and a ``file:line: field: problem`` per bad row.
+@dataclass(frozen=True)
+class RowCount:
+    """What a first pass over ``--input`` found: rows to rank and bad rows to skip."""
+
+    good: int
+    bad: int
+
+
+def parsed_rows(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
+    """``(line number, query text, None)`` per good row and ``(line number, None, "file:line: problem")`` per bad
+    one, streamed: one line in memory at a time.
+
+    Raises:
+        DataError: the file is missing, a folder, unreadable or not UTF-8 (naming the line and byte).
+    """
+    for number, line in numbered_lines(path, "--input"):
+        try:
+            yield number, query_text(json.loads(line)), None
+        except json.JSONDecodeError as error:
+            yield number, None, f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})"
+        except RecursionError:
+            yield number, None, f"{path}:{number}: JSON nested too deeply (a row is one flat object)"
+        except RowError as error:
+            yield number, None, f"{path}:{number}: {error}"
+
+
+def read_rows(path: Path, strict: bool) -> RowCount:
+    """Count the file's good and bad rows, before any model is loaded (a bad file costs no model load).
 
     Raises:
         DataError: the file is missing, a folder, unreadable or not UTF-8, or a row is bad and ``strict`` is set.
     """
-    lines: list[int] = []
-    texts: list[str] = []
-    problems: list[str] = []
-    for number, line in numbered_lines(path, "--input"):
-        try:
-            texts.append(query_text(json.loads(line)))
-            lines.append(number)
-        except json.JSONDecodeError as error:
-            problems.append(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})")
-        except RecursionError:
-            problems.append(f"{path}:{number}: JSON nested too deeply (a row is one flat object)")
-        except RowError as error:
-            problems.append(f"{path}:{number}: {error}")
-        if problems and strict:
-            raise DataError(f"{problems[0]} (--strict stops at the first bad row)")
-    return lines, texts, problems
+    good = bad = 0
+    for _, text, problem in parsed_rows(path):
+        if problem is not None and strict:
+            raise DataError(f"{problem} (--strict stops at the first bad row)")
+        good, bad = good + (text is not None), bad + (problem is not None)
+    return RowCount(good, bad)
 
 
-def batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), without reading ahead further."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def rank(model: Any, texts: Sequence[str], top_n: int, batch_size: int, progress: bool) -> list[dict[str, Any]]:
-    """The model's ranking of every text, in batches of ``batch_size`` rows."""
+def ranked(model: Any, texts: Sequence[str], top_n: int) -> list[dict[str, Any]]:
+    """One model call: each text's ``categories`` and ``scores``."""
     import pandas as pd
 
-    results: list[dict[str, Any]] = []
-    with tqdm(total=len(texts), desc="suggest", unit="row", disable=not progress) as bar:
-        for batch in batches(texts, batch_size):
-            frame = model.predict(pd.DataFrame({"input": list(batch)}), params={"top_n": top_n})
-            for categories, scores in zip(frame["categories"], frame["scores"], strict=True):
-                results.append({"categories": list(categories), "scores": [float(s) for s in scores]})
-            bar.update(len(batch))
-    return results
+    frame = model.predict(pd.DataFrame({"input": list(texts)}), params={"top_n": top_n})
+    return [
+        {"categories": list(categories), "scores": [float(s) for s in scores]}
+        for categories, scores in zip(frame["categories"], frame["scores"], strict=True)
+    ]
 
 
-def suggest_file(model: Any, args: argparse.Namespace, rows: tuple[list[int], list[str], list[str]]) -> None:
-    """Rank the good rows of ``--input`` (``read_rows``) and write ``--output`` atomically; report skipped rows."""
-    from experiments.files import write_atomic
+def output_path(args: argparse.Namespace) -> Path:
+    return args.output or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".suggestions.jsonl")
 
-    lines, texts, problems = rows
-    for problem in problems:
-        print(f"skipped: {problem}", file=sys.stderr)
-    output = args.output or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".suggestions.jsonl")
+
+def suggest_file(model: Any, args: argparse.Namespace, count: RowCount) -> None:
+    """Stream ``--input`` through the model in batches and write ``--output``; report skipped rows.
+
+    Memory stays flat whatever the file's size: one batch of rows is read, ranked and written at a time. The
+    output is written under a temporary name and renamed at the end, so a run that fails or is stopped never
+    leaves a complete-looking file.
+    """
+    output = output_path(args)
+    partial = output.with_name(output.name + ".partial")
     started = time.perf_counter()
-    results = rank(model, texts, args.top_n, args.batch_size, progress=not args.no_progress)
+    try:
+        with (
+            partial.open("w", encoding="utf-8") as sink,
+            tqdm(total=count.good, desc="suggest", unit="rows", disable=args.no_progress) as bar,
+        ):
+            good = (row for row in _reported(parsed_rows(args.input)) if row[1] is not None)
+            for batch in batches(good, args.batch_size):
+                results = ranked(model, [text for _, text, _ in batch if text is not None], args.top_n)
+                sink.writelines(
+                    json.dumps({"line": number, **result}, ensure_ascii=False) + "\n"
+                    for (number, _, _), result in zip(batch, results, strict=True)
+                )
+                bar.update(len(batch))
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
-    numbered = zip(lines, results, strict=True)
-    write_atomic(output, "".join(json.dumps({"line": n, **r}, ensure_ascii=False) + "\n" for n, r in numbered))
     print(
-        f"ranked {len(texts)} rows in {seconds:.1f} s ({len(texts) / seconds:.0f} rows/s), "
-        f"skipped {len(problems)} bad rows; wrote {output}",
+        f"ranked {count.good} rows in {seconds:.1f} s ({count.good / seconds:.0f} rows/s), "
+        f"skipped {count.bad} bad rows; wrote {output}",
         file=sys.stderr,
     )
+
+
+def _reported(rows: Iterable[tuple[int, str | None, str | None]]) -> Iterator[tuple[int, str | None, str | None]]:
+    """The rows, with a ``skipped: file:line: problem`` line on stderr for each bad one as it passes."""
+    for row in rows:
+        if row[2] is not None:
+            print(f"skipped: {row[2]}", file=sys.stderr)
+        yield row
 
 
 def one_text(row: dict[str, Any]) -> str:
@@ -166,7 +216,7 @@ def one_text(row: dict[str, Any]) -> str:
 
 def suggest_one(model: Any, text: str, args: argparse.Namespace) -> None:
     """Rank one query text and print it: ``rank. category  score`` lines, or one JSON object with ``--json``."""
-    [result] = rank(model, [text], args.top_n, args.batch_size, progress=False)
+    [result] = ranked(model, [text], args.top_n)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return
@@ -179,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    passive_waits()  # before torch loads (with the model)
     logging.getLogger("mlflow").setLevel(logging.ERROR)  # schema notes on every batch
     try:
         if args.top_n < 1 or args.batch_size < 1:
@@ -187,12 +238,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         row = single_row(args)
         text = one_text(row) if row is not None else None
         rows = read_rows(args.input, args.strict) if row is None else None
-        if rows is not None and not rows[1]:
-            raise DataError(f"{args.input}: no row to rank ({len(rows[2])} bad).")
+        if rows is not None and not rows.good:
+            raise DataError(f"{args.input}: no row to rank ({rows.bad} bad).")
         from experiments.serving.mlflow_model import connect, load, tracking_uri
 
         if not Path(args.model, "MLmodel").is_file():  # a downloaded model folder needs no store
             connect(tracking_uri(args.tracking_uri))
+        share_the_cpu()
         model = load(args.model)
         if rows is not None:
             suggest_file(model, args, rows)

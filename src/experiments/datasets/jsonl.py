@@ -14,6 +14,7 @@ Every row is validated before any work starts; the first problem stops the run w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from experiments.datasets.fields import clip
-from experiments.datasets.transactions import Transaction
+from experiments.datasets.transactions import QUERY_FIELDS, Transaction, check_query_fields
 from experiments.errors import DataError
 from experiments.records import Category, DatasetSplits, Example, unique
 
@@ -83,12 +84,16 @@ def numbered_lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
 
 
 def read_numbered_examples(
-    path: Path, option: str = "dataset.*_path", group_by: str | None = None
+    path: Path,
+    option: str = "dataset.*_path",
+    group_by: str | None = None,
+    query_fields: tuple[str, ...] = QUERY_FIELDS,
 ) -> list[tuple[int, Example]]:
     """Parse and validate one train or eval file into ``(line number, example)``; stops at the first bad line.
 
     With ``group_by``, every row must carry that field (a transaction row's key, or an example row's metadata
-    key); its value is kept as ``metadata[group_by]`` as a string.
+    key); its value is kept as ``metadata[group_by]`` as a string. Transaction rows are formatted with the
+    ``query_fields`` lines; an example row is refused when they are a subset (its text is already formatted).
     """
     examples: list[tuple[int, Example]] = []
     for number, line in numbered_lines(path, option):
@@ -104,11 +109,16 @@ def read_numbered_examples(
         if not isinstance(row, dict):
             raise DataError(f"{where}: row: expected a JSON object, got {type(row).__name__}")
         if "input" in row or "expected" in row:
+            if query_fields != QUERY_FIELDS:
+                raise DataError(
+                    f"{where}: an example row (input, expected), but dataset.query_fields picks lines of "
+                    "transaction rows; use transaction rows or set dataset.query_fields=null"
+                )
             if isinstance(row.get("input"), str):
                 row["input"] = clip(row["input"])
             example = _grouped(validated(Example, row, where), row.get("metadata") or {}, group_by, where)
         elif "merchant_name" in row or "expense_category" in row:
-            example = _grouped(validated(Transaction, row, where).to_example(), row, group_by, where)
+            example = _grouped(validated(Transaction, row, where).to_example(query_fields), row, group_by, where)
         else:
             raise DataError(
                 f"{where}: row: neither an example row (input, expected) nor a transaction row "
@@ -182,15 +192,24 @@ class JsonlDataset:
         categories_path: optional categories file; labels in the data that it lacks are an error.
         group_by: optional field that groups rows (e.g. ``merchant_name`` for transaction rows); see
             ``DatasetSplits.group_key``.
+        query_fields: for transaction rows, the lines of the query text to keep (``transactions.QUERY_FIELDS``);
+            None: all seven.
     """
 
     def __init__(
-        self, train_path: str, eval_path: str, categories_path: str | None = None, group_by: str | None = None
+        self,
+        train_path: str,
+        eval_path: str,
+        categories_path: str | None = None,
+        group_by: str | None = None,
+        query_fields: list[str] | None = None,
     ) -> None:
         self.train_path = train_path
         self.eval_path = eval_path
         self.categories_path = categories_path
         self.group_by = group_by
+        self.query_fields = None if query_fields is None else list(query_fields)
+        self._fields = check_query_fields(type(self).__name__, self.query_fields)
 
     def config_dict(self) -> dict[str, object]:
         return {
@@ -199,12 +218,13 @@ class JsonlDataset:
             "eval_path": self.eval_path,
             "categories_path": self.categories_path,
             "group_by": self.group_by,
+            "query_fields": self.query_fields,
         }
 
     def load(self) -> DatasetSplits:
         numbered = {
-            "train": read_numbered_examples(Path(self.train_path), "dataset.train_path", self.group_by),
-            "eval": read_numbered_examples(Path(self.eval_path), "dataset.eval_path", self.group_by),
+            "train": read_numbered_examples(Path(self.train_path), "dataset.train_path", self.group_by, self._fields),
+            "eval": read_numbered_examples(Path(self.eval_path), "dataset.eval_path", self.group_by, self._fields),
         }
         paths = {"train": self.train_path, "eval": self.eval_path}
         source: dict[str, Any] = self.config_dict()
@@ -220,7 +240,7 @@ class JsonlDataset:
                     line,
                     first,
                 )
-        return with_categories(
+        splits = with_categories(
             "jsonl",
             [example for _, example in numbered["train"]],
             [example for _, example in numbered["eval"]],
@@ -229,6 +249,7 @@ class JsonlDataset:
             locate=lambda split, position: f"{paths[split]}:{numbered[split][position][0]}",
             group_key=self.group_by,
         )
+        return dataclasses.replace(splits, query_fields=self.query_fields)
 
 
 def with_categories(

@@ -88,6 +88,22 @@ DEPARTMENT_PROGRAMS: dict[str, tuple[str, ...]] = {
     EXE: (EXEC, HOSP, CULTURE, *_SHARED),
 }
 
+# Cost centres for ``SyntheticTransactions(cost_centres=True)``: every category splits into one sub-account per
+# cost centre that can book it ("Team Meals - Engineering", "Team Meals - Sales", ...), as a real chart of
+# accounts does. Siblings share their parent's name and description: near-synonyms that only the department
+# line of the transaction tells apart.
+COST_CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Engineering", (ENG,)),
+    ("Product & Data", (PRD, DS)),
+    ("IT", (IT,)),
+    ("Sales", (SAL,)),
+    ("Customer Success", (CS,)),
+    ("Marketing", (MKT,)),
+    ("Finance & Legal", (FIN, LEG)),
+    ("Operations & Executive", (OPS, EXE)),
+    ("People", (PPL,)),
+)
+
 ALL = DEPARTMENTS
 TECHIES = (ENG, PRD, DS, IT)
 CLIENT_FACING = (SAL, CS, EXE)

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from experiments.datasets.fields import clip
+from experiments.errors import ConfigError
 from experiments.records import Example
+
+#: The lines of the query text, in layout order; ``dataset.query_fields`` keeps a subset (null: all of them).
+QUERY_FIELDS: tuple[str, ...] = ("name", "category", "department", "location", "amount", "card", "trip_name")
+
+
+def check_query_fields(owner: str, fields: Sequence[str] | None) -> tuple[str, ...]:
+    """The chosen query lines in layout order (all of them for ``None``); a ``ConfigError`` names a bad choice."""
+    if fields is None:
+        return QUERY_FIELDS
+    if isinstance(fields, str) or not all(isinstance(name, str) for name in fields):
+        raise ConfigError(f"{owner}: query_fields must be a list such as [name, category, department, card].")
+    unknown = [name for name in fields if name not in QUERY_FIELDS]
+    if unknown or not fields:
+        raise ConfigError(
+            f"{owner}: query_fields={list(fields)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+            f"choose one or more of {list(QUERY_FIELDS)}, or null for all."
+        )
+    return tuple(name for name in QUERY_FIELDS if name in fields)
 
 
 class TransactionFields(BaseModel):
@@ -31,19 +52,19 @@ class TransactionFields(BaseModel):
             raise ValueError("amount must be a number, not true/false")
         return value
 
-    def query_text(self) -> str:
-        """The seed's layout, one field a line (the contract in docs/data-formats.md); each field cut by ``clip``."""
-        return "\n".join(
-            [
-                f"Name : {clip(self.merchant_name)}",
-                f"Category: {clip(', '.join(self.merchant_category))}",
-                f"Department: {clip(self.department)}",
-                f"Location: {clip(self.location)}",
-                f"Amount: {self.amount}",
-                f"Card: {clip(self.spend_program_name)}",
-                f"Trip Name: {clip(self.trip_name or 'unknown')}",
-            ]
-        )
+    def query_text(self, fields: Sequence[str] = QUERY_FIELDS) -> str:
+        """The seed's layout, one field a line (the contract in docs/data-formats.md), keeping ``fields`` only; each
+        field cut by ``clip``."""
+        lines = {
+            "name": f"Name : {clip(self.merchant_name)}",
+            "category": f"Category: {clip(', '.join(self.merchant_category))}",
+            "department": f"Department: {clip(self.department)}",
+            "location": f"Location: {clip(self.location)}",
+            "amount": f"Amount: {self.amount}",
+            "card": f"Card: {clip(self.spend_program_name)}",
+            "trip_name": f"Trip Name: {clip(self.trip_name or 'unknown')}",
+        }
+        return "\n".join(lines[name] for name in QUERY_FIELDS if name in fields)
 
 
 class Transaction(TransactionFields):
@@ -51,5 +72,7 @@ class Transaction(TransactionFields):
 
     expense_category: str = Field(min_length=1)
 
-    def to_example(self) -> Example:
-        return Example(input=self.query_text(), expected=[self.expense_category], metadata=dict(self.model_extra or {}))
+    def to_example(self, fields: Sequence[str] = QUERY_FIELDS) -> Example:
+        return Example(
+            input=self.query_text(fields), expected=[self.expense_category], metadata=dict(self.model_extra or {})
+        )

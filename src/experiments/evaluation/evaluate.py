@@ -2,7 +2,10 @@
 
 Every eval query is retrieved once by vector search; that candidate list in retrieval order is the embedding
 baseline, and the reranker rescores exactly those candidates. So every run reports its delta against the
-baseline on the same queries and the same candidates, and the rerank latency is the rescoring alone.
+baseline on the same queries and the same candidates, and the rerank latency is the rescoring alone. When the
+retriever has no first stage (``Retriever.limit`` is None: the candidates are every document), the search
+returns every document for the baseline and the reranker scores every document in catalogue order, exactly as
+the served categoriser does (it never embeds the query with the embedder then).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from tqdm.auto import tqdm
 
 from experiments.evaluation.bootstrap import Estimate, bootstrap_indices, estimate
 from experiments.evaluation.metrics import METRIC_NAMES, recall_at, score_query
-from experiments.records import Example, RankedList
+from experiments.records import Example, RankedList, ranked_by
 
 if TYPE_CHECKING:
     from experiments.rerankers.base import Reranker
@@ -105,21 +108,24 @@ def run_queries(
     rescoring of one query's candidates (the search is not counted).
     """
     found = [retriever.search(vector) for vector in vectors]
+    # No first stage: the reranker reads every document in catalogue order, not in the baseline's order, so
+    # its ties break as in the served categoriser (which has no query vector to order them by).
+    pools = (
+        [(c.labels, c.texts) for c in found] if retriever.limit is not None else [retriever.catalogue()] * len(found)
+    )
     if reranker is not None:
-        reranker.prepare(
-            [(example.input, candidates.texts) for example, candidates in zip(examples, found, strict=True)]
-        )
+        reranker.prepare([(example.input, texts) for example, (_, texts) in zip(examples, pools, strict=True)])
     results: list[QueryResult] = []
-    for example, candidates in tqdm(
-        list(zip(examples, found, strict=True)), desc="evaluate", disable=not progress, leave=False
+    for example, candidates, (labels, texts) in tqdm(
+        list(zip(examples, found, pools, strict=True)), desc="evaluate", disable=not progress, leave=False
     ):
         baseline = candidates.ranked()
         if reranker is None:
             results.append(QueryResult(example, baseline, baseline, 0.0))
             continue
         started = time.perf_counter()
-        scores = reranker.score(example.input, candidates.texts)
-        reranked = candidates.reordered(scores)
+        scores = reranker.score(example.input, texts)
+        reranked = ranked_by(labels, scores)
         elapsed = (time.perf_counter() - started) * 1000.0
         results.append(QueryResult(example, baseline, reranked, elapsed))
     return results

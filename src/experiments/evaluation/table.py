@@ -50,6 +50,6 @@ def format_table(summary: Summary, reranker_label: str) -> str:
     if summary.candidate_recall < 1.0:
         lines.append(
             f"candidates hold {summary.candidate_recall:.1%} of the expected labels: no reranker can recall more; "
-            "raise retrieval.top_k to lift that ceiling"
+            "raise retrieval.top_k (or retrieval.top_k=all: no first stage) to lift that ceiling"
         )
     return "\n".join(lines)

@@ -5,6 +5,8 @@ A miner turns the *train* examples into fine-tuning items: for each example, ``d
 draw (``draw``); this module enforces the contract around them:
 
 - a negative is never one of the example's expected labels;
+- ``k=0`` means no mined negatives: every item holds only the query and its positives, the strategy is not
+  consulted, and a bi-encoder then trains on in-batch negatives alone;
 - an item has exactly ``k`` negatives (distinct, unless the strategy allows repeats, like the seed's
   ``random.choices``);
 - when a strategy proposes fewer than ``k``, the rest is topped up with uniform draws from the remaining
@@ -63,9 +65,9 @@ class MiningContext:
 
 
 def check_knobs(k: int, duplication: int, n_categories: int) -> None:
-    """Fail before any work when ``k`` or ``duplication`` cannot be honoured."""
-    if k < 1:
-        raise ConfigError(f"k={k}: the number of negatives per item must be at least 1 (e.g. k=4).")
+    """Fail before any work when ``k`` or ``duplication`` cannot be honoured (``k=0``: no mined negatives)."""
+    if k < 0:
+        raise ConfigError(f"k={k}: the number of negatives per item must be at least 0 (e.g. k=4; k=0 mines none).")
     if k >= n_categories:
         raise ConfigError(
             f"k={k}: there are only {n_categories} categories, so k must be at most {n_categories - 1} "
@@ -134,7 +136,8 @@ class Miner(ABC):
             were topped up at random because the strategy's pool ran short.
         """
         check_knobs(k, duplication, context.n_categories)
-        self.prepare(context, seed)
+        if k > 0:  # with k=0 every strategy gives the same empty draws, so none is asked
+            self.prepare(context, seed)
         items: list[FinetuneItem] = []
         topped_up = 0
         for index, example in enumerate(context.examples):
@@ -152,7 +155,8 @@ class Miner(ABC):
                 )
             for draw in range(duplication):
                 rng = np.random.default_rng([seed, index, draw])
-                negatives = self._checked(self.draw(context, index, positives, k, draw, rng), positives, k)
+                proposed = self.draw(context, index, positives, k, draw, rng) if k > 0 else []
+                negatives = self._checked(proposed, positives, k)
                 missing = k - len(negatives)
                 if missing:
                     if self.strict:

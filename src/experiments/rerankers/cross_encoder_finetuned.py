@@ -171,6 +171,10 @@ class FinetunedCrossEncoder(TrainedReranker["CrossEncoder"]):
         """The training rows for the chosen loss, and the (query, passage) pairs they hold per epoch."""
         from datasets import Dataset
 
+        if self.loss != "mnrl" and not any(item.hard_negatives for item in items):
+            raise ConfigError(
+                f"{self.name}: loss={self.loss} needs hard negatives (k >= 1); k=0 leaves only positives."
+            )
         if self.loss == "bce":
             rows = bce_rows(items)
             return Dataset.from_dict(rows), len(rows["query"])

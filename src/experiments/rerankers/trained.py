@@ -186,6 +186,10 @@ class TrainedReranker(ModelReranker[ModelT]):
         """What besides the shared knobs changes this kind's trained weights."""
         return {}
 
+    def _arguments_extra(self) -> dict[str, Any]:
+        """Training arguments of this kind beyond the shared ones (e.g. a batch sampler)."""
+        return {}
+
     def _record_extra(self, items: Sequence[FinetuneItem]) -> dict[str, Any]:
         """Anything derived from the data that the fit record should keep."""
         return {}
@@ -322,6 +326,7 @@ class TrainedReranker(ModelReranker[ModelT]):
             ),
             use_cpu=device == "cpu",
             disable_tqdm=not self.progress,
+            **self._arguments_extra(),
         )
         loss = self._loss(model, items)
         trainer = without_model_card(trainer_class)(model=model, args=arguments, train_dataset=dataset, loss=loss)

@@ -14,10 +14,16 @@ class Retriever(Protocol):
     """The first stage: vector search over the category documents.
 
     ``build`` must be called before ``search``. ``search`` returns at most ``top_k`` candidates, best first; the
-    second stage (a reranker) rescores exactly those.
+    second stage (a reranker) rescores exactly those. When the candidates would be every document (``top_k: all``,
+    ``top_k`` at least the number of documents, or a document set no larger than the retriever's threshold),
+    ``limit`` is None after ``build``: there is no first stage, the reranker scores every document in catalogue
+    order, and ``search`` returns every document (the embedding baseline's full ranking).
     """
 
-    top_k: int
+    @property
+    def limit(self) -> int | None:
+        """Candidates the reranker rescores per query after ``build``; None = every document (no first stage)."""
+        ...
 
     def documents(self, categories: Sequence[Category]) -> list[str]:
         """The text each category is embedded and reranked as (aligned with ``categories``)."""
@@ -29,4 +35,8 @@ class Retriever(Protocol):
 
     def search(self, vector: np.ndarray) -> Candidates:
         """The top candidates for one L2-normalised query vector, by descending cosine similarity."""
+        ...
+
+    def catalogue(self) -> tuple[list[str], list[str]]:
+        """Every category's label and document text, in the order ``build`` was given them."""
         ...

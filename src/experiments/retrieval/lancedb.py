@@ -16,26 +16,66 @@ if TYPE_CHECKING:
     import lancedb
 
 
+#: ``top_k`` value meaning "every document": no first-stage search, the reranker scores them all.
+ALL = "all"
+
+
 class LanceDBRetriever:
     """Categories stored in LanceDB (``category``, ``text``, ``description``, ``vector``), searched by cosine.
 
     Args:
         uri: a local folder or any LanceDB URI (object storage, LanceDB Cloud).
-        top_k: candidates returned by vector search (the seed used 25).
+        top_k: candidates returned by vector search (the seed used 25), or ``all``.
         with_descriptions: embed and rerank ``"name: description"`` instead of the bare name.
+        search_above: vector search only narrows the candidates when there are more documents than this; a
+            smaller set (the bundled 31 categories) is rescored whole. A first pass that drops a handful of
+            documents costs a forward pass per query and caps the reranker's recall; 0 = always search.
+
+    The reranker scores every document (``limit`` is None) when ``top_k`` is ``all``, when ``top_k`` is at
+    least the number of documents, or when there are at most ``search_above`` documents.
 
     After ``build``, ``table`` is the LanceDB table itself, for users who query it directly, e.g.
     ``retriever.table.search(v).limit(25).rerank(LanceDBReranker(r), query_string=q)``
     (see ``experiments.retrieval.lancedb_reranker``).
     """
 
-    def __init__(self, uri: str, top_k: int = 25, with_descriptions: bool = True) -> None:
-        if top_k < 1:
-            raise ConfigError(f"LanceDBRetriever: top_k={top_k} must be at least 1 (e.g. retrieval.top_k=25).")
+    def __init__(
+        self, uri: str, top_k: int | str = 25, with_descriptions: bool = True, search_above: int = 256
+    ) -> None:
+        if top_k != ALL and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ConfigError(
+                f"LanceDBRetriever: top_k={top_k!r} must be a whole number of at least 1 or 'all' "
+                "(e.g. retrieval.top_k=25 or retrieval.top_k=all)."
+            )
+        if isinstance(search_above, bool) or not isinstance(search_above, int) or search_above < 0:
+            raise ConfigError(
+                f"LanceDBRetriever: search_above={search_above!r} must be a whole number of at least 0 "
+                "(e.g. retrieval.search_above=256; 0 = always search)."
+            )
         self.uri = uri
         self.top_k = top_k
         self.with_descriptions = with_descriptions
+        self.search_above = search_above
         self._table: lancedb.table.Table | None = None
+        self._catalogue: tuple[list[str], list[str]] | None = None
+
+    def limit_for(self, n_documents: int) -> int | None:
+        """Candidates per query among ``n_documents``: None when the reranker scores every document."""
+        if self.top_k == ALL or n_documents <= self.search_above:
+            return None
+        assert isinstance(self.top_k, int)
+        return None if self.top_k >= n_documents else self.top_k
+
+    @property
+    def limit(self) -> int | None:
+        """Candidates the reranker rescores per query; None = every document (no first stage)."""
+        return self.limit_for(len(self.catalogue()[0]))
+
+    def catalogue(self) -> tuple[list[str], list[str]]:
+        """Every category's label and document text, in the order ``build`` was given them."""
+        if self._catalogue is None:
+            raise RuntimeError("LanceDBRetriever: call build() before using the catalogue")
+        return self._catalogue
 
     def documents(self, categories: Sequence[Category]) -> list[str]:
         """The text each category is embedded and reranked as."""
@@ -56,6 +96,7 @@ class LanceDBRetriever:
         import lancedb
 
         documents = self.documents(categories)
+        self._catalogue = ([category.name for category in categories], documents)
         name = "categories_" + sha256_json({"docs": documents, "model": model_key})[:16]
         data = pa.table(
             {
@@ -72,10 +113,18 @@ class LanceDBRetriever:
         self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
 
     def search(self, vector: np.ndarray) -> Candidates:
-        """Top ``top_k`` categories for one query vector, by cosine similarity (1 - cosine distance)."""
+        """Top ``top_k`` categories for one query vector, by cosine similarity (1 - cosine distance).
+
+        Without a first stage (``limit`` None) every category is returned: the embedding baseline's full ranking.
+        """
         builder = self.table.search(vector.astype(np.float32), query_type="vector")
         assert isinstance(builder, LanceVectorQueryBuilder)
-        rows = builder.distance_type("cosine").limit(self.top_k).select(["category", "text", "_distance"]).to_list()
+        rows = (
+            builder.distance_type("cosine")
+            .limit(self.limit or len(self.catalogue()[0]))
+            .select(["category", "text", "_distance"])
+            .to_list()
+        )
         return Candidates(
             labels=[str(row["category"]) for row in rows],
             texts=[str(row["text"]) for row in rows],

@@ -4,6 +4,9 @@ Stage 1 embeds the queries (in batches) and keeps each one's ``top_k`` categorie
 with numpy over the package's category vectors: the same candidates, in the same order, as the run's LanceDB
 search of those vectors. Stage 2 rescores every query's candidates with the run's reranker in batched model
 calls and sorts them by score, ties keeping retrieval order (``Candidates.reordered``), as the evaluation does.
+
+Without a first stage (``top_k`` None: the run's candidates were every category) a reranker that reorders scores
+every category in catalogue order and the queries are never embedded by the embedder: one model pass per query.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.embedders.base import Embedder
-from experiments.records import Candidates, Category, RankedList
+from experiments.records import Candidates, Category, RankedList, ranked_by
 from experiments.rerankers.base import Reranker
 from experiments.serving.package import VECTORS_FILE, read_spec, rebuild
 
@@ -29,7 +32,7 @@ class Categoriser:
         categories: the candidate categories, aligned with ``documents`` and ``vectors``.
         documents: each category's text as the reranker reads it.
         vectors: ``(len(categories), dim)`` unit-length embeddings of ``documents``.
-        top_k: candidates kept by vector search for the reranker.
+        top_k: candidates kept by vector search for the reranker; None = every category (no first stage).
         embedder: embeds queries into the space of ``vectors``.
         reranker: a ready reranker (trained rerankers are rebuilt from their fine-tuned folder).
     """
@@ -39,7 +42,7 @@ class Categoriser:
         categories: Sequence[Category],
         documents: Sequence[str],
         vectors: np.ndarray,
-        top_k: int,
+        top_k: int | None,
         embedder: Embedder,
         reranker: Reranker,
     ) -> None:
@@ -48,7 +51,9 @@ class Categoriser:
         self.categories = list(categories)
         self.documents = list(documents)
         self.vectors = np.asarray(vectors, dtype=np.float32)
-        self.top_k = min(top_k, len(self.categories))
+        self.top_k = len(self.categories) if top_k is None else min(top_k, len(self.categories))
+        #: No first stage: the reranker scores every category.
+        self.every_category = top_k is None
         self.embedder = embedder
         self.reranker = reranker
 
@@ -60,7 +65,7 @@ class Categoriser:
             categories=[Category(**row) for row in spec["categories"]],
             documents=spec["documents"],
             vectors=np.load(folder / VECTORS_FILE),
-            top_k=int(spec["top_k"]),
+            top_k=None if spec["top_k"] is None else int(spec["top_k"]),
             embedder=rebuild(spec["embedder"], folder),
             reranker=rebuild(spec["reranker"], folder),
         )
@@ -94,6 +99,11 @@ class Categoriser:
             raise ValueError(f"top_n={top_n} must be at least 1")
         if not queries:
             return []
+        if self.every_category and self.reranker.reorders:
+            texts = list(queries)
+            scores = self.reranker.score_many(texts, [self.documents] * len(texts))
+            ranked = [ranked_by(self.labels, row) for row in scores]
+            return [RankedList(labels=r.labels[:top_n], scores=r.scores[:top_n]) for r in ranked]
         candidates = self.candidates(self.embedder.encode(list(queries)))
         if self.reranker.reorders:
             scores = self.reranker.score_many(list(queries), [c.texts for c in candidates])

@@ -91,14 +91,14 @@ def log_categoriser(package: CategoriserPackage) -> ModelInfo:
     import mlflow
     import pandas as pd
 
-    import experiments
-
     with tempfile.TemporaryDirectory(prefix="categoriser-") as tmp, quiet_artifacts():
         folder = Path(tmp) / "categoriser"
         package.write(folder)
         # The package's sources only: a parallel job may be writing (and renaming) byte-code files meanwhile.
         code = Path(tmp) / "code" / "experiments"
-        shutil.copytree(Path(experiments.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # The package folder is this file's grandparent (no ``import experiments``: the package root sits on top).
+        package_dir = Path(__file__).resolve().parents[1]
+        shutil.copytree(package_dir, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(MODEL_CODE),

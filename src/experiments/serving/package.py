@@ -2,8 +2,9 @@
 
 The served categoriser repeats the evaluation's two stages exactly: embed the query with the run's embedder,
 take the ``top_k`` categories by cosine similarity to the vectors the run indexed, rescore those candidates with
-the run's reranker and sort (ties keep retrieval order). Everything that needs is in the folder, so a model works
-from any folder or machine where the project's dependencies are installed:
+the run's reranker and sort (ties keep retrieval order). With ``top_k`` null (the run had no first stage) the
+reranker scores every category in catalogue order and the embedder is not run. Everything that needs is in the
+folder, so a model works from any folder or machine where the project's dependencies are installed:
 
 ```
 categoriser.json        format, categories, documents, top_k, finetune_id, and how to rebuild both models
@@ -45,7 +46,7 @@ class CategoriserPackage:
         categories: the candidate categories, in index order.
         documents: each category's text as embedded and reranked (aligned with ``categories``).
         vectors: ``(len(categories), dim)`` unit-length float32 embeddings of ``documents``: the run's index.
-        top_k: candidates kept by the first stage.
+        top_k: candidates kept by the first stage; None = every category, no first stage.
         embedder: how to rebuild the embedder.
         reranker: how to rebuild the reranker, ready to score (a trained one from its fine-tuned folder).
         finetune_id: the trained model's id, or None for rerankers that do not train.
@@ -54,7 +55,7 @@ class CategoriserPackage:
     categories: list[Category]
     documents: list[str]
     vectors: np.ndarray
-    top_k: int
+    top_k: int | None
     embedder: Portable
     reranker: Portable
     finetune_id: str | None = None

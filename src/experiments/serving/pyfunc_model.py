@@ -10,16 +10,17 @@ and ``scores`` (the reranker's, aligned). Param ``top_n`` (default 5, at most th
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-# MLflow suggests type hints for predict when a class is defined; the signature is given at logging instead.
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
+from experiments.threads import passive_waits
+
+passive_waits()  # the served process loads torch after this file: its OpenMP workers sleep when idle
 
 
 class CategoriserModel(PythonModel):
@@ -28,14 +29,16 @@ class CategoriserModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from experiments.serving.categoriser import Categoriser
         from experiments.serving.limits import guard_scoring_server
+        from experiments.threads import share_the_cpu
+
+        share_the_cpu()
 
         self.categoriser = Categoriser.load(Path(context.artifacts["categoriser"]))
         guard_scoring_server()  # 413 for oversized bodies, 400 for deep JSON inside `mlflow models serve`
 
-    # model_input carries no type hint: MLflow would read one as the signature, which log_model gives instead.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:  # noqa: ANN001
-        import pandas as pd
-
+    # A DataFrame hint is one MLflow infers no signature from (log_model gives it); a list of mappings given to
+    # the loaded model arrives here as a DataFrame built against that signature.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from experiments.serving.categoriser import DEFAULT_TOP_N
         from experiments.serving.rows import RowError, query_text
 

@@ -3,13 +3,19 @@
 Jobs never end a sweep (``experiments.app.main`` records a failing job in its folder and returns); this callback
 reads the job folders (``experiments.sweeps.jobs``), so it counts the same with every launcher, and when the sweep
 ends it writes the comparison report, prints the winner and the failures, and sets ``exit_code`` for ``run.py``.
+
+Progress counts the jobs that ended in *this* invocation: each ``on_job_end`` (in whichever process the launcher
+ran the job) appends one line to ``<sweep dir>/.progress``, which ``on_multirun_start`` begins with the start time.
+A rerun into the same sweep folder counts a job it reused once (and says ``reused``), not the folders found done.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +24,39 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments.sweeps.jobs import sweep_jobs
+from experiments.sweeps.jobs import METRICS_FILE, sweep_jobs
 
 log = logging.getLogger(__name__)
 
 #: What ``run.py`` exits with after a sweep: 1 when any job failed or did not finish, else 0.
 exit_code = 0
+
+
+#: This invocation's progress: the start time, then one line per ended job (appended by whichever process ran it).
+PROGRESS_FILE = ".progress"
+
+
+def start_progress(sweep_dir: Path) -> None:
+    """Begin this invocation's count (a rerun into the same folder starts from zero)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PROGRESS_FILE).write_text(f"{time.time()}\n", encoding="utf-8")
+
+
+def job_ended(sweep_dir: Path, state: str) -> tuple[int, float]:
+    """Record one ended job; returns how many ended in this invocation and when it started (epoch seconds)."""
+    path = sweep_dir / PROGRESS_FILE
+    # One short O_APPEND write per job: atomic, so parallel workers never interleave their lines.
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, f"{state}\n".encode())
+    finally:
+        os.close(descriptor)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        started = float(lines[0])
+    except (IndexError, ValueError):
+        started = 0.0
+    return len(lines) - 1, started
 
 
 def planned_jobs(task_overrides: list[str]) -> int:
@@ -46,7 +79,10 @@ class SweepMonitor(Callback):
         global exit_code
         exit_code = 0
         self._sweep_dir = Path(config.hydra.sweep.dir)
-        self._total = planned_jobs(list(config.hydra.overrides.task))
+        # A search sweeper (hparams_search=optuna) says how many trials it runs; a grid is the product of its sweeps.
+        trials = config.hydra.sweeper.get("n_trials")
+        self._total = int(trials) if trials else planned_jobs(list(config.hydra.overrides.task))
+        start_progress(self._sweep_dir)
         print(f"sweep: {self._total} jobs into {self._sweep_dir}", file=sys.stderr)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -54,21 +90,21 @@ class SweepMonitor(Callback):
             return  # a single run: there is no sweep to count
         # Runs in the worker with parallel launchers: count from the folders, which every process sees.
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sweep_jobs(sweep_dir)
-        done = sum(job.status == "completed" for job in jobs)
-        failed = sum(job.status == "failed" for job in jobs)
         value = job_return.return_value if job_return is not None and job_return.status.name == "COMPLETED" else None
         state = "failed" if value is None or (isinstance(value, float) and math.isnan(value)) else "done"
-        total = self._total or len(jobs)
+        metrics_file = Path(config.hydra.runtime.output_dir) / METRICS_FILE
+        ended, started = job_ended(sweep_dir, state)
+        if state == "done" and metrics_file.is_file() and metrics_file.stat().st_mtime < started:
+            state = "reused"  # completed by an earlier invocation of this sweep
+        total = self._total or len(sweep_jobs(sweep_dir))
         print(
-            f"sweep: {done + failed}/{total} finished ({done} completed, {failed} failed); "
-            f"{config.hydra.job.override_dirname or config.hydra.job.num}: {state}",
+            f"sweep: {ended}/{total} finished; {config.hydra.job.override_dirname or config.hydra.job.num}: {state}",
             file=sys.stderr,
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global exit_code
-        from experiments.sweeps.report import write_report
+        from experiments.sweeps.report import TIE_RULE, ties, write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sweep_jobs(sweep_dir)
@@ -81,6 +117,9 @@ class SweepMonitor(Callback):
                 f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on "
                 f"{report.selection_split})"
             )
+            for group in ties(report.rows):
+                if report.winner in group:
+                    print(f"tie: {', '.join(row.label for row in group)} share it; ordered by {TIE_RULE}")
             print(f"report: {report.markdown_path}")
         for job in failed:
             reason = job.reason or "did not finish (killed?)"

@@ -114,7 +114,7 @@ def plot_per_configuration(sweep_dir: Path, rows: list[Row], metric: str) -> Pat
 
 def plot_winner_loss(sweep_dir: Path, rows: list[Row]) -> Path | None:
     """The winner's (the first row's) training loss per optimiser step; None when it recorded none."""
-    history = rows[0].fit.loss_history if rows[0].fit else []
+    history = rows[0].training.loss_history if rows[0].training else []  # a reused model's stored curve
     if not history:
         return None
     plt = _pyplot()

@@ -4,7 +4,10 @@
 ``python -m experiments.report <sweep folder>`` regenerates the same report without any tracker. The winner is the
 row with the best ``metric`` on the *selection* split: the validation split carved from train when the runs report
 one (``metrics.json["validation"]``), else the eval split, and the report says which (choosing on eval is test-set
-tuning: its number is biased upward).
+tuning: its number is biased upward). Rows that tie on it are named as a tie and ordered by ``TIE_RULE``.
+
+A job that reused a stored model (``fit.reused``) shows ``reused`` with the training time and loss history stored
+with that model when it was trained (``sweeps.rows.training``), not the reuse's zero seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from experiments.sweeps.rows import Row, read_row, validation_score
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 ALPHA = 0.05
+#: How rows that tie on the selection metric are ordered; stated in the report. Never an eval number.
+TIE_RULE = "the shorter stored training time first, then the configuration name"
+#: Selection values closer than this are a tie (they differ only by floating-point noise).
+TIE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     split = "validation" if on_validation else "eval"
     rows = [read_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
+    rows = _break_ties(rows)
     best = rows[0]
     compared: list[Row] = []
     for row in rows[1:]:
@@ -69,6 +77,36 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
         Row(**{**row.__dict__, "p_adjusted": next(adjusted)}) if row.p_value is not None else row for row in compared
     ]
     return final, split
+
+
+def ties(rows: list[Row]) -> list[list[Row]]:
+    """Groups of two or more rows (sorted best first) whose selection values are equal."""
+    groups: list[list[Row]] = []
+    for row in rows:
+        if groups and abs(groups[-1][0].selection_value - row.selection_value) <= TIE_TOLERANCE:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return [group for group in groups if len(group) > 1]
+
+
+def _break_ties(rows: list[Row]) -> list[Row]:
+    """Rows sorted best first, each tied group ordered by ``TIE_RULE`` (unknown training time counts as longest)."""
+
+    def rule(row: Row) -> tuple[float, str]:
+        training = row.training
+        seconds = training.seconds if training is not None else 0.0
+        return (float("inf") if seconds is None else seconds, row.label)
+
+    tied = {id(row): group for group in ties(rows) for row in group}
+    ordered: list[Row] = []
+    for row in rows:
+        group = tied.get(id(row))
+        if group is None:
+            ordered.append(row)
+        elif row is group[0]:
+            ordered.extend(sorted(group, key=rule))
+    return ordered
 
 
 def _cell(value: Estimate, signed: bool = False) -> str:
@@ -104,7 +142,7 @@ def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
                 _cell(row.delta_baseline[metric], signed=True),
                 versus,
                 p_text,
-                f"{float(row.fit.train_seconds):.1f}" if row.fit else "—",
+                row.training.cell if row.training else "—",
                 str(row.record.finetune_id or "—"),
             ]
         )
@@ -119,6 +157,8 @@ def _markdown(report_rows: list[list[str]], report: dict[str, Any]) -> str:
         f"{report['selection_split']} split.",
         "",
     ]
+    if report["ties"]:
+        lines += [f"> {tie_sentence(report)}", ""]
     if report["selection_split"] == "eval":
         lines += [
             "> The runs report no validation split, so the winner was chosen on the eval split: its eval numbers",
@@ -155,11 +195,19 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
         f"<h1>Sweep report</h1><p>{html.escape(str(report['sweep_dir']))}</p>"
         f"<p><b>Winner: {html.escape(report['winner'])}</b> — {html.escape(report['metric'])} "
         f"{report['winner_value']:.3f} on the {report['selection_split']} split.</p>"
-        f"<table><tr>{head}</tr>{body}</table>"
+        + (f"<p>{html.escape(tie_sentence(report))}</p>" if report["ties"] else "")
+        + f"<table><tr>{head}</tr>{body}</table>"
         + (f"<h2>Failed jobs</h2><ul>{failed}</ul>" if failed else "")
         + images
         + "</body></html>\n"
     )
+
+
+def tie_sentence(report: dict[str, Any]) -> str:
+    """``Tie on mrr@1 (validation): a, b at 0.733; ordered by <rule>.`` for each tied group."""
+    parts = [f"{', '.join(group['configurations'])} at {group['value']:.3f}" for group in report["ties"]]
+    where = f"{report['metric']} ({report['selection_split']})"
+    return f"Tie on {where}: {'; '.join(parts)}; ordered by {report['tie_rule']}."
 
 
 def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
@@ -182,6 +230,10 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
         "winner_overrides": winner.job.overrides,
         "winner_choices": winner.choices,
+        "ties": [
+            {"value": group[0].selection_value, "configurations": [row.label for row in group]} for group in ties(rows)
+        ],
+        "tie_rule": TIE_RULE,
         "n_queries": len(winner.queries),
         "rows": [
             {
@@ -193,6 +245,8 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
                 "p_value": row.p_value,
                 "p_holm": row.p_adjusted,
                 "finetune_id": row.record.finetune_id,
+                "reused": bool(row.training and row.training.reused),
+                "train_seconds": row.training.seconds if row.training else None,
             }
             for row in rows
         ],

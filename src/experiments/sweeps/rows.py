@@ -6,6 +6,7 @@ module, neither imports the other.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,52 @@ class Row:
     @property
     def fit(self) -> Fit | None:
         return self.record.fit
+
+    @property
+    def training(self) -> Training | None:
+        """What training took; for a reused model, what the stored model took when it was trained."""
+        return training(self.job.folder, self.record)
+
+
+@dataclass(frozen=True)
+class Training:
+    """A row's training: ``seconds`` is None when a reused model's stored record is gone."""
+
+    reused: bool
+    seconds: float | None
+    loss_history: list[tuple[int, float]]
+
+    @property
+    def cell(self) -> str:
+        """``12.3`` (trained in this run), ``reused, 12.3`` (a stored model, trained earlier in 12.3 s)."""
+        seconds = "" if self.seconds is None else f"{self.seconds:.1f}"
+        if self.reused:
+            return f"reused, {seconds}" if seconds else "reused"
+        return seconds or "—"
+
+
+def training(folder: Path, record: RunRecord) -> Training | None:
+    """The run's training; when it reused a stored model, that model's training time and loss history (its
+    ``COMPLETE.json`` in ``<paths.models_dir>/<finetune id>``, found through the run's ``config.json``), not the
+    reuse's zero seconds."""
+    from experiments.store import read_marker
+
+    fit = record.fit
+    if fit is None:
+        return None
+    history = [(int(step), float(loss)) for step, loss in fit.loss_history]
+    if not fit.reused:
+        return Training(False, float(fit.train_seconds), history)
+    config_file = folder / "config.json"
+    models_dir = None
+    if config_file.is_file() and record.finetune_id:
+        models_dir = (json.loads(config_file.read_text("utf-8")).get("paths") or {}).get("models_dir")
+    stored = read_marker(Path(models_dir) / record.finetune_id) if models_dir and record.finetune_id else None
+    if not stored:
+        return Training(True, None, history)
+    kept = [(int(step), float(loss)) for step, loss in stored.get("loss_history") or []]
+    seconds = stored.get("train_seconds")
+    return Training(True, None if seconds is None else float(seconds), kept if len(kept) > len(history) else history)
 
 
 def _estimate(block: run_folder.Estimate) -> Estimate:

@@ -9,7 +9,7 @@ once from the run's ``RunRecord`` (``run_metrics``), so every tracker logs the s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +27,7 @@ __all__ = [
     "FailedRun",
     "TrackedRun",
     "Tracker",
+    "diagnostic_tags",
     "flatten",
     "headline_metrics",
     "metric_key",
@@ -41,9 +42,12 @@ class TrackedRun:
     """A finished run, as every tracker receives it.
 
     Attributes:
-        name: the run's name (``<miner>-k<k>-d<duplication>-<reranker>``), the same in every tracker.
-        params: the flattened config and component settings, secrets removed.
-        tags: digests of the data and the fine-tuning set, the fine-tune id when the reranker trained, and
+        name: the run's name from the chosen options (``cosine-k2-d2-bi_encoder_finetuned``), the same in every
+            tracker.
+        params: the knobs and the chosen options' own knobs (``tracked_params``), secrets removed: what the run
+            computes, nothing else.
+        tags: diagnostics, not knobs: digests of the data and the fine-tuning set, the embedder's weights digest,
+            leakage counts (``eval_in_train``), data paths, the fine-tune id when the reranker trained, and
             ``experiments.run_uid`` (unique per run: what ``python -m experiments.sync`` finds a resent run by).
         metrics: every number to track, under MLflow-safe names (``recall_at_1``, ``delta_mrr_at_5_ci_low``...).
         summary: the aggregates behind ``metrics`` (for a metric table).
@@ -52,6 +56,8 @@ class TrackedRun:
         artifacts: a copy of the run folder with secret values redacted: what trackers may upload.
         loss_history: ``(step, training loss)`` of the fine-tune, when the reranker trained in this run.
         categoriser: the run's categoriser, ready to ship as a model (None when a part cannot be shipped).
+        started_at: when the run started (seconds since the epoch); None: when the tracker records it.
+        ended_at: when the run folder was complete (seconds since the epoch); None: when the tracker records it.
     """
 
     name: str
@@ -67,17 +73,21 @@ class TrackedRun:
     artifacts: Path
     loss_history: Sequence[tuple[int, float]] = ()
     categoriser: CategoriserPackage | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True)
 class FailedRun:
-    """A run that failed after its inputs were validated: its params, the reason, and ``FAILED`` or ``KILLED``
-    (stopped by SIGTERM or Ctrl-C)."""
+    """A run that failed after its inputs were validated: its params and diagnostic tags, the reason, ``FAILED``
+    or ``KILLED`` (stopped by SIGTERM or Ctrl-C), and when it started (seconds since the epoch, when known)."""
 
     name: str
     params: Mapping[str, object]
     error: str
     status: str = "FAILED"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    started_at: float | None = None
 
 
 class Tracker(Protocol):
@@ -129,20 +139,30 @@ def _plain(value: Any) -> object:
 
 #: Config groups whose chosen option and knobs are tracked as params (``miner=kmeans``, ``miner.n_clusters=6``).
 PARAM_GROUPS = ("dataset", "embedder", "retrieval", "miner", "reranker")
-#: Keys that say where or how a run prints or stores things, not what it computes: never params.
-NOT_PARAMS = frozenset({"_target_", "progress", "device", "cache_dir", "uri", "parent_run_id"})
+#: Keys that say where or how a run prints, stores or reports things, not what it computes: never params.
+NOT_PARAMS = frozenset(
+    {"_target_", "progress", "device", "cache_dir", "uri", "parent_run_id", "log_model", "optimized_metric"}
+    | {"timeout_s", "app_url", "org_name", "base_url"}
+)
+#: Keys ending so name a file or a location: a diagnostic (a tag), not a knob.
+LOCATION_SUFFIXES = ("_path", "_dir", "_url", "_uri")
+
+
+def _is_param(key: str) -> bool:
+    return key not in NOT_PARAMS and not key.endswith(LOCATION_SUFFIXES)
 
 
 def tracked_params(config: Mapping[str, Any], choices: Mapping[str, str] | None = None) -> dict[str, object]:
     """Short, unique params: the top-level knobs, ``<group>=<option>`` and each chosen option's own knobs.
 
     ``config`` is the resolved config; ``choices`` the option chosen per group (Hydra's runtime choices). Without
-    a choice the option is named by its class (``KMeansMiner``). Paths, trackers and class paths are left out:
-    ``config.json`` in the run folder holds the whole config.
+    a choice the option is named by its class (``KMeansMiner``). Paths, trackers, class paths and what only says
+    how a run reports (``log_model``, ``optimized_metric``) are left out (``diagnostic_tags`` has the data
+    paths; ``config.json`` in the run folder holds the whole config).
     """
     params: dict[str, object] = {}
     for key, value in config.items():
-        if key in PARAM_GROUPS or key in NOT_PARAMS or key in ("paths", "trackers", "hydra"):
+        if key in PARAM_GROUPS or not _is_param(key) or key in ("paths", "trackers", "hydra"):
             continue
         if isinstance(value, Mapping):
             params.update(flatten(value, f"{key}."))
@@ -159,7 +179,7 @@ def _option_params(prefix: str, node: Mapping[str, Any], choice: str | None) -> 
     target = str(node.get("_target_", ""))
     params: dict[str, object] = {prefix: choice or target.rsplit(".", 1)[-1] or "none"}
     for key, value in node.items():
-        if key in NOT_PARAMS:
+        if not _is_param(key):
             continue
         if isinstance(value, Mapping) and "_target_" in value:
             params.update(_option_params(f"{prefix}.{key}", value, None))
@@ -170,6 +190,19 @@ def _option_params(prefix: str, node: Mapping[str, Any], choice: str | None) -> 
                 value if isinstance(value, int | float | str | bool) or value is None else str(value)
             )
     return params
+
+
+def diagnostic_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """The data locations of a run (``dataset.train_path``...) as tags: where its inputs came from, not a knob."""
+    tags: dict[str, str] = {}
+    for group in PARAM_GROUPS:
+        node = config.get(group)
+        if not isinstance(node, Mapping):
+            continue
+        for key, value in node.items():
+            if key.endswith("_path") and value is not None:
+                tags[f"{group}.{key}"] = str(value)
+    return tags
 
 
 def headline_metrics(record: RunRecord) -> dict[str, float]:

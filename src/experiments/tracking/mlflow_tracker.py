@@ -159,6 +159,7 @@ class MLflowTracker:
         import mlflow
 
         client = mlflow.MlflowClient()
+        client.set_tag(self._sweep_run_id, "sweep_dir", str(sweep_dir))  # the name says when and what, not where
         report_file = sweep_dir / "report.json"
         if report_file.is_file():
             report = json.loads(report_file.read_text("utf-8"))
@@ -182,8 +183,12 @@ class MLflowTracker:
         print(f"registered: models:/{self.register_winner}@champion (version {version.version})")
 
     def log_run(self, run: TrackedRun) -> None:
-        """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run."""
-        self.start(run_name=run.name, tags=run.tags)
+        """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run.
+
+        The run is recorded after it finished, but carries its own start and end times (``started_at``,
+        ``ended_at``), so MLflow's Duration is the run's, not the recording's.
+        """
+        self.start(run_name=run.name, tags=run.tags, started_at=run.started_at)
         try:
             self.log_params(run.params)
             self.log_inputs(run.splits, run.finetune_set)
@@ -197,12 +202,12 @@ class MLflowTracker:
         except BaseException:
             self.end(status="FAILED")
             raise
-        self.end(status="FINISHED")
+        self.end(status="FINISHED", ended_at=run.ended_at)
 
     def log_failure(self, run: FailedRun) -> None:
         """A FAILED (or, for a run stopped by SIGTERM or Ctrl-C, KILLED) run with the params and the reason."""
         try:
-            self.start(run_name=run.name, tags={"error": run.error[:500]})
+            self.start(run_name=run.name, tags={**run.tags, "error": run.error[:500]}, started_at=run.started_at)
             self.log_params(run.params)
         finally:
             self.end(status=run.status)
@@ -225,11 +230,23 @@ class MLflowTracker:
         for run in client.search_runs([experiment_id], f"tags.`experiments.run_uid` = '{run_uid}'"):
             client.delete_run(run.info.run_id)
 
-    def start(self, run_name: str, tags: Mapping[str, str]) -> None:
+    def start(self, run_name: str, tags: Mapping[str, str], started_at: float | None = None) -> None:
+        """Open the run, started at ``started_at`` (seconds since the epoch; None: now), nested under the parent."""
         import mlflow
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         self._connect()
-        run = mlflow.start_run(run_name=run_name, tags={**tags, **this_process()}, parent_run_id=self.parent_run_id)
+        experiment = mlflow.get_experiment_by_name(self.experiment)
+        assert experiment is not None  # _connect created it
+        nesting = {MLFLOW_PARENT_RUN_ID: self.parent_run_id} if self.parent_run_id else {}
+        # create_run takes the start time, which mlflow.start_run does not; start_run then makes it the active run.
+        created = mlflow.MlflowClient().create_run(
+            experiment.experiment_id,
+            start_time=None if started_at is None else int(started_at * 1000),
+            tags={**tags, **this_process(), **nesting},
+            run_name=run_name,
+        )
+        run = mlflow.start_run(run_id=created.info.run_id)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in %s", self.run_id, mlflow.get_tracking_uri())
 
@@ -251,7 +268,7 @@ class MLflowTracker:
             located = {"source": str(source)} if source else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
-                data = from_pandas(frame, name=f"{dataset.name}-{context}", digest=digest, **located)
+                data = from_pandas(frame, name=dataset_label(dataset, context), digest=digest, **located)
             mlflow.log_input(data, context=context)
         if finetune_set is not None:
             frame = pd.DataFrame([item.model_dump() for item in finetune_set.items])
@@ -299,12 +316,25 @@ class MLflowTracker:
         info = log_categoriser(categoriser)
         log.info("model: %s (python -m experiments.suggest %s ...)", info.model_uri, self.run_id)
 
-    def end(self, status: str) -> None:
-        """End the active run as ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    def end(self, status: str, ended_at: float | None = None) -> None:
+        """End the active run as ``FINISHED``, ``FAILED`` or ``KILLED``, at ``ended_at`` (None: now)."""
         import mlflow
 
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+        if ended_at is not None and self.run_id is not None:
+            # end_run stamps the recording's end; the run's own end is earlier.
+            mlflow.MlflowClient().set_terminated(self.run_id, status=status, end_time=int(ended_at * 1000))
+
+
+def dataset_label(dataset: DatasetSplits, context: str) -> str:
+    """The name MLflow shows for one split: source, size and split (``synthetic 720 · train 504``,
+    ``jsonl train.jsonl · eval 30``), so runs on different data tell apart at a glance."""
+    source = dataset.source.get(f"{context}_path")
+    origin = f"{dataset.name} {Path(str(source)).name}" if source else dataset.name
+    total = len(dataset.train) + len(dataset.eval)
+    size = len(dataset.train if context == "train" else dataset.eval)
+    return f"{origin} {total} · {context} {size}"
 
 
 def _previous_parent(client: Any, experiment_id: str, run_name: str) -> str | None:

@@ -1,10 +1,15 @@
 """How the MLflow UI shows this project's experiment: the model-training view, headline columns, primary metric.
 
-MLflow 3 opens an experiment on its GenAI pages unless the experiment says it is a model-training one
-(``mlflow.experimentKind``); the runs table shows no metric column until one is chosen; and its charts default to
-an arbitrary metric unless ``mlflow.experiment.primaryMetric.name`` names one. ``describe_experiment`` sets those
+The experiment says it is a model-training one (``mlflow.experimentKind``); the runs table shows no metric column
+until one is chosen; and its charts default to an arbitrary metric unless ``mlflow.experiment.primaryMetric.name``
+names one. ``describe_experiment`` sets those
 tags, plus a saved view (``mlflow.sharedViewState.headline``) whose columns are the knobs and headline metrics;
 ``python -m experiments.tracking.mlflow_view`` prints the URL that opens it (``make ui`` does).
+
+What an experiment's plain link opens is not the experiment's to choose: MLflow 3's UI keeps a per-browser
+"workflow type" (the GenAI / Machine learning switch at the top of its sidebar, default GenAI) and the experiment
+page follows it, whatever ``mlflow.experimentKind`` says. The printed URL carries ``workflowType=machine_learning``,
+which flips that switch; after that, plain links open the training view in that browser too.
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ def describe_experiment(client: Any, experiment_id: str, primary_metric: str) ->
 
 
 def ui_url(base: str, experiment_id: str) -> str:
-    """The runs page of the experiment, opened on the headline view."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+    """The runs page of the experiment, opened on the headline view, in the UI's machine-learning workflow."""
+    query = f"viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ def tracked_run(outcome: RunOutcome, record: RunRecord) -> TrackedRun:
     categoriser as the run's model."""
     fit, finetune_set = outcome.fit, outcome.finetune_set
     tags = {
+        **outcome.tags,
         "finetune_items": str(record.finetune_set.items),
         **{key: str(value) for key, value in record.finetune_set.fill_notes.items()},
         "experiments.run_uid": uuid.uuid4().hex,
@@ -44,6 +45,8 @@ def tracked_run(outcome: RunOutcome, record: RunRecord) -> TrackedRun:
         artifacts=outcome.output_dir,
         loss_history=list(fit.loss_history) if fit else [],
         categoriser=outcome.categoriser,
+        started_at=outcome.started_at,
+        ended_at=outcome.ended_at,
     )
 
 
@@ -53,13 +56,21 @@ def track(trackers: Trackers, outcome: RunOutcome, record: RunRecord) -> None:
 
 
 def track_failure(
-    trackers: Trackers, name: str, params: Mapping[str, object], error: BaseException, folder: Path
+    trackers: Trackers,
+    name: str,
+    params: Mapping[str, object],
+    error: BaseException,
+    folder: Path,
+    tags: Mapping[str, str] | None = None,
+    started_at: float | None = None,
 ) -> None:
-    """Record a run that failed after validation, with its params and the reason, as FAILED; a run stopped
-    (SIGTERM, Ctrl-C) is kept pending as KILLED in ``folder`` instead, so the stop never waits on a tracker
-    (``python -m experiments.sync`` records it)."""
+    """Record a run that failed after validation, with its params, diagnostic tags, start time and the reason, as
+    FAILED; a run stopped (SIGTERM, Ctrl-C) is kept pending as KILLED in ``folder`` instead, so the stop never waits
+    on a tracker (``python -m experiments.sync`` records it)."""
     reason = redact(f"{type(error).__name__}: {error}")
-    if isinstance(error, Exception):
-        trackers.log_failure(FailedRun(name=name, params=params, error=reason, status="FAILED"))
+    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+    run = FailedRun(name, params, reason, status, tags=dict(tags or {}), started_at=started_at)
+    if status == "FAILED":
+        trackers.log_failure(run)
     else:
-        trackers.keep_killed(FailedRun(name=name, params=params, error=reason, status="KILLED"), folder)
+        trackers.keep_killed(run, folder)

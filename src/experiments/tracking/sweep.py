@@ -9,13 +9,16 @@ process or in worker processes spawned after it (joblib) nest under it. ``on_mul
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from experiments.tracking.base import flatten
 from experiments.tracking.trackers import Trackers
 
 PARENT_ENV = "EXPERIMENTS_PARENT_"
@@ -24,6 +27,28 @@ PARENT_ENV = "EXPERIMENTS_PARENT_"
 def parent_env(tracker: str) -> str:
     """The environment variable that carries a sweep's parent id for ``tracker`` to the jobs."""
     return f"{PARENT_ENV}{tracker.upper()}"
+
+
+def swept_knobs(overrides: Sequence[str]) -> list[str]:
+    """The keys a grid sweep varies (``miner=random,cosine k=2,4`` → ``["miner", "k"]``), in command-line order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [override.get_key_element() for override in parsed if override.is_sweep_override()]
+
+
+def searched_knobs(config: DictConfig) -> list[str]:
+    """The keys a search sweeper varies (``hydra.sweeper.params`` of ``hparams_search=optuna``), if any."""
+    params = config.hydra.sweeper.get("params") or {}
+    nested = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else dict(params)
+    return list(flatten({str(key): value for key, value in nested.items()})) if isinstance(nested, dict) else []
+
+
+def sweep_name(knobs: Sequence[str], started_at: float) -> str:
+    """``sweep 2026-12-01 02:53 miner x k``: when (local time) and what varies; no path."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at))
+    varied = " x ".join(dict.fromkeys(knobs))
+    return f"sweep {when} {varied}".rstrip()
 
 
 class SweepParentRun(Callback):
@@ -38,7 +63,8 @@ class SweepParentRun(Callback):
         for key in nodes:
             os.environ.pop(parent_env(key), None)  # the parent itself nests under nothing
         self._trackers = Trackers(instantiate(nodes))
-        parents = self._trackers.start_sweep(name=f"sweep {config.hydra.sweep.dir}")
+        swept = [*swept_knobs(list(config.hydra.overrides.task)), *searched_knobs(config)]
+        parents = self._trackers.start_sweep(name=sweep_name(swept, time.time()))
         for key, parent_id in parents.items():
             os.environ[parent_env(key)] = parent_id
         self._opened = list(parents)

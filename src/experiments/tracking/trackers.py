@@ -138,7 +138,8 @@ class Trackers:
     def keep_killed(self, run: FailedRun, folder: Path) -> None:
         """A run stopped (SIGTERM, Ctrl-C) before it was recorded: kept pending as KILLED for every tracker, without
         contacting any (a stop never waits on a server); ``python -m experiments.sync`` records it."""
-        clean = replace(run, name=redact(run.name), params=scrub(dict(run.params)), error=redact(run.error))
+        params, tags = scrub(dict(run.params)), scrub(dict(run.tags))
+        clean = replace(run, name=redact(run.name), params=params, tags=tags, error=redact(run.error))
         folder.mkdir(parents=True, exist_ok=True)
         for key, error in self._keep(clean, folder).items():
             print(f"warning: the stopped run could not be kept for tracker {key} ({describe(error)})", file=sys.stderr)
@@ -147,7 +148,13 @@ class Trackers:
 
     def log_failure(self, run: FailedRun) -> list[str]:
         """Record a failed (or killed) run in every tracker; the keys of the trackers that failed."""
-        clean = replace(run, name=redact(run.name), params=scrub(dict(run.params)), error=redact(run.error))
+        clean = replace(
+            run,
+            name=redact(run.name),
+            params=scrub(dict(run.params)),
+            tags=scrub(dict(run.tags)),
+            error=redact(run.error),
+        )
         failed, strict_failures = self._each(lambda tracker: tracker.log_failure(clean))
         if strict_failures:
             raise TrackerFailed(strict_failures[0])

@@ -1,0 +1,98 @@
+"""Batch composition for the fine-tuned bi-encoder: ``reranker.distinct_positives=true``.
+
+With random batches, two rows of one batch often share their positive category (a batch of 32 rows over ~30
+categories almost always does). The loss masks those copies (``DistinctMNRL``), so each such row loses a
+negative, and the batch holds fewer distinct categories. ``DistinctPositivesBatchSampler`` builds batches in
+which every row has a different positive, so a batch of ``B`` rows always offers ``B - 1`` distinct in-batch
+negatives per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from sentence_transformers.base.sampler import DefaultBatchSampler
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+#: The dataset column whose value names a row's positive category (see ``mnrl_rows``).
+POSITIVE_COLUMN = "positive"
+
+
+def pack_distinct(keys: list[str], order: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    """Cut ``order`` into batches of at most ``batch_size`` rows, no two with the same key.
+
+    Greedy, in order: each batch takes the first remaining rows whose key it does not hold yet, so batches are
+    full while at least ``batch_size`` distinct keys remain; the tail may be smaller (dropped with
+    ``drop_last``). Every row lands in exactly one batch unless it is in a dropped tail batch.
+    """
+    remaining = dict.fromkeys(order)
+    batches: list[list[int]] = []
+    while remaining:
+        batch: list[int] = []
+        seen: set[str] = set()
+        for index in remaining:
+            if keys[index] not in seen:
+                batch.append(index)
+                seen.add(keys[index])
+                if len(batch) == batch_size:
+                    break
+        for index in batch:
+            del remaining[index]
+        if len(batch) == batch_size or not drop_last:
+            batches.append(batch)
+    return batches
+
+
+class DistinctPositivesBatchSampler(DefaultBatchSampler):
+    """Batches in which no two rows share a positive category; the order is reshuffled every epoch.
+
+    The batches of an epoch depend only on ``seed + epoch`` and the data, so ``__len__`` (which the trainer uses
+    for its schedule) is exact: it packs the epoch's batches once and caches them.
+
+    Args:
+        dataset: rows with a ``positive`` column (``mnrl_rows``).
+        batch_size: the most rows per batch.
+        drop_last: drop batches smaller than ``batch_size``.
+        valid_label_columns: unused (the rows have no label column); part of the sampler interface.
+        generator: unused; the shuffle uses its own generator seeded by ``seed + epoch``.
+        seed: the training seed.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        drop_last: bool,
+        valid_label_columns: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            valid_label_columns=valid_label_columns,
+            generator=generator,
+            seed=seed,
+        )
+        if POSITIVE_COLUMN not in dataset.column_names:
+            raise ValueError(f"{type(self).__name__} needs a {POSITIVE_COLUMN!r} column; got {dataset.column_names}.")
+        self.keys: list[str] = list(dataset[POSITIVE_COLUMN])
+        self._packed: tuple[int, list[list[int]]] | None = None
+
+    def _batches(self) -> list[list[int]]:
+        if self._packed is None or self._packed[0] != self.epoch:
+            shuffle = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.keys), generator=shuffle).tolist()
+            self._packed = (self.epoch, pack_distinct(self.keys, order, self.batch_size, self.drop_last))
+        return self._packed[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        return len(self._batches())
