@@ -129,11 +129,17 @@ class Terminated(BaseException):
     """SIGTERM (what schedulers and ``kill`` send): unwinds like Ctrl-C, so temporary files are removed."""
 
 
+#: Seconds a SIGTERM's unwinding may take before the process is ended regardless (a signal lost in a ``__del__``).
+SIGTERM_GRACE_S = 5.0
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     # Python ignores an exception raised in a __del__ or a weakref callback, so a signal landing there would be
     # lost (seen with a GC'd regex object during training): a timer ends the process anyway if the unwinding
-    # has not done so within 1.5 s. Temporary folders it leaves are removed by the next run (as after kill -9).
-    timer = threading.Timer(1.5, _terminate_now, args=(signum,))
+    # has not done so within SIGTERM_GRACE_S. The normal unwinding (temporary files removed, the run kept pending
+    # as KILLED) takes well under a second; the grace is longer so that a loaded machine never cuts it short, and
+    # far inside a scheduler's 30 s. Temporary folders a cut-short exit leaves are removed by the next run.
+    timer = threading.Timer(SIGTERM_GRACE_S, _terminate_now, args=(signum,))
     timer.daemon = True
     timer.start()
     raise Terminated(f"terminated by signal {signum}")
