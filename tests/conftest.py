@@ -135,6 +135,14 @@ def compose_small(
         return compose("config", overrides=[*shrink, *overrides])
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_earlier_tests(monkeypatch) -> None:
+    """Every test starts without ``MLFLOW_TRACKING_URI``: ``mlflow.set_tracking_uri`` (called by tests that read
+    runs back, and in-process by the Python API) also sets it in ``os.environ``, and a subprocess started by a later
+    test (``run.py``, ``experiments.sync``) would then record into that earlier test's store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def small_data(tmp_path: Path) -> dict[str, str]:
     return write_small_data(tmp_path / "data")
