@@ -30,7 +30,7 @@ def read_only(tmp_path: Path) -> Iterator[Path]:
     target.mkdir()
     _mount("--bind", "-o", "ro", str(source), str(target))
     yield target
-    subprocess.run(["umount", str(target)], check=False)
+    subprocess.run(["umount", "--lazy", str(target)], check=False)  # an open handle (an MLflow client) may remain
 
 
 def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
@@ -38,7 +38,7 @@ def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
     folder.mkdir()
     _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
     yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    subprocess.run(["umount", "--lazy", str(folder)], check=False)  # an open handle (an MLflow client) may remain
 
 
 @pytest.fixture

@@ -357,6 +357,34 @@ def test_a_run_killed_while_it_records_ends_killed(tmp_path, tiny_model_dir, kil
     assert statuses == {True: "KILLED", False: "FINISHED"}
 
 
+@pytest.mark.parametrize("stage", ["create_run", "start_run"])
+def test_a_stop_between_storing_the_run_and_knowing_its_id_still_marks_it_killed(tmp_path, monkeypatch, stage):
+    """CI found a SIGTERM landing after MLflow stored the run but before its id came back: the run stayed RUNNING."""
+    import mlflow
+
+    from experiments.tracking.mlflow_tracker import MLflowTracker
+
+    (tmp_path / "outputs").mkdir()
+    uri = f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    tracker = MLflowTracker(tracking_uri=uri, artifact_location=f"file://{tmp_path}/outputs/mlartifacts")
+    original = getattr(mlflow.MlflowClient, stage) if stage == "create_run" else mlflow.start_run
+
+    def stopped(*args, **kwargs):
+        original(*args, **kwargs)
+        tracker.abort()  # what the SIGTERM handler's unwinding calls, here at the worst moment
+        raise KeyboardInterrupt
+
+    if stage == "create_run":
+        monkeypatch.setattr(mlflow.MlflowClient, "create_run", stopped)
+    else:
+        monkeypatch.setattr(mlflow, "start_run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.start("stopped", {"experiments.run_uid": "uid-0123"})
+    [run] = mlflow_runs(tmp_path)  # read before this process leaves its active run (a stopped one never does)
+    mlflow.end_run("KILLED")
+    assert run.info.status == "KILLED"
+
+
 def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_cfg, tmp_path, monkeypatch):
     """A stop never waits on a tracker: the run is kept pending as KILLED, and sync records it."""
     from experiments import pipeline

@@ -130,7 +130,7 @@ class Terminated(BaseException):
 
 
 #: Seconds a SIGTERM's unwinding may take before the process is ended regardless (a signal lost in a ``__del__``).
-SIGTERM_GRACE_S = 5.0
+SIGTERM_GRACE_S = 10.0
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

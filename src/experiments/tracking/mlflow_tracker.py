@@ -89,6 +89,7 @@ class MLflowTracker:
         self.artifact_location = artifact_location
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
+        self._opening: tuple[str, str] | None = None  # (experiment id, run uid) of the run being created
         self._sweep_run_id = ""
 
     def _artifact_root(self) -> str | None:
@@ -217,8 +218,15 @@ class MLflowTracker:
         import mlflow
 
         client = mlflow.MlflowClient()
-        if self.run_id and client.get_run(self.run_id).info.status == "RUNNING":
-            client.set_terminated(self.run_id, status="KILLED")
+        run_ids = [self.run_id] if self.run_id else []
+        if not run_ids and self._opening and self._opening[1]:
+            # Stopped inside create_run: the run may be stored while its id has not come back yet.
+            experiment_id, run_uid = self._opening
+            found = client.search_runs([experiment_id], f"tags.`experiments.run_uid` = '{run_uid}'")
+            run_ids = [run.info.run_id for run in found]
+        for run_id in run_ids:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status="KILLED")
 
     def discard(self, run_uid: str) -> None:
         """Delete what an earlier, interrupted attempt recorded of the run ``run_uid`` (before sending it again)."""
@@ -238,6 +246,7 @@ class MLflowTracker:
         self._connect()
         experiment = mlflow.get_experiment_by_name(self.experiment)
         assert experiment is not None  # _connect created it
+        self._opening = (experiment.experiment_id, tags.get("experiments.run_uid", ""))
         nesting = {MLFLOW_PARENT_RUN_ID: self.parent_run_id} if self.parent_run_id else {}
         # create_run takes the start time, which mlflow.start_run does not; start_run then makes it the active run.
         created = mlflow.MlflowClient().create_run(
@@ -246,8 +255,8 @@ class MLflowTracker:
             tags={**tags, **this_process(), **nesting},
             run_name=run_name,
         )
-        run = mlflow.start_run(run_id=created.info.run_id)
-        self.run_id = run.info.run_id
+        self.run_id = created.info.run_id
+        mlflow.start_run(run_id=self.run_id)
         log.info("MLflow run %s in %s", self.run_id, mlflow.get_tracking_uri())
 
     def log_params(self, params: Mapping[str, object]) -> None:

@@ -40,7 +40,7 @@ from experiments.tracking.base import FailedRun, TrackedRun, Tracker
 PENDING = "pending-trackers"
 #: How long a tracker may take to mark its open run KILLED when the process is being stopped (a scheduler's grace
 #: period is short; what is not marked now is marked by the next run or by sync).
-ABORT_TIMEOUT_S = 1.0
+ABORT_TIMEOUT_S = 3.0
 SEND_LATER = "python -m experiments.sync"
 
 
