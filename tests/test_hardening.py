@@ -385,6 +385,28 @@ def test_a_stop_between_storing_the_run_and_knowing_its_id_still_marks_it_killed
     assert run.info.status == "KILLED"
 
 
+def test_a_rerun_of_a_sweep_folder_reopens_its_parent_whatever_the_minute(tmp_path):
+    """CI found a second parent when the rerun started in another minute than the killed sweep: parents were
+    matched by name, and the name carries the start time. They are matched by the sweep folder."""
+    import mlflow
+
+    from experiments.tracking.mlflow_tracker import MLflowTracker
+
+    (tmp_path / "outputs").mkdir()
+    uri = f"sqlite:///{tmp_path}/outputs/mlflow.db"
+
+    def tracker() -> MLflowTracker:
+        return MLflowTracker(tracking_uri=uri, artifact_location=f"file://{tmp_path}/outputs/mlartifacts")
+
+    first = tracker().start_sweep("sweep 2026-12-01 08:59 k", tmp_path / "sweep")
+    mlflow.MlflowClient().set_terminated(first, status="KILLED")
+    again = tracker().start_sweep("sweep 2026-12-01 09:00 k", tmp_path / "sweep")
+    other = tracker().start_sweep("sweep 2026-12-01 09:00 k", tmp_path / "another sweep")
+    assert again == first and other != first
+    [parent] = [run for run in mlflow_runs(tmp_path) if run.info.run_id == first]
+    assert parent.info.run_name == "sweep 2026-12-01 08:59 k" and parent.info.status == "RUNNING"
+
+
 def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_cfg, tmp_path, monkeypatch):
     """A stop never waits on a tracker: the run is kept pending as KILLED, and sync records it."""
     from experiments import pipeline

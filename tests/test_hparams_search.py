@@ -105,6 +105,23 @@ def test_the_search_is_told_the_validation_score_and_poisoned_eval_numbers_do_no
     assert validation_score(job_result(folder, status="FAILED")) is None
 
 
+def test_resume_asks_again_only_trials_whose_job_was_launched():
+    import optuna
+
+    from hydra_plugins.experiments_optuna_sweeper.sweeper import resume
+
+    study = optuna.create_study()
+    launched_trial, choosing = study.ask(), study.ask()  # both left RUNNING by a kill
+    launched_trial.suggest_int("k", 1, 8), launched_trial.suggest_categorical("miner", ["random", "cosine"])
+    choosing.suggest_int("k", 1, 8)  # killed before its miner was chosen: its job never ran
+    resume(study, ["k", "miner"])
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "WAITING"]
+    again = study.ask()
+    assert (again.suggest_int("k", 1, 8), again.suggest_categorical("miner", ["random", "cosine"])) == tuple(
+        launched_trial.params.values()
+    )
+
+
 @pytest.mark.slow
 def test_a_killed_search_resumes(tmp_path, tiny_model_dir):
     sweep = tmp_path / "sweep"
@@ -113,10 +130,16 @@ def test_a_killed_search_resumes(tmp_path, tiny_model_dir):
     process = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     database = sweep / "optuna.db"
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:  # until one trial is complete
-        if database.is_file() and sum(state == "COMPLETE" for _, state in trials_in(database)) >= 1:
+    # Until one trial is complete and the next one's job launched (its 3 knobs chosen; a trial killed while its
+    # knobs are being chosen never ran, and is only closed).
+    while time.monotonic() < deadline and process.poll() is None:
+        if (
+            database.is_file()
+            and sum(state == "COMPLETE" for _, state in trials_in(database)) >= 1
+            and launched(database)
+        ):
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
     before = dict(trials_in(database))
@@ -133,6 +156,19 @@ def test_a_killed_search_resumes(tmp_path, tiny_model_dir):
     for number in killed:  # a trial the kill interrupted is closed and asked again with the same parameters
         assert after[number]["state"] == "FAIL"
         assert any(t["params"] == after[number]["params"] for n, t in after.items() if n > max(before))
+
+
+def launched(database: Path) -> bool:
+    """Whether a RUNNING trial has all 3 knobs of the test's space chosen."""
+    try:
+        with sqlite3.connect(database) as connection:
+            counts = connection.execute(
+                "select count(p.param_id) from trials t join trial_params p on p.trial_id = t.trial_id "
+                "where t.state = 'RUNNING' group by t.trial_id"
+            ).fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return any(count == 3 for (count,) in counts)
 
 
 def trials_in(database: Path) -> list[tuple[int, str]]:

@@ -102,8 +102,9 @@ class Tracker(Protocol):
     strict: bool
     timeout_s: float
 
-    def start_sweep(self, name: str) -> str | None:
-        """Open a sweep's parent; returns an id its jobs receive (or None when the tracker has no such notion)."""
+    def start_sweep(self, name: str, sweep_dir: Path) -> str | None:
+        """Open the parent of the sweep writing into ``sweep_dir`` (a rerun of that folder reopens it); returns an
+        id its jobs receive (or None when the tracker has no such notion)."""
         ...
 
     def end_sweep(self, sweep_dir: Path) -> None:

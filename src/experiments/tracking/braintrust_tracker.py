@@ -71,7 +71,7 @@ class BraintrustTracker:
         self.timeout_s = timeout_s
         self._api_key = env_key(BRAINTRUST_KEYS)
 
-    def start_sweep(self, name: str) -> str:
+    def start_sweep(self, name: str, sweep_dir: Path) -> str:
         """Braintrust experiments do not nest: the sweep is the name its jobs' experiments carry."""
         return name
 

@@ -128,13 +128,13 @@ class MLflowTracker:
                 pid = run.data.tags.get("experiments.pid")
                 print(f"note: MLflow run {run.info.run_id} was left RUNNING by process {pid}, now gone: marked KILLED")
 
-    def start_sweep(self, name: str) -> str:
+    def start_sweep(self, name: str, sweep_dir: Path) -> str:
         """Open the parent run of a sweep and return its id (jobs nest under it).
 
         The parent stays RUNNING, tagged with this process, until ``end_sweep``: a sweep killed before then (SIGTERM,
         ``kill -9``) leaves it RUNNING with its process gone, and the next run on this host marks it KILLED (as for
-        single runs). A rerun of the same sweep (same name, i.e. the same sweep folder) reopens that parent instead
-        of opening a second one, so the jobs it reuses and the ones it redoes stay under one parent.
+        single runs). A rerun of the same sweep folder (tag ``sweep_dir``) reopens that parent, keeping its name,
+        instead of opening a second one, so the jobs it reuses and the ones it redoes stay under one parent.
         """
         import mlflow
 
@@ -142,8 +142,8 @@ class MLflowTracker:
         client = mlflow.MlflowClient()
         experiment = mlflow.set_experiment(self.experiment)  # made by _connect
         run_name = redact(name)
-        tags = {"sweep": "parent", **this_process()}
-        previous = _previous_parent(client, experiment.experiment_id, run_name)
+        tags = {"sweep": "parent", "sweep_dir": redact(str(sweep_dir.resolve())), **this_process()}
+        previous = _previous_parent(client, experiment.experiment_id, tags["sweep_dir"])
         if previous is not None:
             for key, value in tags.items():
                 client.set_tag(previous, key, value)
@@ -160,7 +160,6 @@ class MLflowTracker:
         import mlflow
 
         client = mlflow.MlflowClient()
-        client.set_tag(self._sweep_run_id, "sweep_dir", str(sweep_dir))  # the name says when and what, not where
         report_file = sweep_dir / "report.json"
         if report_file.is_file():
             report = json.loads(report_file.read_text("utf-8"))
@@ -346,15 +345,13 @@ def dataset_label(dataset: DatasetSplits, context: str) -> str:
     return f"{origin} {total} · {context} {size}"
 
 
-def _previous_parent(client: Any, experiment_id: str, run_name: str) -> str | None:
-    """The id of this sweep's earlier parent (same run name, ended: finished, failed or killed), if any."""
-    if "'" in run_name:  # cannot be quoted in a search filter: open a new parent rather than guess
+def _previous_parent(client: Any, experiment_id: str, sweep_dir: str) -> str | None:
+    """The id of the earlier parent of the sweep in ``sweep_dir`` (ended: finished, failed or killed), if any."""
+    if "'" in sweep_dir or "\\" in sweep_dir:  # cannot be quoted in a search filter: a new parent, not a guess
         return None
     runs = client.search_runs(
         [experiment_id],
-        filter_string=(
-            f"tags.sweep = 'parent' and attributes.run_name = '{run_name}' and attributes.status != 'RUNNING'"
-        ),
+        filter_string=(f"tags.sweep = 'parent' and tags.sweep_dir = '{sweep_dir}' and attributes.status != 'RUNNING'"),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

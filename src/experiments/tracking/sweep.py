@@ -64,7 +64,8 @@ class SweepParentRun(Callback):
             os.environ.pop(parent_env(key), None)  # the parent itself nests under nothing
         self._trackers = Trackers(instantiate(nodes))
         swept = [*swept_knobs(list(config.hydra.overrides.task)), *searched_knobs(config)]
-        parents = self._trackers.start_sweep(name=sweep_name(swept, time.time()))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        parents = self._trackers.start_sweep(name=sweep_name(swept, time.time()), sweep_dir=sweep_dir)
         for key, parent_id in parents.items():
             os.environ[parent_env(key)] = parent_id
         self._opened = list(parents)

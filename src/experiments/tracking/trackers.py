@@ -70,11 +70,11 @@ class Trackers:
     def __len__(self) -> int:
         return len(self.trackers)
 
-    def start_sweep(self, name: str) -> dict[str, str]:
+    def start_sweep(self, name: str, sweep_dir: Path) -> dict[str, str]:
         """Open a sweep's parent in every tracker; returns tracker name → parent id (for the jobs)."""
         parents: dict[str, str] = {}
         for key, tracker in self.trackers.items():
-            parent = self._call(key, tracker, partial(tracker.start_sweep, redact(name)))
+            parent = self._call(key, tracker, partial(tracker.start_sweep, redact(name), sweep_dir))
             if isinstance(parent, str):
                 parents[key] = parent
         return parents

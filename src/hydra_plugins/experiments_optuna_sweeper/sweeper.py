@@ -81,7 +81,7 @@ class OptunaSweeper(Sweeper):
             sampler=optuna.samplers.TPESampler(seed=self.seed),
             load_if_exists=True,
         )
-        resume(study)
+        resume(study, list(space))
         returns = []
         while (done := finished(study)) < self.n_trials:
             trial = study.ask()
@@ -100,13 +100,15 @@ class OptunaSweeper(Sweeper):
         return returns
 
 
-def resume(study: Any) -> None:
-    """A trial left RUNNING by a killed search is marked failed and asked again with the same parameters."""
+def resume(study: Any, keys: list[str]) -> None:
+    """A trial left RUNNING by a killed search is marked failed and, when its job had been launched (every knob of
+    ``keys`` chosen), asked again with the same parameters; one killed while its knobs were being chosen never ran."""
     import optuna
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params)
+        if set(keys) <= set(trial.params):
+            study.enqueue_trial(trial.params)
 
 
 def finished(study: Any) -> int:
