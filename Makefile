@@ -32,7 +32,7 @@ run: $(STAMP)
 
 ## Lint, type-check and run the whole test suite (slow tests included).
 test: $(DEV_STAMP) lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist worksteal $(PYTEST_ARGS)
 
 ## The fast tests only.
 test-fast: $(DEV_STAMP)

@@ -7,10 +7,16 @@ calls and sorts them by score, ties keeping retrieval order (``Candidates.reorde
 
 Without a first stage (``top_k`` None: the run's candidates were every category) a reranker that reorders scores
 every category in catalogue order and the queries are never embedded by the embedder: one model pass per query.
+
+Card transactions repeat (subscriptions, the same merchant, amount and card every month), so the ranking of each
+query text is remembered (``RankingMemo``, least recently used first out, about 32 MiB): a text seen before costs
+no model pass, and gets the very ranking it got the first time.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +29,50 @@ from experiments.serving.package import VECTORS_FILE, read_spec, rebuild
 
 DEFAULT_TOP_N = 5
 WARM_UP_QUERY = "warm-up"
+#: Bytes the rankings remembered by text may take (the texts themselves and the arrays of label positions and scores).
+MEMO_BYTES = 32 * 2**20
+
+
+class RankingMemo:
+    """The full ranking of recent query texts, as label positions and scores; least recently used first out.
+
+    Args:
+        labels: the labels a ranking's positions index.
+        capacity: rankings kept.
+    """
+
+    def __init__(self, labels: Sequence[str], capacity: int) -> None:
+        self.labels = list(labels)
+        self.position = {label: index for index, label in enumerate(self.labels)}
+        self.capacity = capacity
+        self._rankings: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()  # a served model may be called from several threads
+
+    @classmethod
+    def sized(cls, labels: Sequence[str], length: int, budget: int = MEMO_BYTES) -> RankingMemo:
+        """A memo of rankings ``length`` long that fits in about ``budget`` bytes (a query text is ~300 bytes)."""
+        return cls(labels, capacity=max(1, budget // (12 * length + 600)))
+
+    def get(self, text: str, top_n: int) -> RankedList | None:
+        with self._lock:
+            found = self._rankings.get(text)
+            if found is None:
+                return None
+            self._rankings.move_to_end(text)
+        positions, scores = found
+        return RankedList(labels=[self.labels[p] for p in positions[:top_n]], scores=scores[:top_n].tolist())
+
+    def put(self, text: str, ranking: RankedList) -> None:
+        positions = np.array([self.position[label] for label in ranking.labels], dtype=np.int32)
+        entry = (positions, np.array(ranking.scores, dtype=np.float64))  # float64: every score exactly as given
+        with self._lock:
+            self._rankings[text] = entry
+            self._rankings.move_to_end(text)
+            while len(self._rankings) > self.capacity:
+                self._rankings.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._rankings)
 
 
 class Categoriser:
@@ -56,6 +106,7 @@ class Categoriser:
         self.every_category = top_k is None
         self.embedder = embedder
         self.reranker = reranker
+        self.memo = RankingMemo.sized(self.labels, self.top_k)
 
     @classmethod
     def load(cls, folder: Path) -> Categoriser:
@@ -93,21 +144,30 @@ class Categoriser:
     def rank(self, queries: Sequence[str], top_n: int = DEFAULT_TOP_N) -> list[RankedList]:
         """The ``top_n`` best categories for each query (at most ``top_k``), best first, with their scores.
 
-        Scores are the reranker's (cosine similarities for ``reranker=none``), as in ``per_query.jsonl``.
+        Scores are the reranker's (cosine similarities for ``reranker=none``), as in ``per_query.jsonl``. Each
+        distinct text not remembered is ranked once (repeats within the call included); the others are recalled.
         """
         if top_n < 1:
             raise ValueError(f"top_n={top_n} must be at least 1")
+        found = {text: self.memo.get(text, top_n) for text in dict.fromkeys(queries)}
+        fresh = [text for text, ranking in found.items() if ranking is None]
+        for text, ranking in zip(fresh, self._rank(fresh), strict=True):
+            self.memo.put(text, ranking)
+            found[text] = RankedList(labels=ranking.labels[:top_n], scores=ranking.scores[:top_n])
+        return [found[text] for text in queries]  # type: ignore[misc]  # every text is ranked by now
+
+    def _rank(self, queries: Sequence[str]) -> list[RankedList]:
+        """Each query's full ranking (``top_k`` long), computed by the models."""
         if not queries:
             return []
         if self.every_category and self.reranker.reorders:
             texts = list(queries)
             scores = self.reranker.score_many(texts, [self.documents] * len(texts))
-            ranked = [ranked_by(self.labels, row) for row in scores]
-            return [RankedList(labels=r.labels[:top_n], scores=r.scores[:top_n]) for r in ranked]
+            return [ranked_by(self.labels, row) for row in scores]
         candidates = self.candidates(self.embedder.encode(list(queries)))
         if self.reranker.reorders:
             scores = self.reranker.score_many(list(queries), [c.texts for c in candidates])
             ranked = [c.reordered(s) for c, s in zip(candidates, scores, strict=True)]
         else:
             ranked = [c.ranked() for c in candidates]
-        return [RankedList(labels=r.labels[:top_n], scores=r.scores[:top_n]) for r in ranked]
+        return ranked
