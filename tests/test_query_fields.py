@@ -66,12 +66,3 @@ def test_jsonl_transaction_rows_follow_query_fields_and_example_rows_refuse_them
     with pytest.raises(DataError, match=r"examples.jsonl:1: an example row .*query_fields=null"):
         JsonlDataset(str(rows), str(rows), query_fields=["name"]).load()
     assert JsonlDataset(str(rows), str(rows)).load().train[0].input == "Name : X"
-
-
-def test_a_run_with_a_subset_ships_no_categoriser(caplog: pytest.LogCaptureFixture) -> None:
-    """Serving formats transaction rows with all seven lines: a model trained on fewer must not be logged."""
-    from experiments.pipeline import package
-
-    splits = SyntheticTransactions(query_fields=["name", "card"]).load()
-    assert package(None, splits, None, None) is None  # type: ignore[arg-type]
-    assert "query_fields" in caplog.text

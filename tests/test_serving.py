@@ -24,9 +24,19 @@ from experiments import app, register, suggest
 from experiments.datasets.fields import MAX_FIELD_CHARS, clip
 from experiments.pipeline import RunOutcome
 from experiments.serving.limits import MAX_ROWS, max_request_bytes
-from experiments.serving.mlflow_model import INPUT_EXAMPLE, run_model_uri
 from experiments.serving.mlflow_model import register as register_run
+from experiments.serving.mlflow_model import run_model_uri
 from experiments.serving.rows import RowError, query_text
+
+#: The documented transaction row (docs/data-formats.md), without its label.
+TRANSACTION = {
+    "merchant_name": "Blue Bottle Coffee",
+    "merchant_category": ["Restaurants", "Coffee Shops"],
+    "department": "Engineering",
+    "location": "San Francisco, CA",
+    "amount": 18.5,
+    "spend_program_name": "Team Budget",
+}
 
 
 @dataclass(frozen=True)
@@ -174,7 +184,7 @@ def test_model_signature_and_bad_rows(logged):
 
 
 def test_query_text_from_rows():
-    transaction = {key: value for key, value in INPUT_EXAMPLE.items() if key != "trip_name"}
+    transaction = dict(TRANSACTION)
     text = query_text({**transaction, "trip_name": float("nan"), "expense_category": "Team Meals", "id": 3})
     assert text.splitlines()[0] == "Name : Blue Bottle Coffee" and text.endswith("Trip Name: unknown")
     assert query_text({"input": "Name : Uber", "expected": ["Travel"]}) == "Name : Uber"
@@ -186,6 +196,8 @@ def test_query_text_from_rows():
         f"Name : {long_name[:MAX_FIELD_CHARS]}"
     )
     assert query_text({"input": "x" * 5 * MAX_FIELD_CHARS}) == "x" * MAX_FIELD_CHARS
+    assert query_text(transaction, ("name", "card")) == "Name : Blue Bottle Coffee\nCard: Team Budget"
+    assert query_text({"input": "Name : Uber"}, ("card",)) == "Name : Uber"  # a query text is ranked as is
     for row, message in [
         ({"input": " "}, "input: must be a non-empty string"),
         ({**transaction, "amount": "twelve"}, "amount: Input should be a valid number"),
@@ -261,6 +273,33 @@ def test_suggest_ranks_a_file_skipping_bad_rows(logged, capsys, tmp_path):
     assert code == 2
     assert err.strip() == f"error: {source}:4: merchant_category: Field required (--strict stops at the first bad row)"
     assert not strict_out.exists()
+
+
+def test_a_run_on_fewer_query_lines_is_served_with_those_lines(logged, capsys, tmp_path):
+    """A model trained with dataset.query_fields formats transaction rows as its run formatted its examples: the
+    served model, suggest's file and single-row paths all rank as the evaluation did."""
+    from experiments.serving.mlflow_model import query_fields
+
+    fields = ("name", "category", "card")
+    run = logged("bi_encoder_finetuned", "dataset.query_fields=[name,category,card]")
+    model = load(run.model_uri)
+    assert query_fields(model) == fields
+    rows, per_query = run.eval_rows(), run.per_query()
+    assert per_query[0]["query"] == query_text(rows[0], fields)
+    predicted = model.predict(pd.DataFrame(rows), params={"top_n": 5})
+    assert [list(labels) for labels in predicted["categories"]] == [row["reranked_top"] for row in per_query]
+    seven_lines = model.predict(pd.DataFrame([{"input": query_text(row)} for row in rows]), params={"top_n": 5})
+    assert list(seven_lines["categories"]) != list(predicted["categories"])  # the layout really differs
+
+    uri = ["--tracking-uri", run.tracking_uri]
+    output = tmp_path / "o"
+    code, _, err = run_suggest(capsys, run.run_id, "--input", run.data["eval.jsonl"], "--output", str(output), *uri)
+    assert code == 0, err
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [row["categories"] for row in written] == [row["reranked_top"] for row in per_query]
+    code, out, err = run_suggest(capsys, run.run_id, "--row", json.dumps(rows[0]), "--json", *uri)
+    assert code == 0, err
+    assert json.loads(out)["categories"] == per_query[0]["reranked_top"]
 
 
 def test_suggest_names_a_line_that_is_not_utf8(tmp_path):

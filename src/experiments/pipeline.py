@@ -162,10 +162,6 @@ def package(
 ) -> CategoriserPackage | None:
     """The categoriser the evaluation measured, ready to ship: the categories and the vectors the index held,
     ``top_k``, and how to rebuild the embedder and the (fitted) reranker. None when a part cannot be shipped."""
-    if splits.query_fields is not None:
-        # The served categoriser formats transaction rows with all seven lines; it cannot yet apply a subset.
-        log.warning("dataset.query_fields=%s cannot be shipped as a model: no model is logged", splits.query_fields)
-        return None
     embedder, reranker = parts.embedder.portable(), parts.reranker.portable()
     if embedder is None or reranker is None:
         log.warning("%s cannot be shipped as a model: no model is logged for this run", parts.reranker.name)
@@ -178,6 +174,7 @@ def package(
         embedder=embedder,
         reranker=reranker,
         finetune_id=fit.finetune_id if fit else None,
+        query_fields=splits.query_fields,
     )
 
 

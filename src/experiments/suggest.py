@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from experiments.datasets.jsonl import numbered_lines
-from experiments.datasets.transactions import TransactionFields
+from experiments.datasets.transactions import QUERY_FIELDS, TransactionFields
 from experiments.errors import DataError, UserError
 from experiments.serving.categoriser import DEFAULT_TOP_N
 from experiments.serving.rows import RowError, query_text
@@ -103,16 +103,16 @@ class RowCount:
     bad: int
 
 
-def parsed_rows(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
-    """``(line number, query text, None)`` per good row and ``(line number, None, "file:line: problem")`` per bad
-    one, streamed: one line in memory at a time.
+def parsed_rows(path: Path, fields: Sequence[str] = QUERY_FIELDS) -> Iterator[tuple[int, str | None, str | None]]:
+    """``(line number, query text, None)`` per good row (a transaction keeps the query lines ``fields``) and
+    ``(line number, None, "file:line: problem")`` per bad one, streamed: one line in memory at a time.
 
     Raises:
         DataError: the file is missing, a folder, unreadable or not UTF-8 (naming the line and byte).
     """
     for number, line in numbered_lines(path, "--input"):
         try:
-            yield number, query_text(json.loads(line)), None
+            yield number, query_text(json.loads(line), fields), None
         except json.JSONDecodeError as error:
             yield number, None, f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})"
         except RecursionError:
@@ -162,8 +162,9 @@ def output_path(args: argparse.Namespace) -> Path:
     return args.output or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".suggestions.jsonl")
 
 
-def suggest_file(model: Any, args: argparse.Namespace, count: RowCount) -> None:
-    """Stream ``--input`` through the model in batches and write ``--output``; report skipped rows.
+def suggest_file(model: Any, args: argparse.Namespace, count: RowCount, fields: Sequence[str]) -> None:
+    """Stream ``--input`` through the model in batches and write ``--output``; report skipped rows. A transaction
+    row becomes the query lines ``fields`` (the model's).
 
     Memory stays flat whatever the file's size: one batch of rows is read, ranked and written at a time. The
     output is written under a temporary name and renamed at the end, so a run that fails or is stopped never
@@ -177,7 +178,7 @@ def suggest_file(model: Any, args: argparse.Namespace, count: RowCount) -> None:
             partial.open("w", encoding="utf-8") as sink,
             tqdm(total=count.good, desc="suggest", unit="rows", disable=args.no_progress) as bar,
         ):
-            good = (row for row in _reported(parsed_rows(args.input)) if row[1] is not None)
+            good = (row for row in _reported(parsed_rows(args.input, fields)) if row[1] is not None)
             for batch in batches(good, args.batch_size):
                 results = ranked(model, [text for _, text, _ in batch if text is not None], args.top_n)
                 sink.writelines(
@@ -204,10 +205,11 @@ def _reported(rows: Iterable[tuple[int, str | None, str | None]]) -> Iterator[tu
         yield row
 
 
-def one_text(row: dict[str, Any]) -> str:
-    """The query text of the single row; a problem names the flag (``--amount: Field required``)."""
+def one_text(row: dict[str, Any], fields: Sequence[str] = QUERY_FIELDS) -> str:
+    """The query text of the single row (a transaction keeps the query lines ``fields``); a problem names the flag
+    (``--amount: Field required``)."""
     try:
-        return query_text(row)
+        return query_text(row, fields)
     except RowError as error:
         field, _, message = str(error).partition(": ")
         flag = f"--{field.replace('_', '-')}" if field in (*FLAG_FIELDS, "trip_name") else field
@@ -236,20 +238,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UserError(f"--top-n {args.top_n} and --batch-size {args.batch_size} must be at least 1.")
         # The input is checked before the model is loaded: a bad row costs no model load.
         row = single_row(args)
-        text = one_text(row) if row is not None else None
+        if row is not None:
+            one_text(row)
         rows = read_rows(args.input, args.strict) if row is None else None
         if rows is not None and not rows.good:
             raise DataError(f"{args.input}: no row to rank ({rows.bad} bad).")
-        from experiments.serving.mlflow_model import connect, load, tracking_uri
+        from experiments.serving.mlflow_model import connect, load, query_fields, tracking_uri
 
         if not Path(args.model, "MLmodel").is_file():  # a downloaded model folder needs no store
             connect(tracking_uri(args.tracking_uri))
         share_the_cpu()
         model = load(args.model)
+        # A transaction is formatted as the model's run formatted its examples (dataset.query_fields).
+        fields = query_fields(model)
         if rows is not None:
-            suggest_file(model, args, rows)
-        elif text is not None:
-            suggest_one(model, text, args)
+            suggest_file(model, args, rows, fields)
+        elif row is not None:
+            suggest_one(model, one_text(row, fields), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.datasets.transactions import check_query_fields
 from experiments.embedders.base import Embedder
 from experiments.records import Candidates, Category, RankedList, ranked_by
 from experiments.rerankers.base import Reranker
-from experiments.serving.package import VECTORS_FILE, read_spec, rebuild
+from experiments.serving.package import SPEC_FILE, VECTORS_FILE, read_spec, rebuild
 
 DEFAULT_TOP_N = 5
 WARM_UP_QUERY = "warm-up"
@@ -85,6 +86,8 @@ class Categoriser:
         top_k: candidates kept by vector search for the reranker; None = every category (no first stage).
         embedder: embeds queries into the space of ``vectors``.
         reranker: a ready reranker (trained rerankers are rebuilt from their fine-tuned folder).
+        query_fields: the query lines a transaction row is formatted with (the run's ``dataset.query_fields``);
+            None = all seven.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Categoriser:
         top_k: int | None,
         embedder: Embedder,
         reranker: Reranker,
+        query_fields: Sequence[str] | None = None,
     ) -> None:
         if not len(categories) == len(documents) == len(vectors):
             raise ValueError("Categoriser: categories, documents and vectors must be aligned")
@@ -106,6 +110,8 @@ class Categoriser:
         self.every_category = top_k is None
         self.embedder = embedder
         self.reranker = reranker
+        #: The lines of a transaction's query text, in layout order.
+        self.query_fields = check_query_fields(SPEC_FILE, query_fields)
         self.memo = RankingMemo.sized(self.labels, self.top_k)
 
     @classmethod
@@ -119,6 +125,7 @@ class Categoriser:
             top_k=None if spec["top_k"] is None else int(spec["top_k"]),
             embedder=rebuild(spec["embedder"], folder),
             reranker=rebuild(spec["reranker"], folder),
+            query_fields=spec.get("query_fields"),
         )
         categoriser.rank([WARM_UP_QUERY], top_n=1)  # load both models now, not in the first request
         return categoriser

@@ -7,7 +7,7 @@ reranker scores every category in catalogue order and the embedder is not run. E
 folder, so a model works from any folder or machine where the project's dependencies are installed:
 
 ```
-categoriser.json        format, categories, documents, top_k, finetune_id, and how to rebuild both models
+categoriser.json        format, categories, documents, top_k, finetune_id, query_fields, and how to rebuild both models
 category_vectors.npy    (categories, dim) float32: the vectors the run's index held, in category order
 embedder/               the embedding model, when it is a local folder (the packaged MiniLM is a reference)
 reranker/               the reranker's model folder (the fine-tuned model), when it has one
@@ -50,6 +50,8 @@ class CategoriserPackage:
         embedder: how to rebuild the embedder.
         reranker: how to rebuild the reranker, ready to score (a trained one from its fine-tuned folder).
         finetune_id: the trained model's id, or None for rerankers that do not train.
+        query_fields: the query lines a transaction row is formatted with (``dataset.query_fields``, as the run's
+            examples were); None = all seven.
     """
 
     categories: list[Category]
@@ -59,6 +61,7 @@ class CategoriserPackage:
     embedder: Portable
     reranker: Portable
     finetune_id: str | None = None
+    query_fields: list[str] | None = None
 
     def write(self, folder: Path) -> None:
         """Write the package into ``folder`` (created; must not exist yet)."""
@@ -69,6 +72,7 @@ class CategoriserPackage:
             "documents": self.documents,
             "top_k": self.top_k,
             "finetune_id": self.finetune_id,
+            "query_fields": self.query_fields,
             "embedder": _ship(self.embedder, folder, "embedder"),
             "reranker": _ship(self.reranker, folder, "reranker"),
         }

@@ -57,7 +57,7 @@ class CategoriserModel(PythonModel):
         queries = []
         for number, row in enumerate(rows, start=1):
             try:
-                queries.append(query_text(row))
+                queries.append(query_text(row, self.categoriser.query_fields))
             except RowError as error:
                 raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"row {number}: {error}") from None
         ranked = self.categoriser.rank(queries, top_n=top_n)

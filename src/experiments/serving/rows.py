@@ -2,7 +2,8 @@
 
 A row is a mapping. ``{"input": "<query text>"}`` is ranked as is (other keys of an example row, such as
 ``expected`` or ``metadata``, are ignored); a row with ``merchant_name`` is a transaction, validated and formatted
-into the 7-line query text. Each text field is cut to ``MAX_FIELD_CHARS`` characters
+into the query text: the seven lines of docs/data-formats.md, or the subset the run was trained on
+(``dataset.query_fields``). Each text field is cut to ``MAX_FIELD_CHARS`` characters
 (experiments.datasets.fields), as it is in data files. Labels (``expense_category``) and other extra keys are
 ignored. Missing values that table formats produce (``None``, NaN) count as absent.
 """
@@ -10,14 +11,14 @@ ignored. Missing values that table formats produce (``None``, NaN) count as abse
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from experiments.datasets.fields import clip
 from experiments.datasets.jsonl import problem
-from experiments.datasets.transactions import TransactionFields
+from experiments.datasets.transactions import QUERY_FIELDS, TransactionFields
 
 #: The columns a row may hold, for the model signature: the query text, then the transaction fields.
 QUERY_COLUMN = "input"
@@ -38,8 +39,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def query_text(row: Any) -> str:
-    """The text to rank categories for, from one input row.
+def query_text(row: Any, fields: Sequence[str] = QUERY_FIELDS) -> str:
+    """The text to rank categories for, from one input row; a transaction keeps the query lines ``fields``.
 
     Raises:
         RowError: the row is not a mapping, has an empty or non-string ``input``, or is a transaction with a
@@ -49,18 +50,18 @@ def query_text(row: Any) -> str:
         row = {QUERY_COLUMN: row}
     if not isinstance(row, Mapping):
         raise RowError(f"row: expected a JSON object, got {type(row).__name__}")
-    fields = {str(key): _plain(value) for key, value in row.items() if _present(value)}
-    if QUERY_COLUMN in fields:
-        text = fields[QUERY_COLUMN]
+    values = {str(key): _plain(value) for key, value in row.items() if _present(value)}
+    if QUERY_COLUMN in values:
+        text = values[QUERY_COLUMN]
         if not isinstance(text, str) or not text.strip():
             raise RowError(f"{QUERY_COLUMN}: must be a non-empty string")
         return clip(text)
-    if "merchant_name" not in fields:
+    if "merchant_name" not in values:
         raise RowError(
             "row: neither a query row (input) nor a transaction row (merchant_name, merchant_category, "
             "department, location, amount, spend_program_name, trip_name); see docs/data-formats.md"
         )
     try:
-        return TransactionFields.model_validate(fields).query_text()
+        return TransactionFields.model_validate(values).query_text(fields)
     except ValidationError as error:
         raise RowError(problem(error)) from None
