@@ -147,6 +147,8 @@ def test_a_registered_model_works_without_the_run_outputs(logged, tmp_path):
     assert (package / "reranker" / "model.safetensors").is_file()  # the fine-tuned model
     assert (package / "embedder" / "model.safetensors").is_file()  # a local embedder folder is shipped too
     outputs = Path(run.tracking_uri.removeprefix("sqlite:///")).parent
+    stored = list((outputs / "mlartifacts").rglob("model.safetensors"))
+    assert stored and all(path.stat().st_nlink == 1 for path in stored)  # copies, never links to the model cache
     moved = [outputs / "cache", outputs / "lancedb"]
     for path in moved:
         path.rename(path.with_name(path.name + ".moved"))
