@@ -33,6 +33,9 @@ DIFFERENT_ON_PURPOSE = {
     # Inside the fused reranker the memory embeds with the category part's fine-tuned model (null), not with the
     # stand-alone LabelMemory's default model.
     "reranker/fused:memory.model": "null = the category reranker's fine-tuned model",
+    # The opt-in larger model: another model than the class default, in smaller batches (768-dim, 5x the weights).
+    "embedder/mpnet:model": "the opt-in all-mpnet-base-v2",
+    "embedder/mpnet:batch_size": "half MiniLM's batch for a model 5x its size",
 }
 
 

@@ -162,7 +162,7 @@ def output_path(args: argparse.Namespace) -> Path:
     return args.output or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".suggestions.jsonl")
 
 
-def suggest_file(model: Any, args: argparse.Namespace, count: RowCount, fields: Sequence[str]) -> None:
+def suggest_file(model: Any, args: argparse.Namespace, count: RowCount, fields: Sequence[str] = QUERY_FIELDS) -> None:
     """Stream ``--input`` through the model in batches and write ``--output``; report skipped rows. A transaction
     row becomes the query lines ``fields`` (the model's).
 
