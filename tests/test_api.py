@@ -102,3 +102,40 @@ def test_the_tracked_run_tells_the_truth(api_run):
     names = {d.tags[0].value: d.dataset.name for d in run.inputs.dataset_inputs}
     assert names["train"] == "jsonl train.jsonl 120 · train 90"
     assert names["eval"] == "jsonl eval.jsonl 120 · eval 30"
+
+
+def test_a_run_name_shows_the_option_knobs_set_on_the_command_line(tmp_path):
+    """Variants of one option differ in its knobs (the loss, the batches): the name shows them; paths and model
+    references stay out, as they do from sweep folder names."""
+    from types import SimpleNamespace
+
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from experiments.app import hydra_option_knobs
+    from experiments.pipeline import run_name
+
+    overrides = [
+        "miner=kmeans",
+        "reranker.in_batch_negatives=false",
+        "dataset.query_fields=[name,card]",
+        f"reranker.base_model={tmp_path}",
+        f"embedder.model={tmp_path}",
+        "evaluation.bootstrap_resamples=10",
+        "k=3",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        named = hydra_option_knobs()
+        assert named == ["in_batch_negatives=false", "query_fields=[name,card]"]
+    finally:
+        HydraConfig.instance().cfg = previous
+    knobs, choices = SimpleNamespace(k=3, duplication=2), {"miner": "kmeans", "reranker": "bi_encoder_finetuned"}
+    assert run_name(None, knobs, choices, named) == (  # type: ignore[arg-type]
+        "kmeans-k3-d2-bi_encoder_finetuned in_batch_negatives=false query_fields=[name,card]"
+    )
+    assert run_name(None, knobs, choices) == "kmeans-k3-d2-bi_encoder_finetuned"  # type: ignore[arg-type]

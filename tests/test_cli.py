@@ -177,8 +177,8 @@ def test_a_joblib_sweep_shares_caches_and_one_mlflow_store(tmp_path, tiny_model_
     runs = mlflow.search_runs(experiment_names=["reranker-finetuning"], output_format="list")
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId")]
     assert sorted(run.info.run_name for run in children) == [
-        "cosine-k4-d2-bi_encoder_finetuned",
-        "random-k4-d2-bi_encoder_finetuned",
+        "cosine-k4-d2-bi_encoder_finetuned epochs=1",
+        "random-k4-d2-bi_encoder_finetuned epochs=1",
     ]
     assert "warning: tracker" not in completed.stderr, completed.stderr[-2000:]
     assert all(run.info.status == "FINISHED" for run in runs), [(r.info.run_name, r.info.status) for r in runs]

@@ -54,6 +54,24 @@ def hydra_choices() -> dict[str, str]:
     return {str(group): str(option) for group, option in choices.items() if not str(group).startswith("hydra")}
 
 
+def hydra_option_knobs() -> list[str]:
+    """The options' own knobs set on the command line, as ``knob=value`` (``reranker.epochs=1`` → ``epochs=1``),
+    for the run's name; paths and model references are left out, as they are from sweep folder names."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    hydra = HydraConfig.get()
+    excluded = {str(key) for key in hydra.job.config.override_dirname.exclude_keys}
+    named = []
+    for override in hydra.overrides.task:
+        key, equals, value = str(override).partition("=")
+        group, dot, knob = key.lstrip("+~").partition(".")
+        if equals and dot and group in GROUPS and key.lstrip("+~") not in excluded:
+            named.append(f"{knob}={value}")
+    return named
+
+
 def discard_rejected(output_dir: Path) -> None:
     """Remove a rejected run's folder when it holds nothing but what Hydra wrote before the run was checked."""
     if not output_dir.is_dir():
@@ -91,7 +109,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
         models_dir=Path(cfg.paths.models_dir),
         scores_dir=Path(cfg.paths.scores_dir),
     )
-    return run_experiment(parts, knobs, folders, config, choices=hydra_choices())
+    return run_experiment(parts, knobs, folders, config, choices=hydra_choices(), option_knobs=hydra_option_knobs())
 
 
 def limit_threads(parallel_jobs: int | None) -> None:

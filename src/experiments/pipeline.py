@@ -61,11 +61,14 @@ class _Stopwatch:
         self.timings[f"{name}_s"] = round(time.perf_counter() - started, 3)
 
 
-def run_name(parts: Components, knobs: Knobs, choices: Mapping[str, str] | None = None) -> str:
-    """``cosine-k2-d2-bi_encoder_finetuned``: the chosen options' names (their class names without Hydra)."""
+def run_name(
+    parts: Components, knobs: Knobs, choices: Mapping[str, str] | None = None, option_knobs: Sequence[str] = ()
+) -> str:
+    """``cosine-k2-d2-bi_encoder_finetuned``: the chosen options' names (their class names without Hydra), then the
+    options' own knobs set on the command line (``kmeans-k4-d2-bi_encoder_finetuned in_batch_negatives=false``)."""
     chosen = choices or {}
     miner, reranker = chosen.get("miner") or parts.miner.name, chosen.get("reranker") or parts.reranker.name
-    return f"{miner}-k{knobs.k}-d{knobs.duplication}-{reranker}"
+    return " ".join([f"{miner}-k{knobs.k}-d{knobs.duplication}-{reranker}", *option_knobs])
 
 
 # The steps, in order.
@@ -184,12 +187,14 @@ def run_experiment(
     folders: Folders,
     config: Mapping[str, Any],
     choices: Mapping[str, str] | None = None,
+    option_knobs: Sequence[str] = (),
 ) -> RunOutcome:
     """Run one experiment, write its folder, then record it in every tracker.
 
     Args:
         config: the resolved config with secrets removed; saved as ``config.json``.
         choices: the option chosen per config group (``{"miner": "kmeans"}``), for short tracked params.
+        option_knobs: the options' own knobs set on the command line (``epochs=1``), for the run's name.
 
     Raises:
         UserError: a bad file or option; raised before anything is written or recorded.
@@ -199,7 +204,7 @@ def run_experiment(
     started = time.perf_counter()
     splits = load_data(parts, knobs)
     watch.lap("load", started)
-    name = run_name(parts, knobs, choices)
+    name = run_name(parts, knobs, choices, option_knobs)
     params = tracked_params(config, choices)
     tags = {
         **diagnostic_tags(config),
