@@ -428,8 +428,8 @@ def test_default_bi_encoder_raises_mrr_at_1_on_a_learnable_set(tmp_path: Path) -
 
     The category follows the card colour by a rule no public model knows, so the untrained model is near chance.
     """
+    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from experiments.evaluation.metrics import mrr_at
 
@@ -448,7 +448,8 @@ def test_default_bi_encoder_raises_mrr_at_1_on_a_learnable_set(tmp_path: Path) -
 
     train = FinetuneSet([item(i, f"Vendor {i}") for i in range(120)])
     held_out = [item(i, f"New Store {i}") for i in range(36)]
-    config = OmegaConf.load(CONF / "reranker" / "bi_encoder_finetuned.yaml")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("config", overrides=["reranker=bi_encoder_finetuned"]).reranker  # base model: the embedder's
     reranker = instantiate(config, device="cpu", progress=False)
 
     def mean_mrr_at_1() -> float:
