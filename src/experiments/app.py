@@ -65,9 +65,9 @@ def hydra_option_knobs() -> list[str]:
     excluded = {str(key) for key in hydra.job.config.override_dirname.exclude_keys}
     named = []
     for override in hydra.overrides.task:
-        key, equals, value = str(override).partition("=")
-        group, dot, knob = key.lstrip("+~").partition(".")
-        if equals and dot and group in GROUPS and key.lstrip("+~") not in excluded:
+        key, equals, value = str(override).lstrip("+~").partition("=")
+        group, dot, knob = key.partition(".")
+        if equals and dot and group in GROUPS and key not in excluded:
             named.append(f"{knob}={value}")
     return named
 

