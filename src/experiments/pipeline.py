@@ -61,6 +61,10 @@ class _Stopwatch:
         self.timings[f"{name}_s"] = round(time.perf_counter() - started, 3)
 
 
+#: The longest run name every MLflow store keeps (its SQL column is VARCHAR(250)).
+MAX_RUN_NAME = 250
+
+
 def run_name(
     parts: Components, knobs: Knobs, choices: Mapping[str, str] | None = None, option_knobs: Sequence[str] = ()
 ) -> str:
@@ -68,7 +72,9 @@ def run_name(
     options' own knobs set on the command line (``kmeans-k4-d2-bi_encoder_finetuned in_batch_negatives=false``)."""
     chosen = choices or {}
     miner, reranker = chosen.get("miner") or parts.miner.name, chosen.get("reranker") or parts.reranker.name
-    return " ".join([f"{miner}-k{knobs.k}-d{knobs.duplication}-{reranker}", *option_knobs])
+    name = " ".join([f"{miner}-k{knobs.k}-d{knobs.duplication}-{reranker}", *option_knobs])
+    # MLflow's SQL stores keep a run name in 250 characters (PostgreSQL and MySQL refuse a longer one).
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
 
 
 # The steps, in order.
