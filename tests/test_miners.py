@@ -29,7 +29,10 @@ CLUSTERS = {"a": [0, 1, 2, 3], "b": [4, 5, 6], "c": [7, 8, 9]}
 
 def load_miner(name: str, **overrides: object) -> Miner:
     """Build a miner from its real YAML, so a broken config fails a test."""
-    miner = instantiate(OmegaConf.load(MINER_CONF / f"{name}.yaml"), **overrides)
+    config = OmegaConf.load(MINER_CONF / f"{name}.yaml")
+    if "cache_dir" in config:  # ${paths.cache_dir}/... outside a run's config: no disk cache here
+        config.cache_dir = None
+    miner = instantiate(config, **overrides)
     assert isinstance(miner, Miner)
     return miner
 
@@ -202,6 +205,32 @@ def test_kmeans_draws_from_the_positive_cluster_then_the_nearest(context: Mining
         assert len({cluster_of[index] for index in negatives[3:]}) == 1  # then one nearest cluster
     assert mined.items[0].hard_negatives != mined.items[1].hard_negatives  # each draw reshuffles
     assert mined.fill_notes == {"KMeansMiner.topped_up_negatives": 0}
+
+
+def test_kmeans_clustering_is_kept_on_disk_and_read_back_exactly(
+    context: MiningContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun reads the clustering instead of fitting KMeans again (no scikit-learn import): the same set; an
+    unreadable entry is clustered again."""
+    import sklearn.cluster
+
+    first = KMeansMiner(n_clusters=3, cache_dir=str(tmp_path)).mine(context, k=5, duplication=2, seed=0)
+    (entry,) = tmp_path.glob("*.npz")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("KMeans fitted again")
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", refuse)
+    again = KMeansMiner(n_clusters=3, cache_dir=str(tmp_path)).mine(context, k=5, duplication=2, seed=0)
+    assert again.digest() == first.digest()
+    with pytest.raises(AssertionError, match="fitted again"):  # another seed is another entry
+        KMeansMiner(n_clusters=3, cache_dir=str(tmp_path)).mine(context, k=5, duplication=2, seed=1)
+    monkeypatch.undo()
+    entry.write_bytes(b"not an npz file")
+    assert KMeansMiner(n_clusters=3, cache_dir=str(tmp_path)).mine(context, k=5, duplication=2, seed=0).digest() == (
+        first.digest()
+    )
+    assert KMeansMiner(n_clusters=3).mine(context, k=5, duplication=2, seed=0).digest() == first.digest()
 
 
 def test_kmeans_clamps_clusters_to_categories(context: MiningContext) -> None:

@@ -145,3 +145,41 @@ def test_lancedb_full_text_and_hybrid_searches_rerank_too(retriever: CountingRet
     assert len(texts) == len(set(texts))  # merged without duplicates
     assert [row["_relevance_score"] for row in hybrid] == [float(len(text)) for text in texts]
     assert texts == sorted(texts, key=len, reverse=True)
+
+
+def test_without_a_first_stage_the_ranking_is_lancedb_s_exact_cosine_search(tmp_path: Path) -> None:
+    """Ranking every document is done in memory; it equals LanceDB's own flat cosine search of the same table
+    (every query's whole order and its scores), and the table is written only when someone asks for it."""
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    categories = [Category(name=f"c{i}", description="") for i in range(len(vectors))]
+    everything = LanceDBRetriever(str(tmp_path / "lance"), top_k=ALL)
+    everything.build(categories, vectors, model_key="test")
+    assert not (tmp_path / "lance").exists()  # nothing searched it: no table yet
+    queries = rng.normal(size=(50, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for query in queries:
+        ours = everything.search(query)
+        rows = everything.table.search(query).distance_type("cosine").limit(len(categories)).to_list()
+        assert ours.labels == [row["category"] for row in rows]
+        assert ours.scores == pytest.approx([1.0 - row["_distance"] for row in rows], abs=1e-6)
+    assert (tmp_path / "lance").is_dir()
+
+
+def test_a_run_without_a_first_stage_does_not_load_lancedb(tmp_path: Path) -> None:
+    """LanceDB takes 1.4 s to import: a warm rerun of the bundled set (31 categories) must not pay for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from experiments.records import Category\n"
+        "from experiments.retrieval.lancedb import LanceDBRetriever\n"
+        "retriever = LanceDBRetriever(sys.argv[1])\n"
+        "retriever.build([Category(name='a'), Category(name='b')], np.eye(2, dtype=np.float32), model_key='m')\n"
+        "assert retriever.search(np.array([0.0, 1.0], dtype=np.float32)).labels == ['b', 'a']\n"
+        "assert 'lancedb' not in sys.modules, 'lancedb was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -54,3 +54,21 @@ def test_a_run_uses_every_core_whatever_the_load(monkeypatch) -> None:
         assert share_the_cpu(adaptive=True) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_thread_count_reaches_torch_without_importing_it() -> None:
+    """A fully cached run never needs torch: the count waits in OMP_NUM_THREADS until torch loads."""
+    code = (
+        "import sys\n"
+        "from experiments.threads import share_the_cpu\n"
+        "share_the_cpu(adaptive=False)\n"
+        "assert 'torch' not in sys.modules, 'share_the_cpu imported torch'\n"
+        "import torch\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "EXPERIMENTS_THREADS": "1"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

@@ -123,11 +123,11 @@ def limit_threads(parallel_jobs: int | None) -> None:
         return
     import os
 
-    import torch
+    from experiments.threads import set_torch_threads
 
     cores = os.cpu_count() or 1
     jobs = cores if parallel_jobs < 0 else parallel_jobs  # joblib's n_jobs=-1: one job per core
-    torch.set_num_threads(max(1, cores // jobs))
+    set_torch_threads(max(1, cores // jobs))
 
 
 def _print_outcome(outcome: RunOutcome) -> None:

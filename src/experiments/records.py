@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -149,6 +150,21 @@ class Candidates:
     def reordered(self, scores: Sequence[float]) -> RankedList:
         """The candidates sorted by ``scores`` (aligned with them), highest first; ties keep retrieval order."""
         return ranked_by(self.labels, scores)
+
+
+def nearest(
+    query_vectors: np.ndarray, vectors: np.ndarray, labels: Sequence[str], texts: Sequence[str], limit: int | None
+) -> list[Candidates]:
+    """Each query's ``limit`` nearest documents (all of them for None) by cosine similarity, exactly: the flat
+    search a vector store makes, for L2-normalised vectors (ties keep the documents' order)."""
+    similarity = np.asarray(query_vectors, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :limit]
+    return [
+        Candidates(
+            labels=[labels[i] for i in row], texts=[texts[i] for i in row], scores=[float(s) for s in row_scores[row]]
+        )
+        for row, row_scores in zip(order, similarity, strict=True)
+    ]
 
 
 def ranked_by(labels: Sequence[str], scores: Sequence[float]) -> RankedList:

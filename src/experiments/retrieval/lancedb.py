@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from lancedb.query import LanceVectorQueryBuilder
 
 from experiments.errors import ConfigError
-from experiments.records import Candidates, Category, sha256_json
+from experiments.records import Candidates, Category, nearest, sha256_json
 
 if TYPE_CHECKING:
     import lancedb
@@ -57,6 +56,8 @@ class LanceDBRetriever:
         self.with_descriptions = with_descriptions
         self.search_above = search_above
         self._table: lancedb.table.Table | None = None
+        self._data: tuple[str, pa.Table] | None = None
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._catalogue: tuple[list[str], list[str]] | None = None
 
     def limit_for(self, n_documents: int) -> int | None:
@@ -83,48 +84,56 @@ class LanceDBRetriever:
 
     @property
     def table(self) -> lancedb.table.Table:
+        """The LanceDB table of the categories, created (or opened) on first use."""
         if self._table is None:
-            raise RuntimeError("LanceDBRetriever: call build() before using the table")
+            if self._data is None:
+                raise RuntimeError("LanceDBRetriever: call build() before using the table")
+            import lancedb
+
+            # The name is content-addressed, so an existing table (a rerun, or a parallel job a moment ago) is
+            # the same table: exist_ok opens it instead of writing it again.
+            name, data = self._data
+            self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
         return self._table
 
     def build(self, categories: Sequence[Category], vectors: np.ndarray, model_key: str) -> None:
         """Create (or reuse) the table for these categories and vectors.
 
         The table's name is a digest of the content, so runs with different data or models never share a table
-        and a rerun with the same inputs reuses it.
+        and a rerun with the same inputs reuses it. Without a first stage (``limit`` None) the table is created
+        only when asked for (``table``): ranking every document is an exact flat search over at most
+        ``search_above`` vectors, done in memory, and a run that needs no search does not load LanceDB (1.4 s).
         """
-        import lancedb
-
         documents = self.documents(categories)
         self._catalogue = ([category.name for category in categories], documents)
+        self._vectors = np.asarray(vectors, dtype=np.float32)
         name = "categories_" + sha256_json({"docs": documents, "model": model_key})[:16]
         data = pa.table(
             {
                 "category": [category.name for category in categories],
                 "text": documents,
                 "description": [category.description for category in categories],
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1]
-                ),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(self._vectors.ravel()), vectors.shape[1]),
             }
         )
-        # The name is content-addressed, so an existing table (a rerun, or a parallel job a moment ago) is
-        # the same table: exist_ok opens it instead of writing it again.
-        self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
+        self._table, self._data = None, (name, data)
+        if self.limit is not None:
+            _ = self.table  # a first stage: write the table now, so a storage error stops the run before the fit
 
     def search(self, vector: np.ndarray) -> Candidates:
         """Top ``top_k`` categories for one query vector, by cosine similarity (1 - cosine distance).
 
-        Without a first stage (``limit`` None) every category is returned: the embedding baseline's full ranking.
+        Without a first stage (``limit`` None) every category is returned: the embedding baseline's full ranking,
+        by the same exact cosine similarity in memory (``records.nearest``).
         """
+        if self.limit is None:
+            labels, texts = self.catalogue()
+            return nearest(vector[np.newaxis, :], self._vectors, labels, texts, None)[0]
+        from lancedb.query import LanceVectorQueryBuilder
+
         builder = self.table.search(vector.astype(np.float32), query_type="vector")
         assert isinstance(builder, LanceVectorQueryBuilder)
-        rows = (
-            builder.distance_type("cosine")
-            .limit(self.limit or len(self.catalogue()[0]))
-            .select(["category", "text", "_distance"])
-            .to_list()
-        )
+        rows = builder.distance_type("cosine").limit(self.limit).select(["category", "text", "_distance"]).to_list()
         return Candidates(
             labels=[str(row["category"]) for row in rows],
             texts=[str(row["text"]) for row in rows],

@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments.datasets.transactions import check_query_fields
 from experiments.embedders.base import Embedder
-from experiments.records import Candidates, Category, RankedList, ranked_by
+from experiments.records import Candidates, Category, RankedList, nearest, ranked_by
 from experiments.rerankers.base import Reranker
 from experiments.serving.package import SPEC_FILE, VECTORS_FILE, read_spec, rebuild
 
@@ -136,17 +136,7 @@ class Categoriser:
 
     def candidates(self, query_vectors: np.ndarray) -> list[Candidates]:
         """Each query's ``top_k`` categories by descending cosine similarity (ties: category order)."""
-        similarity = np.asarray(query_vectors, dtype=np.float32) @ self.vectors.T
-        order = np.argsort(-similarity, axis=1, kind="stable")[:, : self.top_k]
-        labels, documents = self.labels, self.documents
-        return [
-            Candidates(
-                labels=[labels[i] for i in row],
-                texts=[documents[i] for i in row],
-                scores=[float(s) for s in scores[row]],
-            )
-            for row, scores in zip(order, similarity, strict=True)
-        ]
+        return nearest(query_vectors, self.vectors, self.labels, self.documents, self.top_k)
 
     def rank(self, queries: Sequence[str], top_n: int = DEFAULT_TOP_N) -> list[RankedList]:
         """The ``top_n`` best categories for each query (at most ``top_k``), best first, with their scores.
