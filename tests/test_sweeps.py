@@ -225,3 +225,23 @@ def test_progress_counts_this_invocation_and_names_reused_jobs(tmp_path: Path, c
         "sweep: 3/4 finished; k=4,miner=a: done",
         "sweep: 4/4 finished; k=4,miner=b: done",
     ]
+
+
+def test_a_cache_folder_added_or_moved_is_the_same_configuration(tmp_path: Path, monkeypatch) -> None:
+    """A rerun of a sweep reuses a completed job when only where its caches live (or its progress bars) changed."""
+    from experiments.sweeps import jobs
+
+    config = {"k": 4, "miner": {"_target_": "KMeansMiner", "n_clusters": 6}, "paths": {"cache_dir": "/a"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / jobs.METRICS_FILE).write_text("{}")
+
+    class Record:
+        def reranked(self, metric: str) -> float:
+            return 0.5
+
+    monkeypatch.setattr(jobs.run_folder, "read", lambda folder: Record())
+    moved = {**config, "paths": {"cache_dir": "/b"}, "progress": False}
+    moved["miner"] = {**config["miner"], "cache_dir": "/b/kmeans"}  # a knob added since: where a cache lives
+    assert jobs.completed_metric(tmp_path, moved, "mrr@1") == 0.5
+    changed = {**moved, "miner": {**moved["miner"], "n_clusters": 8}}
+    assert jobs.completed_metric(tmp_path, changed, "mrr@1") is None

@@ -92,10 +92,19 @@ def clear_failure(folder: Path) -> None:
 
 #: Config keys that change where a run is recorded or how it prints, not what it computes.
 NOT_RESULTS = ("tracker", "trackers", "progress")
+#: Keys, at any depth, naming where a component keeps its cache by content (``miner.cache_dir``), or whether it
+#: draws progress bars: a cache moved, added or removed computes the same run.
+NOT_RESULTS_ANYWHERE = ("cache_dir", "progress")
 
 
 def _results_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key not in NOT_RESULTS}
+    return {key: _results_value(value) for key, value in config.items() if key not in NOT_RESULTS}
+
+
+def _results_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _results_value(item) for key, item in value.items() if key not in NOT_RESULTS_ANYWHERE}
+    return value
 
 
 def completed_metric(folder: Path, config: dict[str, Any], metric: str) -> float | None:
