@@ -230,6 +230,10 @@ def test_kmeans_clustering_is_kept_on_disk_and_read_back_exactly(
     assert KMeansMiner(n_clusters=3, cache_dir=str(tmp_path)).mine(context, k=5, duplication=2, seed=0).digest() == (
         first.digest()
     )
+    np.savez(entry.with_suffix(""), assignment=np.zeros(2, dtype=int), centroid_distance=np.zeros((3, 3)))
+    assert KMeansMiner(n_clusters=3, cache_dir=str(tmp_path)).mine(context, k=5, duplication=2, seed=0).digest() == (
+        first.digest()
+    )  # an entry of the wrong shape (another catalogue's, a hand edit) is clustered again too
     assert KMeansMiner(n_clusters=3).mine(context, k=5, duplication=2, seed=0).digest() == first.digest()
 
 

@@ -56,8 +56,10 @@ class KMeansMiner(Miner):
         if path is not None and path.is_file():
             try:
                 with np.load(path) as stored:
-                    self._assignment, self._centroid_distance = stored["assignment"], stored["centroid_distance"]
-                return
+                    assignment, distance = stored["assignment"], stored["centroid_distance"]
+                if assignment.shape == (len(vectors),) and distance.shape == (n_clusters, n_clusters):
+                    self._assignment, self._centroid_distance = assignment, distance
+                    return
             except (OSError, ValueError, KeyError):  # an unreadable entry is clustered again and replaced
                 pass
         from sklearn.cluster import KMeans
