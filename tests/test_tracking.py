@@ -128,3 +128,22 @@ def test_params_are_knobs_and_diagnostics_are_tags():
         "miner.rank_min": 1,
     }
     assert diagnostic_tags(config) == {"dataset.train_path": "/d/train.jsonl"}
+
+
+def test_a_rerun_sweep_with_a_new_winner_updates_its_parent_run(tmp_path, capsys):
+    """MLflow params never change: a reopened sweep whose rerun crowned another winner keeps the first winner's
+    params, and its tag ``winner`` and metrics follow the new report (this used to fail the whole recording)."""
+    import mlflow
+
+    from experiments.tracking.mlflow_tracker import log_sweep_report
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    parent = client.create_run(client.create_experiment("sweeps")).info.run_id
+    for name in ("first", "second"):
+        report = {"winner": f"k={name}", "winner_folder": str(tmp_path / name), "selection_split": "validation"}
+        log_sweep_report(client, parent, report, tmp_path)
+    run = client.get_run(parent)
+    assert run.data.params["winner"] == "k=first"
+    assert run.data.tags["winner"] == "k=second"
+    assert "keeps its first winner's params (winner: MLflow params cannot change)" in capsys.readouterr().out

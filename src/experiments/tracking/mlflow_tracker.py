@@ -360,7 +360,7 @@ def _previous_parent(client: Any, experiment_id: str, sweep_dir: str) -> str | N
 
 def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], sweep_dir: Path) -> None:
     """The winner's headline metrics and config as the parent's metrics and params, the report as its artifacts."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
     winner = Path(str(report["winner_folder"]))
     config_file = winner / "config.json"
@@ -374,7 +374,18 @@ def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], swe
     if config_file.is_file():
         winning = tracked_params(json.loads(config_file.read_text("utf-8")), report.get("winner_choices"))
         params += [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in winning.items()]
-    client.log_batch(parent_id, metrics=metrics, params=params)
+    # MLflow params never change, and a rerun of the sweep (redoing failed jobs) may crown another winner: the
+    # parent keeps its first winner's params, and the tag ``winner`` and the metrics follow the latest report.
+    logged = client.get_run(parent_id).data.params
+    kept = sorted(param.key for param in params if logged.get(param.key, param.value) != param.value)
+    fresh = [param for param in params if param.key not in logged]
+    tags = [RunTag("winner", str(report["winner"])), RunTag("selection_split", str(report["selection_split"]))]
+    client.log_batch(parent_id, metrics=metrics, params=fresh, tags=tags)
+    if kept:
+        print(
+            f"note: the sweep's parent run keeps its first winner's params ({', '.join(kept)}: MLflow params cannot "
+            f"change); its tag 'winner' and its metrics are the new winner's, {report['winner']}"
+        )
     for name in ("report.md", "report.html", "report.json", *(Path(path).name for path in report.get("plots", []))):
         if (sweep_dir / name).is_file():
             client.log_artifact(parent_id, str(sweep_dir / name), artifact_path="report")
