@@ -96,6 +96,7 @@ def rate(summary: str) -> float:
 def served(outputs: Path, finetune_id: str, folder: Path, same_data: bool, rows: int) -> list[str]:
     """suggest on 10,000 new transactions, on the eval split against the evaluation, and peak RSS on ``rows`` rows."""
     from experiments.datasets.synthetic import SyntheticTransactions
+    from experiments.datasets.transactions import QUERY_FIELDS, TransactionFields
 
     data = outputs / "suggest"
     SyntheticTransactions(seed=1, n_transactions=10_000).write_jsonl(data / "new")
@@ -106,6 +107,13 @@ def served(outputs: Path, finetune_id: str, folder: Path, same_data: bool, rows:
         line(f"suggest rows/s ({len(new)} new transactions)", rate(summary), SUGGEST_TARGET_ROWS_S, "rows/s", True)
     ]
     lines.append(f"  {summary.split(';')[0]}; {wall:.1f} s wall with start-up")
+    # The memo ranks each distinct query text once: say how many there were, and the model's own rate on them.
+    spec = json.loads(next(outputs.rglob("categoriser.json")).read_text())
+    fields = spec.get("query_fields") or QUERY_FIELDS
+    texts = {TransactionFields.model_validate_json(row).query_text(fields) for row in new}
+    seconds = len(new) / rate(summary)
+    distinct = f"{len(texts):,} distinct query texts ({len(fields)} lines)"
+    lines.append(f"  {distinct}, ranked once each by the memo: {len(texts) / seconds:.0f} distinct texts/s")
     if same_data:  # the default run's data set (dataset=synthetic with its defaults)
         SyntheticTransactions().write_jsonl(data / "bundled")
         _, _, output, _ = suggest(outputs, finetune_id, data / "bundled" / "eval.jsonl")
