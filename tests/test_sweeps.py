@@ -245,3 +245,21 @@ def test_a_cache_folder_added_or_moved_is_the_same_configuration(tmp_path: Path,
     assert jobs.completed_metric(tmp_path, moved, "mrr@1") == 0.5
     changed = {**moved, "miner": {**moved["miner"], "n_clusters": 8}}
     assert jobs.completed_metric(tmp_path, changed, "mrr@1") is None
+
+
+def test_runs_of_one_data_set_in_other_query_layouts_pair_query_by_query(sweep: Path) -> None:
+    """A sweep over ``dataset.query_fields`` scores the same transactions with other texts: their scores pair (the
+    same data set less its query lines, the same labels in order); another data set's do not."""
+    layouts = {"k=4,miner=kmeans": None, "k=2,miner=kmeans": ["name", "card"], "k=4,miner=random": ["name"]}
+    for name, fields in layouts.items():
+        folder = sweep / name
+        seed = 1 if name == "k=4,miner=random" else 0  # another data set: its queries are other transactions
+        dataset = {"_target_": "SyntheticTransactions", "seed": seed, "query_fields": fields}
+        (folder / "config.json").write_text(json.dumps({"k": 4, "dataset": dataset}))
+        rows = (folder / "per_query.jsonl").read_text().splitlines()
+        layout = "".join(json.dumps({**json.loads(row), "query": f"{fields} {i}"}) + "\n" for i, row in enumerate(rows))
+        (folder / "per_query.jsonl").write_text(layout)
+    by_label = {row.label: row for row in write_report(sweep, metric="mrr@1").rows}
+    assert by_label["k=2,miner=kmeans"].vs_best is not None and by_label["k=2,miner=kmeans"].p_value is not None
+    assert by_label["k=4,miner=random"].vs_best is None  # other transactions: no pairing
+    assert by_label["k=2,miner=random"].vs_best is None  # no config to tell: texts differ, so no pairing

@@ -32,7 +32,8 @@ class KMeansMiner(Miner):
 
     The clustering is kept on disk by content (the category vectors, ``n_clusters``, the seed and scikit-learn's
     version) when ``cache_dir`` is set: a rerun reads it back instead of importing scikit-learn (1-3 s of a warm
-    rerun on two cores, by the load) and clustering again. The arrays are stored exactly (float64), so the draws are the same.
+    rerun on two cores, by the load) and clustering again. The arrays are stored exactly (float64), so the draws
+    are the same.
 
     Args:
         n_clusters: number of clusters (at least 1; clamped to the number of categories).

@@ -67,7 +67,7 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     best = rows[0]
     compared: list[Row] = []
     for row in rows[1:]:
-        same_queries = row.queries == best.queries
+        same_queries = row.queries == best.queries or (bool(row.eval_set) and row.eval_set == best.eval_set)
         vs_best = paired_delta(row.per_query[metric], best.per_query[metric]) if same_queries else None
         p = sign_flip_p_value(row.per_query[metric], best.per_query[metric]) if same_queries else None
         compared.append(Row(**{**row.__dict__, "vs_best": vs_best, "p_value": p}))

@@ -17,6 +17,7 @@ from experiments import run_folder
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.records import sha256_json
 from experiments.run_folder import Fit, RunRecord
 from experiments.sweeps.jobs import Job
 
@@ -33,6 +34,8 @@ class Row:
     selection_value: float
     per_query: dict[str, np.ndarray]
     queries: list[str]
+    #: The eval examples apart from their text layout (``eval_set``): rows with the same one pair query by query.
+    eval_set: str = ""
     vs_best: Estimate | None = None
     p_value: float | None = None
     p_adjusted: float | None = None
@@ -134,4 +137,23 @@ def read_row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Ro
         selection_value=float(selection),
         per_query={name: np.array([q.reranker[name] for q in queries], dtype=float) for name in METRIC_NAMES},
         queries=[q.query for q in queries],
+        eval_set=eval_set(job.folder, [q.expected for q in queries]),
     )
+
+
+def eval_set(folder: Path, expected: list[list[str]]) -> str:
+    """The identity of a run's eval examples apart from their text layout: its data set's config less
+    ``query_fields``, and every query's expected labels in order ("" when the run folder has no ``config.json``).
+
+    The same transactions formatted with other query lines (a sweep over ``dataset.query_fields``) come in the same
+    order with the same labels, so their per-query scores pair although the texts differ.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    if not isinstance(dataset, dict):
+        return ""
+    source = {key: value for key, value in dataset.items() if key != "query_fields"}
+    return sha256_json({"dataset": source, "expected": expected})
