@@ -167,7 +167,8 @@ def _markdown(report_rows: list[list[str]], report: dict[str, Any]) -> str:
         ]
     lines += [
         f"{report['n_queries']} eval queries; 95% bootstrap intervals; the paired delta against the best row uses "
-        "the same eval queries, its p-value comes from a sign-flip randomisation test, Holm-corrected over the "
+        "the same eval queries (or the same examples in other query lines), its p-value comes from a sign-flip "
+        "randomisation test, Holm-corrected over the "
         f"rows (* = p < {ALPHA}).",
         "",
         "| " + " | ".join(report_rows[0]) + " |",
