@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,8 +93,11 @@ def rate(summary: str) -> float:
     return float(summary.split("(")[1].split(" rows/s")[0])
 
 
-def served(outputs: Path, finetune_id: str, folder: Path, same_data: bool, rows: int) -> list[str]:
-    """suggest on 10,000 new transactions, on the eval split against the evaluation, and peak RSS on ``rows`` rows."""
+def served(
+    outputs: Path, finetune_id: str, folder: Path, same_data: bool, rows: int, query_fields: Sequence[str] | None
+) -> list[str]:
+    """suggest on 10,000 new transactions, on the eval split against the evaluation, and peak RSS on ``rows`` rows;
+    ``query_fields`` are the model's query lines (None: all seven)."""
     from experiments.datasets.synthetic import SyntheticTransactions
     from experiments.datasets.transactions import QUERY_FIELDS, TransactionFields
 
@@ -108,8 +111,7 @@ def served(outputs: Path, finetune_id: str, folder: Path, same_data: bool, rows:
     ]
     lines.append(f"  {summary.split(';')[0]}; {wall:.1f} s wall with start-up")
     # The memo ranks each distinct query text once: say how many there were, and the model's own rate on them.
-    spec = json.loads(next(outputs.rglob("categoriser.json")).read_text())
-    fields = spec.get("query_fields") or QUERY_FIELDS
+    fields = query_fields or QUERY_FIELDS
     texts = {TransactionFields.model_validate_json(row).query_text(fields) for row in new}
     seconds = len(new) / rate(summary)
     distinct = f"{len(texts):,} distinct query texts ({len(fields)} lines)"
@@ -183,7 +185,7 @@ def main() -> None:
                 f"  rescoring p50 by backend, {threads} thread(s): torch {idle['torch']:.2f} ms, onnx "
                 f"{idle['onnx']:.2f} ms (onnx/torch {idle['onnx'] / idle['torch']:.2f}; faster: {faster})"
             )
-            for row in served(outputs, finetune_id, folder, same_data, options.rows):
+            for row in served(outputs, finetune_id, folder, same_data, options.rows, spec.get("query_fields")):
                 print(row)
             with busy_neighbour():
                 busy_p50 = rescoring_ms(model_dir, spec["documents"], queries, "onnx")
