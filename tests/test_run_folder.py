@@ -120,3 +120,24 @@ def test_write_atomic_leaves_no_partial_file(tmp_path):
     write_atomic(tmp_path / "b.bin", b"\x00bytes", unique=True)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt", "b.bin"]
     assert (tmp_path / "b.bin").read_bytes() == b"\x00bytes"
+
+
+def test_a_write_that_fills_the_disk_names_its_file(tmp_path, monkeypatch):
+    """A failed write (not open) carries no file name; write_atomic adds it, so the one-line error says where."""
+    import errno
+    from pathlib import Path
+
+    from experiments.folders import disk_error
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    target = tmp_path / "cache" / "entry.npz"
+    target.parent.mkdir()
+    with pytest.raises(OSError) as caught:
+        write_atomic(target, b"data")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert list(target.parent.iterdir()) == []
+    message = str(disk_error(caught.value, {"outputs_dir": str(tmp_path / "elsewhere")}))
+    assert message.startswith(f"cannot write {target}: the disk is full")

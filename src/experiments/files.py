@@ -21,6 +21,10 @@ def write_atomic(path: Path, data: str | bytes, *, unique: bool = False) -> None
         else:
             partial.write_text(data, encoding="utf-8")
         os.replace(partial, path)
-    except BaseException:  # a full disk or a stop: no .partial left for a later reader to trip over
+    except BaseException as error:  # a full disk or a stop: no .partial left for a later reader to trip over
         partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno and error.filename is None:
+            # A failed write names no file (only a failed open does): name the one being written, so the one-line
+            # disk error says where (``folders.disk_error``), not the fullest folder it can think of.
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
