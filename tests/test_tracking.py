@@ -147,3 +147,8 @@ def test_a_rerun_sweep_with_a_new_winner_updates_its_parent_run(tmp_path, capsys
     assert run.data.params["winner"] == "k=first"
     assert run.data.tags["winner"] == "k=second"
     assert "keeps its first winner's params (winner: MLflow params cannot change)" in capsys.readouterr().out
+    long = {"winner": "w=" + "9" * 7000, "winner_folder": str(tmp_path / "x"), "selection_split": "validation"}
+    other = client.create_run(client.get_run(parent).info.experiment_id).info.run_id
+    for _ in range(2):  # the same long winner twice: MLflow keeps 6,000 characters, and it is not a new winner
+        log_sweep_report(client, other, long, tmp_path)
+    assert "keeps its first winner's params" not in capsys.readouterr().out

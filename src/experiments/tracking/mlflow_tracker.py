@@ -366,7 +366,11 @@ def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], swe
     config_file = winner / "config.json"
     now = int(time.time() * 1000)
     metrics: list[Metric] = []
-    params = [Param("winner", str(report["winner"])), Param("selection_split", str(report["selection_split"]))]
+    # Cut as every param is (MLflow would cut it itself), so a rerun compares what is stored with what is sent.
+    params = [
+        Param("winner", str(report["winner"])[:MAX_PARAM_LENGTH]),
+        Param("selection_split", str(report["selection_split"])),
+    ]
     if (winner / METRICS_FILE).is_file():
         # The same RunRecord -> metrics road as the winner's own run (run_metrics), less its per-run extras.
         headline = headline_metrics(read(winner))
