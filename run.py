@@ -14,7 +14,10 @@ from omegaconf import DictConfig
 os.environ.setdefault("EXPERIMENTS_ROOT", str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see experiments.threads
+
+from experiments.threads import choose_wait_policy
+
+choose_wait_policy()  # before torch loads: ACTIVE on an idle machine, PASSIVE beside other work
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -59,6 +59,22 @@ def test_onnx_encoder_matches_sentence_transformers_encode(model_dir: Path) -> N
     assert np.abs(encoder.encode(texts, batch_size=3) - expected).max() <= 1e-5
 
 
+def test_spinning_or_sleeping_workers_give_the_same_embeddings(model_dir: Path, monkeypatch) -> None:
+    """The spin gate only chooses how idle threads wait: both sessions give bit-identical vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    encoder = onnx.onnx_encoder(model, model_dir, threads=2)
+    assert encoder is not None
+    texts = QUERIES + DOCUMENTS
+    vectors = {}
+    for spin in (True, False):
+        monkeypatch.setattr(encoder.gate, "spin", lambda spin=spin: spin)
+        vectors[spin] = encoder.encode(texts, batch_size=3)
+    assert set(encoder._sessions) == {True, False}
+    np.testing.assert_array_equal(vectors[True], vectors[False])
+
+
 def test_a_model_that_cannot_be_exported_scores_with_torch_after_one_log_line(
     model_dir: Path, monkeypatch, caplog
 ) -> None:

@@ -72,3 +72,111 @@ def test_the_thread_count_reaches_torch_without_importing_it() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize(("busy", "policy"), [(0.0, "ACTIVE"), (10.0, "ACTIVE"), (50.0, "PASSIVE"), (100.0, "PASSIVE")])
+def test_a_run_spins_only_when_every_core_is_free_at_its_start(monkeypatch, busy, policy) -> None:
+    from experiments.threads import CHOSEN_MARK, choose_wait_policy
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv(CHOSEN_MARK, raising=False)
+    assert choose_wait_policy(cores=2, busy_percent=busy) == policy
+    assert os.environ["OMP_WAIT_POLICY"] == policy
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert choose_wait_policy(cores=2, busy_percent=0.0) == "PASSIVE", "the user's policy is kept"
+
+
+class FakeCounters:
+    """CPU-time counters advanced by hand: wall seconds, the machine's busy CPU-seconds, this process's own."""
+
+    def __init__(self) -> None:
+        from experiments.threads import CpuCounters
+
+        self.now = CpuCounters(wall=100.0, machine_busy=0.0, own=0.0)
+        self.reads = 0
+
+    def advance(self, wall: float, others: float, own: float = 0.0) -> None:
+        """``wall`` seconds pass while other processes use ``others`` cores and this one ``own`` cores."""
+        from experiments.threads import CpuCounters
+
+        self.now = CpuCounters(
+            self.now.wall + wall, self.now.machine_busy + (others + own) * wall, self.now.own + own * wall
+        )
+
+    def __call__(self):
+        self.reads += 1
+        return self.now
+
+
+def _gate(monkeypatch, counters: FakeCounters, threads: int = 2):
+    from experiments.threads import CHOSEN_MARK, SpinGate
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv(CHOSEN_MARK, "chosen")  # chosen by the product, not the user: the gate decides
+    return SpinGate(threads, cores=2, every_s=1.0, read=counters)
+
+
+def test_onnx_workers_spin_on_idle_cores_and_stop_when_a_neighbour_starts(monkeypatch) -> None:
+    counters = FakeCounters()
+    gate = _gate(monkeypatch, counters)
+    counters.advance(0.5, others=0.0, own=2.0)  # our own threads working flat out do not count as a neighbour
+    assert gate.spin() is True
+    counters.advance(0.5, others=1.0)  # a neighbour starts: not looked at again within the second
+    assert gate.spin() is True
+    counters.advance(0.6, others=1.0)
+    assert gate.spin() is False
+    counters.advance(1.0, others=0.3, own=1.0)  # it leaves
+    assert gate.spin() is True
+
+
+def test_the_gate_reads_the_counters_at_most_once_a_second(monkeypatch) -> None:
+    counters = FakeCounters()
+    gate = _gate(monkeypatch, counters)
+    counters.advance(0.5, others=0.0)
+    gate.spin()
+    reads = counters.reads
+    for _ in range(100):
+        counters.advance(0.001, others=0.0)
+        gate.spin()
+    assert counters.reads - reads == 100, "each call reads the clock once"
+    assert gate._last.wall == pytest.approx(100.5), "and decides again only after a second"
+
+
+def test_a_users_wait_policy_or_one_thread_fixes_the_answer(monkeypatch) -> None:
+    from experiments.threads import CHOSEN_MARK, SpinGate
+
+    counters = FakeCounters()
+    monkeypatch.delenv(CHOSEN_MARK, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert SpinGate(2, cores=2, read=counters).spin() is True
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    counters.advance(5.0, others=0.0)
+    assert SpinGate(2, cores=2, read=counters).spin() is False
+    monkeypatch.setenv(CHOSEN_MARK, "chosen")
+    assert SpinGate(1, cores=2, read=counters).spin() is False, "one thread has no workers to spin"
+    assert counters.reads == 0
+
+
+def test_real_counters_see_a_busy_neighbour_and_not_this_process() -> None:
+    """From the outside: a real spinning child process is seen; this process's own work is not."""
+    import time
+
+    from experiments.threads import others_busy_cores, read_counters
+
+    cores = os.cpu_count() or 1
+    before = read_counters()
+    end = time.monotonic() + 0.4
+    while time.monotonic() < end:  # this process busy on one core
+        pass
+    alone = others_busy_cores(before, read_counters(), cores)
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        before = read_counters()
+        time.sleep(0.6)
+        beside = others_busy_cores(before, read_counters(), cores)
+    finally:
+        child.kill()
+        child.wait()
+    # a machine already saturated by others cannot show more than every core busy
+    assert beside >= min(cores, alone + 0.5) - 0.2, (alone, beside)

@@ -28,6 +28,7 @@ import numpy as np
 
 from experiments.models import weights_sha256
 from experiments.records import sha256_json
+from experiments.threads import SpinGate
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -122,20 +123,30 @@ class OnnxEncoder:
     """
 
     def __init__(self, model: SentenceTransformer, path: Path, names: Sequence[str], threads: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # The pool follows torch's OpenMP wait policy (PASSIVE by default, see experiments.threads): idle workers
-        # sleep, so next to a busy process they do not burn the cores the working threads wait for.
-        passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if passive else "1")
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.model = model
         self.names = list(names)
         self.path = path
+        self.threads = threads
+        # Spinning workers answer sooner on idle cores and later beside a busy process: asked before each call
+        # (experiments.threads.SpinGate); the two sessions give the same numbers, only the waiting differs.
+        self.gate = SpinGate(threads)
+        self._sessions: dict[bool, Any] = {}
+        self.session(False)  # load the graph now: a model ONNX Runtime cannot run falls back to torch at once
+
+    def session(self, spin: bool) -> Any:
+        """The ONNX Runtime session whose idle workers spin (``spin``) or sleep, created on first use."""
+        if spin not in self._sessions:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+            self._sessions[spin] = onnxruntime.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[spin]
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Unit-length float32 embeddings of ``texts`` (rows aligned with them)."""
@@ -148,7 +159,8 @@ class OnnxEncoder:
             batch = [texts[index] for index in order[start : start + batch_size]]
             features = self.model.preprocess(batch)
             inputs = {name: _numpy(features[name]) for name in self.names}
-            rows.append(np.asarray(self.session.run(None, inputs)[0], dtype=np.float32))
+            session = self.session(self.gate.spin())
+            rows.append(np.asarray(session.run(None, inputs)[0], dtype=np.float32))
         vectors = np.empty((len(texts), rows[0].shape[1]), dtype=np.float32)
         vectors[order] = np.concatenate(rows)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
