@@ -113,7 +113,7 @@ def _gate(monkeypatch, counters: FakeCounters, threads: int = 2):
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     monkeypatch.setenv(CHOSEN_MARK, "chosen")  # chosen by the product, not the user: the gate decides
-    return SpinGate(threads, cores=2, every_s=1.0, read=counters)
+    return SpinGate(threads, cores=2, every_s=1.0, read=counters, clock=lambda: counters.now.wall)
 
 
 def test_onnx_workers_spin_on_idle_cores_and_stop_when_a_neighbour_starts(monkeypatch) -> None:
@@ -133,13 +133,15 @@ def test_the_gate_reads_the_counters_at_most_once_a_second(monkeypatch) -> None:
     counters = FakeCounters()
     gate = _gate(monkeypatch, counters)
     counters.advance(0.5, others=0.0)
-    gate.spin()
+    assert gate.spin() is True
     reads = counters.reads
-    for _ in range(100):
-        counters.advance(0.001, others=0.0)
-        gate.spin()
-    assert counters.reads - reads == 100, "each call reads the clock once"
-    assert gate._last.wall == pytest.approx(100.5), "and decides again only after a second"
+    for _ in range(99):  # a hundred calls within the second, a neighbour busy: no reading, the same answer
+        counters.advance(0.01, others=2.0)
+        assert gate.spin() is True
+    assert counters.reads == reads
+    counters.advance(0.01, others=2.0)
+    assert gate.spin() is False
+    assert counters.reads == reads + 1
 
 
 def test_a_users_wait_policy_or_one_thread_fixes_the_answer(monkeypatch) -> None:

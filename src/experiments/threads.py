@@ -120,6 +120,7 @@ class SpinGate:
         cores: the machine's logical cores (default ``os.cpu_count()``).
         every_s: seconds between readings.
         read: reads the counters (tests pass their own).
+        clock: the wall clock of ``read``'s readings.
     """
 
     def __init__(
@@ -128,29 +129,32 @@ class SpinGate:
         cores: int | None = None,
         every_s: float = SPIN_CHECK_S,
         read: Callable[[], CpuCounters] = read_counters,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threads = threads
         self.cores = cores or os.cpu_count() or 1
         self.every_s = every_s
         self._read = read
+        self._clock = clock
         # one thread has no workers to spin
         self.fixed = False if threads <= 1 else fixed_spinning()
         self._last = read() if self.fixed is None else None
         self._spin: bool | None = self.fixed
 
     def spin(self) -> bool:
-        """True when the threads may spin now."""
+        """True when the threads may spin now (the counters are read at most once per ``every_s``)."""
         if self.fixed is not None:
             return self.fixed
         assert self._last is not None
+        if self._spin is not None and self._clock() - self._last.wall < self.every_s:
+            return self._spin
         now = self._read()
-        if self._spin is None or now.wall - self._last.wall >= self.every_s:
-            if now.wall - self._last.wall < SAMPLE_S / 4:  # too short a window to tell: look a little longer
-                time.sleep(SAMPLE_S / 4)
-                now = self._read()
-            others = others_busy_cores(self._last, now, self.cores)
-            self._spin = free_cores(self.cores, others) >= self.threads
-            self._last = now
+        if now.wall - self._last.wall < SAMPLE_S / 4:  # too short a window to tell: look a little longer
+            time.sleep(SAMPLE_S / 4)
+            now = self._read()
+        others = others_busy_cores(self._last, now, self.cores)
+        self._spin = free_cores(self.cores, others) >= self.threads
+        self._last = now
         return self._spin
 
 
