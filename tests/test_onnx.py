@@ -75,6 +75,17 @@ def test_spinning_or_sleeping_workers_give_the_same_embeddings(model_dir: Path, 
     np.testing.assert_array_equal(vectors[True], vectors[False])
 
 
+def test_an_encoder_holds_one_session_while_the_answer_holds(model_dir: Path, monkeypatch) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    monkeypatch.delenv("EXPERIMENTS_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the user's: never spin
+    encoder = onnx.onnx_encoder(SentenceTransformer(str(model_dir), device="cpu"), model_dir, threads=2)
+    assert encoder is not None
+    encoder.encode(QUERIES)
+    assert set(encoder._sessions) == {False}
+
+
 def test_a_model_that_cannot_be_exported_scores_with_torch_after_one_log_line(
     model_dir: Path, monkeypatch, caplog
 ) -> None:

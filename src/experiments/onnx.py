@@ -131,7 +131,9 @@ class OnnxEncoder:
         # (experiments.threads.SpinGate); the two sessions give the same numbers, only the waiting differs.
         self.gate = SpinGate(threads)
         self._sessions: dict[bool, Any] = {}
-        self.session(False)  # load the graph now: a model ONNX Runtime cannot run falls back to torch at once
+        # Load the graph now (a model ONNX Runtime cannot run falls back to torch at once), in the session the
+        # machine calls for: the other one (as much memory again) is made only if the answer changes later.
+        self.session(self.gate.spin())
 
     def session(self, spin: bool) -> Any:
         """The ONNX Runtime session whose idle workers spin (``spin``) or sleep, created on first use."""

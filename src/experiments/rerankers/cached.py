@@ -32,24 +32,39 @@ class CachedScores(Reranker):
         self.hits = 0
         self.misses = 0
         self._pending: dict[str, np.ndarray] = {}
+        # What prepare() read from disk, by query: the keys it looked up and the scores it found. score() then
+        # answers those keys from memory, so a query's timed rescoring holds no SQLite look-up.
+        self._looked_up: dict[str, tuple[set[str], dict[str, np.ndarray]]] = {}
 
     @property
     def name(self) -> str:
         return self.inner.name
 
     def prepare(self, work: Sequence[tuple[str, Sequence[str]]]) -> None:
-        """Tell the inner reranker only about the pairs the cache does not hold (those it will be asked for)."""
+        """Read the cache once for the whole workload, and tell the inner reranker only about the pairs it does not
+        hold (those it will be asked for)."""
+        keyed = [(query, documents, [self._key(query, d) for d in documents]) for query, documents in work]
+        found = self._cache.get([key for _, _, keys in keyed for key in keys])
         missing: list[tuple[str, Sequence[str]]] = []
-        for query, documents in work:
-            found = self._cache.get([content_key(self.model_key, query, document) for document in documents])
-            fresh = [d for d in documents if content_key(self.model_key, query, d) not in found]
+        for query, documents, keys in keyed:
+            seen, scores = self._looked_up.setdefault(query, (set(), {}))
+            seen.update(keys)
+            scores.update({key: found[key] for key in keys if key in found})
+            fresh = [d for d, key in zip(documents, keys, strict=True) if key not in found]
             if fresh:
                 missing.append((query, fresh))
         self.inner.prepare(missing)
 
+    def _key(self, query: str, document: str) -> str:
+        return content_key(self.model_key, query, document)
+
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
-        keys = [content_key(self.model_key, query, document) for document in documents]
-        found = self._cache.get(keys)
+        keys = [self._key(query, document) for document in documents]
+        seen, found = self._looked_up.get(query, (set(), {}))
+        found = {key: found[key] for key in keys if key in found}
+        unseen = [key for key in keys if key not in seen and key not in self._pending]
+        if unseen:  # not announced by prepare(): look on disk
+            found.update(self._cache.get(unseen))
         found.update({key: self._pending[key] for key in keys if key in self._pending})
         missing = [position for position, key in enumerate(keys) if key not in found]
         if missing:
@@ -57,6 +72,8 @@ class CachedScores(Reranker):
             computed = {keys[p]: np.array([s], dtype=np.float32) for p, s in zip(missing, fresh, strict=True)}
             self._pending.update(computed)
             found.update(computed)
+            if query in self._looked_up:  # a repeat of the query is answered from memory, after a flush too
+                self._looked_up[query][1].update(computed)
             if self.inner.paid:
                 self.flush()
         self.hits += len(keys) - len(missing)
