@@ -186,3 +186,17 @@ def test_real_counters_see_a_busy_neighbour_and_not_this_process() -> None:
         child.wait()
     # a machine already saturated by others cannot show more than every core busy
     assert beside >= min(cores, alone + 0.5) - 0.2, (alone, beside)
+
+
+def test_a_machine_without_cpu_counters_never_spins(monkeypatch) -> None:
+    from experiments.threads import CHOSEN_MARK, SpinGate, choose_wait_policy
+
+    def broken():
+        raise OSError("/proc/stat: no such file")
+
+    monkeypatch.setenv(CHOSEN_MARK, "chosen")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert SpinGate(2, cores=2, read=broken).spin() is False
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr("psutil.cpu_percent", lambda interval=None: (_ for _ in ()).throw(OSError("no /proc")))
+    assert choose_wait_policy(cores=2) == "PASSIVE"

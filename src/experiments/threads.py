@@ -73,7 +73,10 @@ def choose_wait_policy(cores: int | None = None, busy_percent: float | None = No
     if busy_percent is None:
         import psutil
 
-        busy_percent = psutil.cpu_percent(interval=POLICY_SAMPLE_S)
+        try:
+            busy_percent = psutil.cpu_percent(interval=POLICY_SAMPLE_S)
+        except Exception:  # no /proc: assume company, the safe side
+            busy_percent = 100.0
     os.environ[CHOSEN_MARK] = "chosen"
     if free_cores(cores, busy_percent / 100.0 * cores) >= cores:
         return "default"
@@ -147,7 +150,13 @@ class SpinGate:
         self._clock = clock
         # one thread has no workers to spin
         self.fixed = False if threads <= 1 else fixed_spinning()
-        self._last = read() if self.fixed is None else None
+        self._last: CpuCounters | None = None
+        if self.fixed is None:
+            try:
+                self._last = read()
+            except Exception as error:  # no /proc (an odd container): never spin, say so once
+                log.info("cannot read the CPU counters (%s): ONNX Runtime threads will sleep when idle", error)
+                self.fixed = False
         self._spin: bool | None = self.fixed
 
     def spin(self) -> bool:
@@ -157,10 +166,15 @@ class SpinGate:
         assert self._last is not None
         if self._spin is not None and self._clock() - self._last.wall < self.every_s:
             return self._spin
-        now = self._read()
-        if now.wall - self._last.wall < SAMPLE_S / 4:  # too short a window to tell: look a little longer
-            time.sleep(SAMPLE_S / 4)
+        try:
             now = self._read()
+            if now.wall - self._last.wall < SAMPLE_S / 4:  # too short a window to tell: look a little longer
+                time.sleep(SAMPLE_S / 4)
+                now = self._read()
+        except Exception as error:  # the counters went away: sleep from now on
+            log.info("cannot read the CPU counters (%s): ONNX Runtime threads will sleep when idle", error)
+            self.fixed = False
+            return False
         others = others_busy_cores(self._last, now, self.cores)
         self._spin = free_cores(self.cores, others) >= self.threads
         self._last = now
