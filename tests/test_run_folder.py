@@ -15,6 +15,8 @@ from experiments.files import write_atomic
 from experiments.run_folder import QueryRecord, RunRecord
 from experiments.tracking.base import headline_metrics, run_metrics
 
+ROOT = Path(__file__).resolve().parents[1]
+
 #: metrics.json and per_query.jsonl exactly as release 0.1 wrote them (a tiny run: select_epochs, replicates=2).
 RELEASE_0_1 = Path(__file__).parent / "data" / "run-folder-0.1"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-folder.md"
@@ -141,3 +143,19 @@ def test_a_write_that_fills_the_disk_names_its_file(tmp_path, monkeypatch):
     assert list(target.parent.iterdir()) == []
     message = str(disk_error(caught.value, {"outputs_dir": str(tmp_path / "elsewhere")}))
     assert message.startswith(f"cannot write {target}: the disk is full")
+    # the option named is the one that owns the folder, a component's own cache_dir included
+    folders = {"paths.outputs_dir": str(tmp_path), "miner.cache_dir": str(target.parent)}
+    assert str(disk_error(caught.value, folders)).endswith("free space or set miner.cache_dir=<another folder>.")
+
+
+def test_every_cache_dir_of_the_config_is_a_written_folder():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.folders import written_folders
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        config = compose("config", overrides=["paths.outputs_dir=/data/out"])
+    folders = written_folders(config)
+    assert folders["paths.outputs_dir"] == "/data/out"
+    assert folders["miner.cache_dir"] == "/data/out/cache/kmeans"
+    assert folders["embedder.cache_dir"] == "/data/out/cache/embeddings"

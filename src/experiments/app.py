@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
-from experiments.folders import disk_error
+from experiments.folders import disk_error, written_folders
 from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
 from experiments.schema import check_groups, read_knobs
 from experiments.secrets import redact_folder, redact_logs, refuse_secret_options, scrub
@@ -211,7 +211,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
         print(f"error: terminated (SIGTERM); temporary files removed; {output_dir} is incomplete", file=sys.stderr)
         exit_now(128 + signal.SIGTERM)
     except Exception as error:
-        disk = disk_error(error, cfg.paths)
+        disk = disk_error(error, written_folders(cfg))
         if disk is not None and not in_sweep:
             print(f"error: {disk}", file=sys.stderr)
             sys.exit(2)

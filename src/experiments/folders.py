@@ -59,10 +59,33 @@ def check_writable(folder: Path, option: str) -> None:
         raise UserError(f"cannot write to {folder}: {_problem(error)}; {_fix(error, option)}.") from None
 
 
-def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | None:
-    """A one-line ``UserError`` for a disk-full / read-only / permission error under one of ``paths``, else None.
+def written_folders(config: DictConfig) -> dict[str, str]:
+    """Every folder option a run writes to, by its full name: the ``paths.*`` ones and any component's own
+    ``cache_dir`` (``miner.cache_dir``, ``embedder.cache_dir``, ...), resolved."""
+    folders = {f"paths.{key}": str(config.paths.get(key)) for key in WRITTEN if config.paths.get(key)}
 
-    The option named is the ``paths.*`` entry holding the file (the most specific one).
+    def walk(node: DictConfig, prefix: str) -> None:
+        for name in node:
+            key = str(name)
+            try:
+                value = node.get(key)
+            except Exception:  # an interpolation only Hydra's runtime resolves: not a folder option
+                continue
+            if isinstance(value, DictConfig):
+                walk(value, f"{prefix}{key}.")
+            elif key == "cache_dir" and value and prefix != "paths.":
+                folders[f"{prefix}{key}"] = str(value)
+
+    walk(config, "")
+    return folders
+
+
+def disk_error(error: BaseException, folders: Mapping[str, Any]) -> UserError | None:
+    """A one-line ``UserError`` for a disk-full / read-only / permission error under one of ``folders``, else None.
+
+    ``folders`` maps option names (``paths.models_dir``, ``miner.cache_dir``; a bare ``outputs_dir`` means
+    ``paths.outputs_dir``) to folders (``written_folders``). The option named is the one holding the file (the
+    most specific one).
     """
     os_error = error if isinstance(error, OSError) and error.errno in DISK_ERRNOS else None
     if os_error is not None:
@@ -71,16 +94,16 @@ def disk_error(error: BaseException, paths: Mapping[str, Any]) -> UserError | No
         problem, filename = "the disk is full", None
     else:
         return None
-    candidates = [(key, Path(str(value))) for key, value in paths.items() if key in WRITTEN and value]
+    candidates = [(key if "." in key else f"paths.{key}", Path(str(value))) for key, value in folders.items() if value]
     if filename:
         inside = [(key, path) for key, path in candidates if Path(str(filename)).is_relative_to(path)]
         owner = max(inside, key=lambda item: len(item[1].parts), default=None)
     else:  # the fullest of the folders (the most specific one on a tie)
-        folders = [(key, path if path.is_dir() else path.parent) for key, path in candidates]
-        existing = [(key, path) for key, path in folders if path.is_dir()]
+        existing_folders = [(key, path if path.is_dir() else path.parent) for key, path in candidates]
+        existing = [(key, path) for key, path in existing_folders if path.is_dir()]
         owner = min(existing, key=lambda item: (_free_bytes(item[1]), -len(item[1].parts)), default=None)
     where = f"{filename}" if filename else f"{owner[1]}" if owner else "a file of the run"
-    option = f"paths.{owner[0]}" if owner else "paths.outputs_dir"
+    option = owner[0] if owner else "paths.outputs_dir"
     note = str(getattr(error, "note", ""))  # what became of the run (kept pending, or to rerun)
     return UserError(f"cannot write {where}: {problem}; {_fix(os_error, option)}{note}.")
 
