@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from experiments.threads import choose_wait_policy
 
-choose_wait_policy()  # before torch loads: ACTIVE on an idle machine, PASSIVE beside other work
+choose_wait_policy()  # before torch loads: OpenMP's default on an idle machine, PASSIVE beside other work
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

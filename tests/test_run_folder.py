@@ -141,7 +141,7 @@ def test_a_write_that_fills_the_disk_names_its_file(tmp_path, monkeypatch):
         write_atomic(target, b"data")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert list(target.parent.iterdir()) == []
-    message = str(disk_error(caught.value, {"outputs_dir": str(tmp_path / "elsewhere")}))
+    message = str(disk_error(caught.value, {"paths.outputs_dir": str(tmp_path / "elsewhere")}))
     assert message.startswith(f"cannot write {target}: the disk is full")
     # the option named is the one that owns the folder, a component's own cache_dir included
     folders = {"paths.outputs_dir": str(tmp_path), "miner.cache_dir": str(target.parent)}

@@ -83,9 +83,8 @@ def written_folders(config: DictConfig) -> dict[str, str]:
 def disk_error(error: BaseException, folders: Mapping[str, Any]) -> UserError | None:
     """A one-line ``UserError`` for a disk-full / read-only / permission error under one of ``folders``, else None.
 
-    ``folders`` maps option names (``paths.models_dir``, ``miner.cache_dir``; a bare ``outputs_dir`` means
-    ``paths.outputs_dir``) to folders (``written_folders``). The option named is the one holding the file (the
-    most specific one).
+    ``folders`` maps option names (``paths.models_dir``, ``miner.cache_dir``) to folders (``written_folders``).
+    The option named is the one holding the file (the most specific one).
     """
     os_error = error if isinstance(error, OSError) and error.errno in DISK_ERRNOS else None
     if os_error is not None:
@@ -94,7 +93,7 @@ def disk_error(error: BaseException, folders: Mapping[str, Any]) -> UserError | 
         problem, filename = "the disk is full", None
     else:
         return None
-    candidates = [(key if "." in key else f"paths.{key}", Path(str(value))) for key, value in folders.items() if value]
+    candidates = [(key, Path(str(value))) for key, value in folders.items() if value]
     if filename:
         inside = [(key, path) for key, path in candidates if Path(str(filename)).is_relative_to(path)]
         owner = max(inside, key=lambda item: len(item[1].parts), default=None)

@@ -7,8 +7,8 @@ Two causes make a busy machine far worse than a fair share, and each has a setti
   answers sooner (a waking thread costs tens of microseconds, a parallel region a few). So the policy follows the
   machine. torch's OpenMP runtime reads ``OMP_WAIT_POLICY`` once, when it loads: ``choose_wait_policy`` (``run.py``)
   keeps OpenMP's default (spin briefly, then sleep) when every core is free at the start and sets ``PASSIVE`` when
-  other work is running; ``suggest`` and
-  the served model, which live long and score with ONNX Runtime, keep torch ``PASSIVE`` (``passive_waits``).
+  other work is running; ``suggest`` and the served model, which live long and score with ONNX Runtime, keep
+  torch ``PASSIVE`` (``passive_waits``).
   ONNX Runtime's pool is decided per call instead (``SpinGate``, used by ``experiments.onnx``): its threads spin
   while no other process keeps a core busy, re-checked once a second from the CPU-time counters, so a neighbour
   that starts later turns spinning off. An ``OMP_WAIT_POLICY`` set by the user fixes both.
@@ -213,8 +213,7 @@ def fair_threads(cores: int | None = None, busy_percent: float | None = None) ->
         import psutil
 
         busy_percent = psutil.cpu_percent(interval=SAMPLE_S)
-    busy_cores = busy_percent / 100.0 * cores
-    return max(1, min(cores, round(cores - busy_cores)))
+    return max(1, free_cores(cores, busy_percent / 100.0 * cores))
 
 
 def share_the_cpu(adaptive: bool = True) -> int:

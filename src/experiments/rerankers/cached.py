@@ -60,8 +60,8 @@ class CachedScores(Reranker):
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         keys = [self._key(query, document) for document in documents]
-        seen, found = self._looked_up.get(query, (set(), {}))
-        found = {key: found[key] for key in keys if key in found}
+        seen, prepared = self._looked_up.get(query, (set(), {}))
+        found = {key: prepared[key] for key in keys if key in prepared}
         unseen = [key for key in keys if key not in seen and key not in self._pending]
         if unseen:  # not announced by prepare(): look on disk
             found.update(self._cache.get(unseen))
