@@ -131,6 +131,8 @@ def compose_small(
         shrink.append(f"reranker.{MODEL_KEYS[reranker]}={model_dir}")
     if reranker in TRAINED:
         shrink += [f"reranker.{TRAINED[reranker]}=1"]
+    if "miner=second_round" in overrides:
+        shrink.append("miner.teacher.epochs=1")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[*shrink, *overrides])
 

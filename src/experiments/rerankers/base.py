@@ -169,6 +169,10 @@ class ModelReranker(Reranker, Generic[ModelT]):
         """Drop the loaded model (and anything computed with it); the next score loads ``_model_source()``."""
         self._model = None
 
+    def unload(self) -> None:
+        """Free the loaded model's memory; the next score loads the same model again."""
+        self._forget_model()
+
     def _loaded(self) -> ModelT:
         if self._model is None:
             self._model = self._load(self._model_source())

@@ -208,6 +208,10 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
             return self._encoder.encode(texts, ENCODE_BATCH_SIZE)
         return embed_texts(model, texts)
 
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of ``texts`` from the model trained by the last ``fit`` (the base model before)."""
+        return self._embed(texts)
+
     def _score_matrix(self, model: SentenceTransformer, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         return embed_texts(model, queries) @ embed_texts(model, documents).T
 
