@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import app
+from experiments import app, run_folder
 from experiments.datasets.jsonl import JsonlDataset
 from experiments.datasets.splits import group_holdout, holdout
 from experiments.datasets.synthetic import SyntheticTransactions
@@ -139,6 +139,19 @@ def test_replicates_report_every_seed_with_mean_and_sd(make_cfg, tmp_path):
     assert values[0] == pytest.approx(outcome.summary.systems["reranker"]["mrr@5"].mean)
     assert len(set(block["mrr@5"]["values"])) > 1  # the seeds really trained different models
     assert outcome.metric("mrr@1") == pytest.approx(block["mrr@1"]["mean"])
+
+
+def test_replicates_that_choose_on_validation_report_every_seeds_validation(make_cfg, tmp_path):
+    """Each seed chooses its own epochs; metrics.json keeps every seed's validation score, and the run's validation
+    score (what a sweep ranks by) becomes their mean."""
+    cfg = make_cfg("trackers=none", "replicates=2", "reranker.select_epochs=true", reranker="bi_encoder_finetuned")
+    outcome = app.run(cfg, run_dir(tmp_path))
+    record = run_folder.read(outcome.output_dir)
+    assert record.validation is not None and record.replicates is not None and record.replicates.validation
+    over_seeds = record.replicates.validation["mrr@1"]
+    assert len(over_seeds.values) == 2 and over_seeds.values[0] == record.validation.reranker["mrr@1"].mean
+    assert record.validation_score("mrr@1") == pytest.approx(np.mean(over_seeds.values))
+    assert set(record.replicates.validation) == {"mrr@1", "mrr@5"}
 
 
 def test_bad_run_knobs_are_user_errors(make_cfg, tmp_path):

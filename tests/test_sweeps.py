@@ -129,6 +129,26 @@ def test_validation_numbers_pick_the_winner_when_present(sweep: Path) -> None:
     assert metrics["metrics"]["reranker"]["mrr@1"]["mean"] < 0.5  # worse on eval, chosen on validation all the same
 
 
+def test_with_replicates_the_winner_is_chosen_on_the_seeds_mean_validation(sweep: Path) -> None:
+    """One seed's validation favours ``kmeans``; the three seeds' mean favours ``random``: the mean decides."""
+    for path in sweep.glob("*/metrics.json"):
+        other = json.loads(path.read_text())
+        first, mean = (0.9, 0.6) if "kmeans" in path.parent.name else (0.7, 0.7)
+        other["validation"] = {"reranker": {"mrr@1": {"mean": first}}, "queries": 9, "chosen": 1}
+        stat = {"mean": 0.5, "sd": 0.0, "values": [0.5, 0.5, 0.5]}
+        other["replicates"] = {
+            "n": 3,
+            "seeds": [42, 43, 44],
+            **{name: stat for name in ("recall@1", "recall@3", "recall@5", "mrr@1", "mrr@3", "mrr@5")},
+            "validation": {"mrr@1": {"mean": mean, "sd": 0.1, "values": [first, mean, 2 * mean - first]}},
+        }
+        path.write_text(json.dumps(other))
+    report = write_report(sweep, metric="mrr@1")
+    assert report.selection_split == "validation (3-seed mean)"
+    assert report.winner.label.endswith("miner=random") and report.winner_value == pytest.approx(0.7)
+    assert "on the validation (3-seed mean) split" in report.markdown_path.read_text()
+
+
 def test_the_report_command_regenerates_and_rejects_bad_folders(sweep: Path, tmp_path: Path, capsys) -> None:
     assert report_main([str(sweep), "--metric", "recall@5"]) == 0
     assert "winner:" in capsys.readouterr().out

@@ -261,6 +261,7 @@ def _run_steps(
     finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, held_out, watch)
     write_atomic(folders.output_dir / "finetune.jsonl", finetune_set.to_jsonl())
     evaluations = [evaluation, *(replicate[2] for replicate in reversed(replicates))]
+    fits = [fit, *(replicate[1] for replicate in reversed(replicates))]
 
     categoriser = package(parts, splits, vectors, fit) if knobs.log_model else None
     table = format_table(evaluation.summary, reranker_label=parts.reranker.name)
@@ -268,7 +269,7 @@ def _run_steps(
         name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings, categoriser
     )
     if knobs.replicates > 1:
-        outcome.replicates = run_folder.replicate_summary(knobs.seeds(), evaluations)
+        outcome.replicates = run_folder.replicate_summary(knobs.seeds(), evaluations, fits)
     return outcome, run_folder.write_run(outcome)
 
 

@@ -38,6 +38,7 @@ from experiments.run_folder.records import (
 
 if TYPE_CHECKING:
     from experiments.outcome import Evaluation, RunOutcome
+    from experiments.rerankers.base import FitResult
 
 METRICS_FILE = "metrics.json"
 PER_QUERY_FILE = "per_query.jsonl"
@@ -158,13 +159,23 @@ def record_of(
     )
 
 
-def replicate_summary(seeds: Sequence[int], evaluations: Sequence[Evaluation]) -> dict[str, Any]:
-    """Mean and sample standard deviation over seeds of every reranked metric, with the per-seed values."""
+def _stat(values: Sequence[float]) -> dict[str, Any]:
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "sd": sd, "values": list(values)}
+
+
+def replicate_summary(
+    seeds: Sequence[int], evaluations: Sequence[Evaluation], fits: Sequence[FitResult | None] = ()
+) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of every reranked metric, with the per-seed values; and of
+    the validation scores of the settings chosen, when every seed's fit chose on validation (``fits``)."""
     block: dict[str, Any] = {"n": len(seeds), "seeds": list(seeds)}
     for name in METRIC_NAMES:
-        values = [evaluation.summary.systems["reranker"][name].mean for evaluation in evaluations]
-        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        block[name] = {"mean": float(np.mean(values)), "sd": sd, "values": values}
+        block[name] = _stat([evaluation.summary.systems["reranker"][name].mean for evaluation in evaluations])
+    chosen = [scores for fit in fits if fit and (scores := validation_of(fit.selection)) is not None]
+    if fits and len(chosen) == len(fits):
+        names = [name for name in chosen[0].reranker if all(name in scores.reranker for scores in chosen)]
+        block["validation"] = {name: _stat([scores.reranker[name].mean for scores in chosen]) for name in names}
     return block
 
 

@@ -104,13 +104,15 @@ class ReplicateStat(_Record):
 
 
 class Replicates(_Record):
-    """``replicates=N``: the seeds and, under each metric name (``mrr@1``...), its ``ReplicateStat``."""
+    """``replicates=N``: the seeds and, under each metric name (``mrr@1``...), its ``ReplicateStat``; with
+    ``validation``, the chosen settings' validation scores over the same seeds (each seed chose its own)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     __pydantic_extra__: dict[str, ReplicateStat]
 
     n: int
     seeds: list[int]
+    validation: dict[str, ReplicateStat] | None = None
 
     def stat(self, metric: str) -> ReplicateStat:
         return (self.model_extra or {})[metric]
@@ -152,9 +154,13 @@ class RunRecord(_Record):
         return self.metrics.reranker[metric].mean
 
     def validation_score(self, metric: str) -> float | None:
-        """The chosen setting's validation mean of ``metric``, when the run chose on validation and scored it."""
+        """The chosen setting's validation mean of ``metric``, when the run chose on validation and scored it; with
+        replicates, its mean over the seeds (one seed's 100-odd validation queries move by a few of them)."""
         if self.validation is None or metric not in self.validation.reranker:
             return None
+        over_seeds = self.replicates.validation if self.replicates is not None else None
+        if over_seeds and metric in over_seeds:
+            return over_seeds[metric].mean
         return self.validation.reranker[metric].mean
 
     def to_json(self) -> str:

@@ -61,6 +61,11 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     # Every row is chosen on the same split: validation only when every run reports it.
     on_validation = all(validation_score(job, metric) is not None for job in completed)
     split = "validation" if on_validation else "eval"
+    seeds = {len(job.record.replicates.seeds) for job in completed if job.record and job.record.replicates}
+    if on_validation and all(
+        job.record and job.record.replicates and job.record.replicates.validation for job in completed
+    ):
+        split = f"validation ({'/'.join(map(str, sorted(seeds)))}-seed mean)"
     rows = [read_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
     rows = _break_ties(rows)

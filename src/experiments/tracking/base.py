@@ -226,7 +226,8 @@ def headline_metrics(record: RunRecord) -> dict[str, float]:
 def run_metrics(record: RunRecord) -> dict[str, float]:
     """Every tracked number of a run under one set of names (valid in MLflow and Braintrust alike).
 
-    The training time (when this run trained), ``replicates_<metric>_mean`` / ``_sd`` (with replicates), then the
+    The training time (when this run trained), ``replicates_<metric>_mean`` / ``_sd`` (with replicates; and
+    ``replicates_validation_<metric>_...`` when every seed chose on validation), then the
     headline set (``headline_metrics``). Stage timings and the rest stay in the run folder's ``metrics.json``.
     """
     fit, replicates = record.fit, record.replicates
@@ -235,6 +236,11 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
         extras |= {
             f"replicates_{metric_key(name)}_{stat}": float(getattr(replicates.stat(name), stat))
             for name in METRIC_NAMES
+            for stat in ("mean", "sd")
+        }
+        extras |= {
+            f"replicates_validation_{metric_key(name)}_{stat}": float(getattr(value, stat))
+            for name, value in (replicates.validation or {}).items()
             for stat in ("mean", "sd")
         }
     return {**extras, **headline_metrics(record)}
