@@ -144,9 +144,12 @@ def test_with_replicates_the_winner_is_chosen_on_the_seeds_mean_validation(sweep
         }
         path.write_text(json.dumps(other))
     report = write_report(sweep, metric="mrr@1")
-    assert report.selection_split == "validation (3-seed mean)"
+    assert report.selection_split == "validation" and report.selection_seeds == 3
     assert report.winner.label.endswith("miner=random") and report.winner_value == pytest.approx(0.7)
-    assert "on the validation (3-seed mean) split" in report.markdown_path.read_text()
+    assert "on the validation split (mean of 3 seeds)" in report.markdown_path.read_text()
+    assert json.loads((sweep / "report.json").read_text())["selection_seeds"] == 3
+    assert "| mrr@1 over seeds (mean ± sd, n) |" in report.markdown_path.read_text()
+    assert "| 0.500 ± 0.000 (3) |" in report.markdown_path.read_text()
 
 
 def test_the_report_command_regenerates_and_rejects_bad_folders(sweep: Path, tmp_path: Path, capsys) -> None:

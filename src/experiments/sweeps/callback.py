@@ -114,8 +114,8 @@ class SweepMonitor(Callback):
         if completed:
             report = write_report(sweep_dir, metric=str(config.optimized_metric))
             print(
-                f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on "
-                f"{report.selection_split})"
+                f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on the "
+                f"{report.selection_where})"
             )
             for group in ties(report.rows):
                 if report.winner in group:

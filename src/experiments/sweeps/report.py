@@ -45,14 +45,26 @@ class SweepReport:
     markdown_path: Path
     html_path: Path
     plots: list[Path]
+    #: With replicates that all chose on validation: how many seeds' validation scores each row's value averages.
+    selection_seeds: int | None = None
 
     @property
     def winner_value(self) -> float:
         return self.winner.selection_value
 
+    @property
+    def selection_where(self) -> str:
+        return selection_where(self.selection_split, self.selection_seeds)
 
-def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
-    """Rows for the completed jobs, best first by the selection metric; and the name of the selection split."""
+
+def selection_where(split: str, seeds: int | None) -> str:
+    """``validation split (mean of 3 seeds)``, ``validation split`` or ``eval split``: what picked the winner."""
+    return f"{split} split" + (f" (mean of {seeds} seeds)" if seeds else "")
+
+
+def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None]:
+    """Rows for the completed jobs, best first by the selection metric; the name of the selection split; and, when
+    every row's value is a mean of its seeds' validation scores, how many seeds (else None)."""
     completed = [job for job in jobs if job.status == "completed"]
     if not completed:
         raise UserError("no completed job in this sweep folder: nothing to report.")
@@ -62,10 +74,11 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     on_validation = all(validation_score(job, metric) is not None for job in completed)
     split = "validation" if on_validation else "eval"
     seeds = {len(job.record.replicates.seeds) for job in completed if job.record and job.record.replicates}
-    if on_validation and all(
+    over_seeds = on_validation and all(
         job.record and job.record.replicates and job.record.replicates.validation for job in completed
-    ):
-        split = f"validation ({'/'.join(map(str, sorted(seeds)))}-seed mean)"
+    )
+    # Sweeps mixing replicate counts say the smallest: every row averages at least that many seeds.
+    n_seeds = min(seeds) if over_seeds and seeds else None
     rows = [read_row(job, swept, metric, on_validation) for job in completed]
     rows.sort(key=lambda row: -row.selection_value)
     rows = _break_ties(rows)
@@ -81,7 +94,7 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str]:
     final = [best] + [
         Row(**{**row.__dict__, "p_adjusted": next(adjusted)}) if row.p_value is not None else row for row in compared
     ]
-    return final, split
+    return final, split, n_seeds
 
 
 def ties(rows: list[Row]) -> list[list[Row]]:
@@ -119,11 +132,22 @@ def _cell(value: Estimate, signed: bool = False) -> str:
     return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
 
 
-def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
+def _over_seeds(row: Row, metric: str) -> str:
+    """``0.787 ± 0.014 (3)``: the row's eval ``metric`` over its replicate seeds, or — without replicates."""
+    replicates = row.record.replicates
+    if replicates is None:
+        return "—"
+    stat = replicates.stat(metric)
+    return f"{stat.mean:.3f} ± {stat.sd:.3f} ({replicates.n})"
+
+
+def _table(rows: list[Row], metric: str, where: str) -> list[list[str]]:
+    seeded = any(row.record.replicates is not None for row in rows)
     header = [
         "configuration",
-        f"{metric} on {split} (selection)",
+        f"{metric} on {where} (selection)",
         *METRIC_NAMES,
+        *([f"{metric} over seeds (mean ± sd, n)"] if seeded else []),
         f"Δ {metric} vs baseline",
         f"Δ {metric} vs best (paired)",
         "p (Holm)",
@@ -144,6 +168,7 @@ def _table(rows: list[Row], metric: str, split: str) -> list[list[str]]:
                 row.label,
                 f"{row.selection_value:.3f}",
                 *(_cell(row.metrics[name]) for name in METRIC_NAMES),
+                *([_over_seeds(row, metric)] if seeded else []),
                 _cell(row.delta_baseline[metric], signed=True),
                 versus,
                 p_text,
@@ -159,7 +184,7 @@ def _markdown(report_rows: list[list[str]], report: dict[str, Any]) -> str:
         f"# Sweep report: {report['sweep_dir']}",
         "",
         f"**Winner: {report['winner']}** — {report['metric']} {report['winner_value']:.3f} on the "
-        f"{report['selection_split']} split.",
+        f"{selection_where(report['selection_split'], report.get('selection_seeds'))}.",
         "",
     ]
     if report["ties"]:
@@ -194,13 +219,14 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
     )
     failed = "".join(f"<li><code>{html.escape(a)}</code>: {html.escape(b)}</li>" for a, b in report["failed"])
     images = "".join(f'<p><img src="{html.escape(Path(p).name)}" width="640"></p>' for p in report["plots"])
+    where = selection_where(report["selection_split"], report.get("selection_seeds"))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title>"
         "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
         "table{border-collapse:collapse}</style></head><body>"
         f"<h1>Sweep report</h1><p>{html.escape(str(report['sweep_dir']))}</p>"
         f"<p><b>Winner: {html.escape(report['winner'])}</b> — {html.escape(report['metric'])} "
-        f"{report['winner_value']:.3f} on the {report['selection_split']} split.</p>"
+        f"{report['winner_value']:.3f} on the {where}.</p>"
         + (f"<p>{html.escape(tie_sentence(report))}</p>" if report["ties"] else "")
         + f"<table><tr>{head}</tr>{body}</table>"
         + (f"<h2>Failed jobs</h2><ul>{failed}</ul>" if failed else "")
@@ -212,7 +238,8 @@ def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
 def tie_sentence(report: dict[str, Any]) -> str:
     """``Tie on mrr@1 (validation): a, b at 0.733; ordered by <rule>.`` for each tied group."""
     parts = [f"{', '.join(group['configurations'])} at {group['value']:.3f}" for group in report["ties"]]
-    where = f"{report['metric']} ({report['selection_split']})"
+    seeds = f", mean of {report.get('selection_seeds')} seeds" if report.get("selection_seeds") else ""
+    where = f"{report['metric']} ({report['selection_split']}{seeds})"
     return f"Tie on {where}: {'; '.join(parts)}; ordered by {report['tie_rule']}."
 
 
@@ -223,13 +250,14 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         raise UserError(f"optimized_metric={metric!r} is not one of {list(METRIC_NAMES)}.")
     sweep_dir = Path(sweep_dir)
     jobs = sweep_jobs(sweep_dir)
-    rows, split = build_rows(jobs, metric)
+    rows, split, n_seeds = build_rows(jobs, metric)
     plots = write_plots(sweep_dir, rows, metric)
     winner = rows[0]
     report: dict[str, Any] = {
         "sweep_dir": str(sweep_dir),
         "metric": metric,
         "selection_split": split,
+        "selection_seeds": n_seeds,
         "winner": winner.label,
         "winner_folder": str(winner.job.folder),
         "winner_value": winner.selection_value,
@@ -259,13 +287,13 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         "failed": [[job.label, job.reason or "did not finish"] for job in jobs if job.status != "completed"],
         "plots": [str(path) for path in plots],
     }
-    table = _table(rows, metric, split)
+    table = _table(rows, metric, selection_where(split, n_seeds))
     markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
     # Folder names in a report never carry a secret (a sweep dir read from the environment, say).
     write_atomic(markdown_path, redact(_markdown(table, report)))
     write_atomic(html_path, redact(_html(table, report)))
     write_atomic(sweep_dir / "report.json", redact(json.dumps(report, indent=2) + "\n"))
-    return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots)
+    return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {args.sweep_dir}: {error}", file=sys.stderr)
         return 2
-    print(f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f} on {report.selection_split})")
+    print(f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f} on the {report.selection_where})")
     print(f"report: {report.markdown_path}")
     return 0
