@@ -150,3 +150,12 @@ def test_a_run_trains_a_teacher_per_mined_set_and_reruns_alike(make_cfg, tmp_pat
     second = app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "b")
     assert second.finetune_set.digest() == first.finetune_set.digest()
     assert second.fit is not None and second.fit.reused
+
+
+def test_a_run_that_chooses_nothing_trains_no_teacher_for_validation(make_cfg, tmp_path: Path) -> None:
+    """Without a choice to make on validation (select_epochs=false) the validation fit's set is never mined, so
+    only the run's own teacher is trained: one teacher and the run's model."""
+    overrides = ("miner=second_round", "reranker.select_epochs=false", "trackers=none", "log_model=false")
+    app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "a")
+    models = tmp_path / "outputs" / "cache" / "models"
+    assert len([path for path in models.glob("ft-*") if (path / "config.json").is_file()]) == 2

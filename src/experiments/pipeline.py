@@ -285,7 +285,8 @@ def _replicate(
     """Mine, fit and evaluate under ``knobs.seed`` (the validation holdout is the run's, the same for every seed)."""
     started = time.perf_counter()
     finetune_set = mine(parts.miner, splits, vectors, knobs)
-    context = fit_context(parts.miner, splits, vectors, knobs, held_out)
+    choosing = held_out if parts.reranker.chooses_on_validation() else set()
+    context = fit_context(parts.miner, splits, vectors, knobs, choosing)
     watch.lap("mine", started)
     started = time.perf_counter()
     fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed, context)

@@ -112,6 +112,11 @@ class Reranker(ABC):
         """
         return None
 
+    def chooses_on_validation(self) -> bool:
+        """Whether ``fit`` chooses a setting on ``FitContext.validation``; only then does the pipeline carve and
+        mine the validation fit's set (a second-round miner trains a teacher for it)."""
+        return False
+
     def score_key(self) -> str | None:
         """What this reranker's scores depend on once ready (after ``fit``), for caching them; None = never cache.
 

@@ -55,6 +55,9 @@ class FusedReranker(Reranker):
         self._chosen = 0.5 if weight is None else float(weight)
         self._key: str | None = None
 
+    def chooses_on_validation(self) -> bool:
+        return self.weight is None or self.category.chooses_on_validation()
+
     def fit(
         self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
     ) -> FitResult | None:

@@ -200,6 +200,9 @@ class TrainedReranker(ModelReranker[ModelT]):
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"{self.name}: warmup_ratio={self.warmup_ratio} must be in [0, 1).")
 
+    def chooses_on_validation(self) -> bool:
+        return self.select_epochs
+
     def train_args(self, seed: int, epochs: float | None = None) -> dict[str, object]:
         """Everything besides the data and the base model that changes the trained weights (``epochs`` overrides)."""
         return {
