@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from experiments import run_folder
 from experiments.datasets.base import Dataset
 from experiments.datasets.splits import eval_groups_in_train, eval_in_train, holdout
@@ -32,6 +34,7 @@ from experiments.records import DatasetSplits, FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
+from experiments.retrieval.prototypes import enrich
 from experiments.schema import Knobs
 from experiments.serving.package import CategoriserPackage
 from experiments.tracking.base import diagnostic_tags, tracked_params
@@ -101,45 +104,88 @@ def load_data(parts: Components, knobs: Knobs) -> DatasetSplits:
 
 
 def embed(embedder: Embedder, retrieval: Retriever, splits: DatasetSplits) -> Embeddings:
-    """Embed the category documents and both splits' queries (cached on disk by model and text)."""
-    documents = retrieval.documents(splits.categories)
+    """Embed both splits' queries and the category documents (cached on disk by model and text)."""
+    train = embedder.encode([example.input for example in splits.train])
+    documents = category_documents(retrieval, splits, train, range(len(splits.train)))
     return Embeddings(
         documents=documents,
         categories=embedder.encode(documents),
-        train=embedder.encode([example.input for example in splits.train]),
+        train=train,
         eval=embedder.encode([example.input for example in splits.eval]),
     )
 
 
+def category_documents(
+    retrieval: Retriever, splits: DatasetSplits, train_vectors: np.ndarray, rows: Sequence[int]
+) -> list[str]:
+    """The category documents; with ``retrieval.prototypes``, each followed by typical inputs drawn from the train
+    positions ``rows`` only (all of train for the run, the fit rows for a validation fit)."""
+    documents = retrieval.documents(splits.categories)
+    if not retrieval.prototypes:
+        return documents
+    examples = [splits.train[row] for row in rows]
+    return enrich(documents, splits.category_names, examples, train_vectors[list(rows)], retrieval.prototypes)
+
+
+#: Category documents and their vectors, when a validation fit has its own (``retrieval.prototypes``).
+Documents = tuple[list[str], np.ndarray]
+
+
 def mine(
-    miner: Miner, splits: DatasetSplits, vectors: Embeddings, knobs: Knobs, keep: Sequence[int] | None = None
+    miner: Miner,
+    splits: DatasetSplits,
+    vectors: Embeddings,
+    knobs: Knobs,
+    keep: Sequence[int] | None = None,
+    documents: Documents | None = None,
 ) -> FinetuneSet:
-    """Hard negatives for the *train* split only (only the train positions ``keep``, when given)."""
+    """Hard negatives for the *train* split only (only the train positions ``keep``, when given; against
+    ``documents`` instead of the run's, when given)."""
     rows = range(len(splits.train)) if keep is None else keep
+    texts, category_vectors = documents or (vectors.documents, vectors.categories)
     context = MiningContext(
         examples=[splits.train[row] for row in rows],
         labels=splits.category_names,
-        documents=vectors.documents,
-        category_vectors=vectors.categories,
+        documents=texts,
+        category_vectors=category_vectors,
         query_vectors=vectors.train[list(rows)],
     )
     return miner.mine(context, knobs.k, knobs.duplication, knobs.seed)
 
 
 def fit_context(
-    miner: Miner, splits: DatasetSplits, vectors: Embeddings, knobs: Knobs, held_out: set[int]
+    miner: Miner,
+    splits: DatasetSplits,
+    vectors: Embeddings,
+    knobs: Knobs,
+    held_out: set[int],
+    documents: Documents | None = None,
 ) -> FitContext:
-    """The train examples, the category documents and the validation holdout (mined like the run's set)."""
+    """The train examples, the category documents and the validation holdout (mined like the run's set, against
+    ``documents`` when the validation fit has its own, built from its rows)."""
     validation = None
     if held_out:
         keep = [row for row in range(len(splits.train)) if row not in held_out]
         validation = Validation(
             fit_examples=[splits.train[row] for row in keep],
-            fit_set=mine(miner, splits, vectors, knobs, keep),
+            fit_set=mine(miner, splits, vectors, knobs, keep, documents),
             examples=[splits.train[row] for row in sorted(held_out)],
+            documents=dict(zip(splits.category_names, documents[0], strict=True)) if documents else None,
         )
-    documents = dict(zip(splits.category_names, vectors.documents, strict=True))
-    return FitContext(examples=list(splits.train), documents=documents, validation=validation)
+    by_label = dict(zip(splits.category_names, vectors.documents, strict=True))
+    return FitContext(examples=list(splits.train), documents=by_label, validation=validation)
+
+
+def validation_documents(
+    parts: Components, splits: DatasetSplits, vectors: Embeddings, held_out: set[int]
+) -> Documents | None:
+    """The validation fit's own documents and vectors when documents carry prototypes (drawn from its fit rows
+    only, so no validation example appears in a document it is scored against); None: the run's."""
+    if not held_out or not parts.retrieval.prototypes:
+        return None
+    keep = [row for row in range(len(splits.train)) if row not in held_out]
+    documents = category_documents(parts.retrieval, splits, vectors.train, keep)
+    return documents, parts.embedder.encode(documents)
 
 
 def validation_holdout(splits: DatasetSplits, knobs: Knobs) -> set[int]:
@@ -248,7 +294,9 @@ def _run_steps(
     watch.lap("embed", started)
 
     started = time.perf_counter()
-    parts.retrieval.build(splits.categories, vectors.categories, model_key=sha256_json(parts.embedder.identity()))
+    parts.retrieval.build(
+        splits.categories, vectors.categories, sha256_json(parts.embedder.identity()), vectors.documents
+    )
     watch.lap("index", started)
 
     held_out = validation_holdout(splits, knobs)
@@ -286,7 +334,9 @@ def _replicate(
     started = time.perf_counter()
     finetune_set = mine(parts.miner, splits, vectors, knobs)
     choosing = held_out if parts.reranker.chooses_on_validation() else set()
-    context = fit_context(parts.miner, splits, vectors, knobs, choosing)
+    context = fit_context(
+        parts.miner, splits, vectors, knobs, choosing, validation_documents(parts, splits, vectors, choosing)
+    )
     watch.lap("mine", started)
     started = time.perf_counter()
     fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed, context)

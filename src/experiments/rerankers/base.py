@@ -54,11 +54,14 @@ class Validation:
         fit_examples: the train examples outside the holdout.
         fit_set: the fine-tuning set mined from ``fit_examples`` only (same miner, knobs and seed as the run's).
         examples: the held-out validation queries; choices are scored on these. Never eval examples.
+        documents: category label → document text for the fit on ``fit_examples``, when the documents are built
+            from train rows (``retrieval.prototypes``): then from ``fit_examples`` alone. None: the run's.
     """
 
     fit_examples: list[Example]
     fit_set: FinetuneSet
     examples: list[Example]
+    documents: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,13 @@ class FitContext:
         """The context of a fit on ``validation.fit_examples`` alone (no nested holdout)."""
         if self.validation is None:
             raise ValueError("no validation split to select on")
-        return FitContext(examples=self.validation.fit_examples, documents=self.documents)
+        return FitContext(examples=self.validation.fit_examples, documents=self.selection_documents())
+
+    def selection_documents(self) -> dict[str, str]:
+        """The documents a choice on validation scores against: the validation fit's own, else the run's."""
+        if self.validation is not None and self.validation.documents is not None:
+            return self.validation.documents
+        return self.documents
 
 
 def make_finetune_id(finetune_set: FinetuneSet, base_model: dict[str, object], train_args: dict[str, object]) -> str:

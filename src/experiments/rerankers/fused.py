@@ -97,8 +97,9 @@ class FusedReranker(Reranker):
         validation = context.validation
         assert validation is not None
         self._fit_parts(validation.fit_set, cache_dir, seed, context.for_selection())
-        labels = list(context.documents)
-        documents = [context.documents[label] for label in labels]
+        by_label = context.selection_documents()
+        labels = list(by_label)
+        documents = [by_label[label] for label in labels]
         queries = [example.input for example in validation.examples]
         category = np.array([self.category.score(query, documents) for query in queries])
         votes = self.memory.query_vectors(queries)

@@ -271,8 +271,9 @@ class TrainedReranker(ModelReranker[ModelT]):
         """Fine-tune on the train examples outside validation, score validation after each epoch, pick the best."""
         validation = context.validation
         assert validation is not None
-        labels = list(context.documents)
-        documents = [context.documents[label] for label in labels]
+        by_label = context.selection_documents()
+        labels = list(by_label)
+        documents = [by_label[label] for label in labels]
         queries = [example.input for example in validation.examples]
         held_out = sha256_json([example.model_dump(mode="json") for example in validation.examples])
         key = make_finetune_id(

@@ -25,12 +25,22 @@ class Retriever(Protocol):
         """Candidates the reranker rescores per query after ``build``; None = every document (no first stage)."""
         ...
 
+    #: Typical train inputs to append to each category's document (``retrieval.prototypes``); 0 = none.
+    prototypes: int
+
     def documents(self, categories: Sequence[Category]) -> list[str]:
-        """The text each category is embedded and reranked as (aligned with ``categories``)."""
+        """The text each category is embedded and reranked as (aligned with ``categories``), before prototypes."""
         ...
 
-    def build(self, categories: Sequence[Category], vectors: np.ndarray, model_key: str) -> None:
-        """Index ``categories`` with their embeddings; ``model_key`` names the embedding model."""
+    def build(
+        self,
+        categories: Sequence[Category],
+        vectors: np.ndarray,
+        model_key: str,
+        documents: Sequence[str] | None = None,
+    ) -> None:
+        """Index ``categories`` with the embeddings of ``documents`` (default: ``documents(categories)``);
+        ``model_key`` names the embedding model."""
         ...
 
     def search(self, vector: np.ndarray) -> Candidates:

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from experiments.errors import ConfigError
 from experiments.records import Candidates, Category, nearest, sha256_json
+from experiments.retrieval.prototypes import check_prototypes
 
 if TYPE_CHECKING:
     import lancedb
@@ -29,6 +30,8 @@ class LanceDBRetriever:
         search_above: vector search only narrows the candidates when there are more documents than this; a
             smaller set (the bundled 31 categories) is rescored whole. A first pass that drops a handful of
             documents costs a forward pass per query and caps the reranker's recall; 0 = always search.
+        prototypes: how many typical train inputs follow each category's description
+            (``experiments.retrieval.prototypes``; the pipeline builds them from train rows only); 0 = none.
 
     The reranker scores every document (``limit`` is None) when ``top_k`` is ``all``, when ``top_k`` is at
     least the number of documents, or when there are at most ``search_above`` documents.
@@ -39,7 +42,12 @@ class LanceDBRetriever:
     """
 
     def __init__(
-        self, uri: str, top_k: int | str = 25, with_descriptions: bool = True, search_above: int = 256
+        self,
+        uri: str,
+        top_k: int | str = 25,
+        with_descriptions: bool = True,
+        search_above: int = 256,
+        prototypes: int = 0,
     ) -> None:
         if top_k != ALL and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ConfigError(
@@ -55,6 +63,7 @@ class LanceDBRetriever:
         self.top_k = top_k
         self.with_descriptions = with_descriptions
         self.search_above = search_above
+        self.prototypes = check_prototypes(prototypes)
         self._table: lancedb.table.Table | None = None
         self._data: tuple[str, pa.Table] | None = None
         self._vectors = np.zeros((0, 0), dtype=np.float32)
@@ -96,15 +105,22 @@ class LanceDBRetriever:
             self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
         return self._table
 
-    def build(self, categories: Sequence[Category], vectors: np.ndarray, model_key: str) -> None:
-        """Create (or reuse) the table for these categories and vectors.
+    def build(
+        self,
+        categories: Sequence[Category],
+        vectors: np.ndarray,
+        model_key: str,
+        documents: Sequence[str] | None = None,
+    ) -> None:
+        """Create (or reuse) the table for these categories and vectors (of ``documents``, by default
+        ``self.documents(categories)``; the pipeline passes them when they carry prototypes).
 
         The table's name is a digest of the content, so runs with different data or models never share a table
         and a rerun with the same inputs reuses it. Without a first stage (``limit`` None) the table is created
         only when asked for (``table``): ranking every document is an exact flat search over at most
         ``search_above`` vectors, done in memory, and a run that needs no search does not load LanceDB (1.4 s).
         """
-        documents = self.documents(categories)
+        documents = list(self.documents(categories) if documents is None else documents)
         self._catalogue = ([category.name for category in categories], documents)
         self._vectors = np.asarray(vectors, dtype=np.float32)
         name = "categories_" + sha256_json({"docs": documents, "model": model_key})[:16]
