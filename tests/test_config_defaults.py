@@ -39,6 +39,10 @@ DIFFERENT_ON_PURPOSE = {
     # The class formats the data contract's full seven-line layout (docs/data-formats.md); the default run keeps the
     # four lines chosen on the bundled set's validation split (README, "The query lines were chosen on validation").
     "dataset/synthetic:query_fields": "the four query lines chosen on validation for the default run",
+    # The second-round miner's teacher only embeds the train examples once: no ONNX export to keep beside it.
+    "miner/second_round:teacher.backend": "a teacher embeds once: torch, no export",
+    # Enough of the teacher's confusions for every draw of the default k=4, duplication=2.
+    "miner/second_round:then.margin": "k x duplication runners-up for the default knobs",
 }
 
 

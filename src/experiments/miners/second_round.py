@@ -26,18 +26,23 @@ import numpy as np
 from experiments.errors import ConfigError
 from experiments.miners.base import Miner, MiningContext
 from experiments.records import FinetuneSet
-from experiments.rerankers.base import FitContext, FitResult
 
 log = logging.getLogger(__name__)
 
 
+class Fitted(Protocol):
+    """What a teacher's ``fit`` returns (a reranker's ``FitResult``): the id its model is stored under."""
+
+    @property
+    def finetune_id(self) -> str: ...
+
+
 @runtime_checkable
 class Teacher(Protocol):
-    """A model that can be fine-tuned on a set and then embeds texts (``FinetunedBiEncoder``)."""
+    """A model that can be fine-tuned on a set and then embeds texts (``FinetunedBiEncoder``). Described by shape:
+    the miners sit below the rerankers and import none of them."""
 
-    def fit(
-        self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
-    ) -> FitResult | None: ...
+    def fit(self, finetune_set: FinetuneSet, cache_dir: Path, seed: int) -> Fitted | None: ...
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
