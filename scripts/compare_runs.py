@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import run_folder
+from experiments.errors import UserError
 from experiments.run_folder import RunRecord
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
@@ -35,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="mrr@1")
     args = parser.parse_args(argv)
     folders = [args.reference, *args.runs]
-    records = [run_folder.read(folder) for folder in folders]
-    queries = [run_folder.read_queries(folder) for folder in folders]
+    try:
+        records = [run_folder.read(folder) for folder in folders]
+        queries = [run_folder.read_queries(folder) for folder in folders]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     scores = [np.array([row.reranker[args.metric] for row in rows]) for rows in queries]
     if any([row.query for row in rows] != [row.query for row in queries[0]] for rows in queries):
         print("error: the runs were evaluated on other queries; nothing to pair.", file=sys.stderr)

@@ -49,6 +49,12 @@ def test_runs_on_other_queries_are_refused(tmp_path: Path, capsys) -> None:
     assert "other queries" in capsys.readouterr().err
 
 
+def test_a_folder_that_is_no_run_is_one_line(tmp_path: Path, capsys) -> None:
+    assert compare_runs.main([str(RELEASE_0_1), str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "metrics.json" in error and len(error.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("metric", ["mrr@5", "recall@5"])
 def test_another_metric_can_be_compared(metric: str, capsys) -> None:
     assert compare_runs.main([str(RELEASE_0_1), str(RELEASE_0_1), "--metric", metric]) == 0
