@@ -89,7 +89,13 @@ def test_the_tracked_run_tells_the_truth(api_run):
         *("k", "duplication", "seed", "validation_fraction", "replicates", "evaluation.bootstrap_resamples"),
         *("dataset", "dataset.group_by", "dataset.query_fields"),
         *("embedder", "embedder.model", "embedder.batch_size"),
-        *("retrieval", "retrieval.top_k", "retrieval.with_descriptions", "retrieval.search_above"),
+        *(
+            "retrieval",
+            "retrieval.top_k",
+            "retrieval.with_descriptions",
+            "retrieval.search_above",
+            "retrieval.prototypes",
+        ),
         *("miner", "miner.rank_min", "miner.rank_max", "miner.strict"),
         "reranker",
     }
