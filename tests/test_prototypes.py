@@ -11,7 +11,7 @@ from experiments import app, pipeline
 from experiments.errors import ConfigError
 from experiments.records import Example
 from experiments.retrieval.lancedb import LanceDBRetriever
-from experiments.retrieval.prototypes import HEADER, enrich, one_line, prototypes
+from experiments.retrieval.prototypes import HEADER, MAX_PROTOTYPE_CHARS, enrich, one_line, prototypes
 from experiments.schema import read_knobs
 from experiments.tracking.trackers import Trackers
 
@@ -56,6 +56,16 @@ def test_odd_inputs_give_at_most_n_single_line_prototypes_of_their_own_label(tex
         own = {one_line(example.input) for example in examples if example.expected == [label]}
         assert len(chosen) <= n and len(set(chosen)) == len(chosen) and set(chosen) <= own
         assert all("\n" not in text and "\r" not in text for text in chosen)
+
+
+def test_a_huge_input_makes_a_short_prototype() -> None:
+    """A multi-megabyte field (odd line separators included) becomes one bounded line, not a 5 MB document."""
+    huge = "Name : Acme\u2028" + "é" * 5_000_000 + "\nCard: X"
+    examples = [Example(input=huge, expected=["A"]), Example(input="short", expected=["A"])]
+    (document,) = enrich(["A: doc"], ["A"], examples, unit_rows([[1, 0], [1, 0.01]]), 2)
+    (prototype,) = [line for line in document.splitlines() if line.startswith("Name")]
+    assert len(prototype) == MAX_PROTOTYPE_CHARS and prototype.startswith("Name : Acme | éé") and prototype[-1] == "…"
+    assert len(document) < 3 * MAX_PROTOTYPE_CHARS
 
 
 def test_a_bad_prototype_count_is_a_config_error(tmp_path) -> None:

@@ -34,7 +34,7 @@ from experiments.records import DatasetSplits, FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
-from experiments.retrieval.prototypes import enrich
+from experiments.retrieval.prototypes import category_documents
 from experiments.schema import Knobs
 from experiments.serving.package import CategoriserPackage
 from experiments.tracking.base import diagnostic_tags, tracked_params
@@ -113,18 +113,6 @@ def embed(embedder: Embedder, retrieval: Retriever, splits: DatasetSplits) -> Em
         train=train,
         eval=embedder.encode([example.input for example in splits.eval]),
     )
-
-
-def category_documents(
-    retrieval: Retriever, splits: DatasetSplits, train_vectors: np.ndarray, rows: Sequence[int]
-) -> list[str]:
-    """The category documents; with ``retrieval.prototypes``, each followed by typical inputs drawn from the train
-    positions ``rows`` only (all of train for the run, the fit rows for a validation fit)."""
-    documents = retrieval.documents(splits.categories)
-    if not retrieval.prototypes:
-        return documents
-    examples = [splits.train[row] for row in rows]
-    return enrich(documents, splits.category_names, examples, train_vectors[list(rows)], retrieval.prototypes)
 
 
 #: Category documents and their vectors, when a validation fit has its own (``retrieval.prototypes``).
@@ -299,14 +287,17 @@ def _run_steps(
     )
     watch.lap("index", started)
 
-    held_out = validation_holdout(splits, knobs)
+    # Carved, and given documents of its own when they carry prototypes, only when the reranker chooses on it; the
+    # same for every seed.
+    held_out = validation_holdout(splits, knobs) if parts.reranker.chooses_on_validation() else set()
+    documents = validation_documents(parts, splits, vectors, held_out)
     # The run's own seed goes last, so the reranker is left holding the model the run folder reports; the stage
     # timings are that seed's too (the other seeds' laps go to a throwaway stopwatch).
     replicates = [
-        _replicate(parts, splits, vectors, folders, knobs.model_copy(update={"seed": seed}), held_out, _Stopwatch())
+        _replicate(parts, splits, vectors, folders, knobs.model_copy(update={"seed": seed}), (held_out, documents))
         for seed in knobs.seeds()[:0:-1]
     ]
-    finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, held_out, watch)
+    finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, (held_out, documents), watch)
     write_atomic(folders.output_dir / "finetune.jsonl", finetune_set.to_jsonl())
     evaluations = [evaluation, *(replicate[2] for replicate in reversed(replicates))]
     fits = [fit, *(replicate[1] for replicate in reversed(replicates))]
@@ -327,16 +318,15 @@ def _replicate(
     vectors: Embeddings,
     folders: Folders,
     knobs: Knobs,
-    held_out: set[int],
-    watch: _Stopwatch,
+    validation: tuple[set[int], Documents | None],
+    watch: _Stopwatch | None = None,
 ) -> tuple[FinetuneSet, FitResult | None, Evaluation]:
-    """Mine, fit and evaluate under ``knobs.seed`` (the validation holdout is the run's, the same for every seed)."""
+    """Mine, fit and evaluate under ``knobs.seed`` (the validation holdout and its documents are the run's, the same
+    for every seed; the laps go to ``watch``, when given)."""
+    watch = watch or _Stopwatch()
     started = time.perf_counter()
     finetune_set = mine(parts.miner, splits, vectors, knobs)
-    choosing = held_out if parts.reranker.chooses_on_validation() else set()
-    context = fit_context(
-        parts.miner, splits, vectors, knobs, choosing, validation_documents(parts, splits, vectors, choosing)
-    )
+    context = fit_context(parts.miner, splits, vectors, knobs, *validation)
     watch.lap("mine", started)
     started = time.perf_counter()
     fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed, context)

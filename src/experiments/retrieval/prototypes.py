@@ -16,11 +16,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from experiments.errors import ConfigError
-from experiments.records import Example
+from experiments.records import DatasetSplits, Example
+from experiments.retrieval.base import Retriever
 
 #: Separates the description from the prototypes, and the lines of one multi-line input within its prototype.
 HEADER = "\nTypical:"
 LINE_JOIN = " | "
+#: A prototype's longest text: the models read 128 tokens of a whole document (about 500 characters), so a longer
+#: input (a multi-megabyte field) would only cost tokenizing in every training batch and bytes in the served model.
+MAX_PROTOTYPE_CHARS = 400
 
 
 def check_prototypes(value: object) -> int:
@@ -34,8 +38,10 @@ def check_prototypes(value: object) -> int:
 
 
 def one_line(text: str) -> str:
-    """A multi-line input on one line: its non-empty lines joined by ``LINE_JOIN``."""
-    return LINE_JOIN.join(line.strip() for line in text.splitlines() if line.strip())
+    """A multi-line input on one line: its non-empty lines joined by ``LINE_JOIN``, cut to ``MAX_PROTOTYPE_CHARS``
+    (``…`` marks a cut)."""
+    joined = LINE_JOIN.join(line.strip() for line in text[: 4 * MAX_PROTOTYPE_CHARS].splitlines() if line.strip())
+    return joined if len(joined) <= MAX_PROTOTYPE_CHARS else joined[: MAX_PROTOTYPE_CHARS - 1] + "…"
 
 
 def prototypes(labels: Sequence[str], examples: Sequence[Example], vectors: np.ndarray, n: int) -> dict[str, list[str]]:
@@ -60,6 +66,16 @@ def prototypes(labels: Sequence[str], examples: Sequence[Example], vectors: np.n
                 break
         picked[label] = texts
     return picked
+
+
+def category_documents(
+    retrieval: Retriever, splits: DatasetSplits, train_vectors: np.ndarray, rows: Sequence[int]
+) -> list[str]:
+    """The category documents; with ``retrieval.prototypes``, each followed by typical inputs drawn from the train
+    positions ``rows`` only (all of train for the run, the fit rows for a validation fit)."""
+    examples = [splits.train[row] for row in rows]
+    documents = retrieval.documents(splits.categories)
+    return enrich(documents, splits.category_names, examples, train_vectors[list(rows)], retrieval.prototypes)
 
 
 def enrich(
