@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from experiments.rerankers.cross_encoder import StockCrossEncoder
 from experiments.rerankers.cross_encoder_finetuned import FinetunedCrossEncoder, bce_rows, listwise_rows
 from experiments.rerankers.none import NoReranker
 from experiments.rerankers.trained import mnrl_rows
-from experiments.store import COMPLETE_MARKER, build_once
+from experiments.store import COMPLETE_MARKER, DIGESTS_KEY, build_once
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 COLOURS = ["Red", "Blue", "Green", "Yellow", "Purple", "Orange"]
@@ -220,18 +221,22 @@ def test_a_folder_without_marker_is_retrained(tiny_model_dir: Path, tiny_set: Fi
 def test_build_once_defers_to_a_model_finished_meanwhile(tmp_path: Path) -> None:
     final = tmp_path / "ft-0123456789abcdef"
 
+    theirs = {"by": "other", DIGESTS_KEY: {"weights": hashlib.sha256(b"theirs").hexdigest()}}
+
     def build(tmp: Path) -> dict[str, object]:
         # Another process completes the same id while this one is still training.
         final.mkdir()
-        (final / COMPLETE_MARKER).write_text('{"by": "other"}')
+        (final / "weights").write_text("theirs")
+        (final / COMPLETE_MARKER).write_text(json.dumps(theirs))
         (tmp / "weights").write_text("mine")
         return {"by": "me"}
 
     # This process did train: it says so (not "reused"), and the stored model is the first one finished.
-    assert build_once(final, build) == ({"by": "me"}, False)
+    mine = {"by": "me", DIGESTS_KEY: {"weights": hashlib.sha256(b"mine").hexdigest()}}
+    assert build_once(final, build) == (mine, False)
     assert [p.name for p in tmp_path.iterdir()] == [final.name]
-    assert json.loads((final / COMPLETE_MARKER).read_text()) == {"by": "other"}
-    assert build_once(final, build) == ({"by": "other"}, True)
+    assert json.loads((final / COMPLETE_MARKER).read_text()) == theirs
+    assert build_once(final, build) == (theirs, True)
 
 
 def test_stale_builds_of_dead_processes_are_removed(tmp_path: Path) -> None:

@@ -99,14 +99,15 @@ def weights_sha256(folder: Path) -> str | None:
     files += sorted(folder.glob("model-*-of-*.safetensors"))
     if not files:
         return None
-    digests = [_file_sha256(path) for path in files]
+    digests = [file_sha256(path) for path in files]
     if len(digests) == 1:
         return digests[0]
     return hashlib.sha256("\n".join(f"{p.name}:{d}" for p, d in zip(files, digests, strict=True)).encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    # Keyed by size and mtime as well, so a file rewritten in place is hashed again.
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered for this process (keyed by size and mtime too, so a file rewritten in place
+    is hashed again)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:

@@ -7,15 +7,18 @@ own modules, not a copy of them. Texts are tokenized by the model's own ``prepro
 Against torch the embeddings differ by about 2e-7 (max abs) on all-MiniLM-L6-v2.
 
 The export is cached by the weights digest (and the module stack, the exporter and its opset) in an ``onnx/``
-folder inside the model folder: for a fine-tuned model that is beside its weights in the model store, so the
-served model's package carries it and never exports. A model whose folder cannot be written (the packaged
-MiniLM inside site-packages) is exported into ``$EXPERIMENTS_ONNX_CACHE`` or ``~/.cache/experiments/onnx``.
-A model that cannot be exported (a custom module the tracer cannot follow) returns None with one log line, and
-the caller keeps torch.
+folder inside the model folder, beside a record of that key and of the export's own SHA-256
+(``model-<key>.onnx.json``), checked before every use: a file damaged on disk, or another model's export copied
+under the expected name, is set aside with one warning and exported again. For a fine-tuned model that folder is
+beside its weights in the model store, so the served model's package carries it and never exports. A model whose
+folder cannot be written (the packaged MiniLM inside site-packages) is exported into ``$EXPERIMENTS_ONNX_CACHE``
+or ``~/.cache/experiments/onnx``. A model that cannot be exported (a custom module the tracer cannot follow) returns
+None with one log line, and the caller keeps torch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -26,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from experiments.models import weights_sha256
+from experiments.files import write_atomic
+from experiments.models import file_sha256, weights_sha256
 from experiments.records import sha256_json
+from experiments.store import set_aside
 from experiments.threads import SpinGate
 
 if TYPE_CHECKING:
@@ -77,8 +82,26 @@ def cache_folders(folder: Path) -> list[Path]:
     return [folder / "onnx", Path(fallback)]
 
 
-def _export(model: SentenceTransformer, names: Sequence[str], target: Path) -> None:
-    """Trace ``model`` (eval mode, CPU) into an ONNX file at ``target``, written atomically."""
+def record_path(target: Path) -> Path:
+    """The record beside an export: the key it was exported under and its SHA-256."""
+    return target.with_name(target.name + ".json")
+
+
+def export_problem(target: Path, key: str) -> str | None:
+    """Why the export at ``target`` cannot be used for ``key`` (no record, another key, other bytes), or None."""
+    try:
+        record = json.loads(record_path(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{record_path(target)} is missing or unreadable"
+    if not isinstance(record, dict) or record.get("key") != key:
+        return f"{target} was exported from other weights than the model's"
+    if record.get("sha256") != file_sha256(target):
+        return f"{target} does not match the SHA-256 recorded when it was exported"
+    return None
+
+
+def _export(model: SentenceTransformer, names: Sequence[str], target: Path, key: str) -> None:
+    """Trace ``model`` (eval mode, CPU) into an ONNX file at ``target``, written atomically, with its record."""
     import torch
 
     class Sentence(torch.nn.Module):
@@ -107,6 +130,8 @@ def _export(model: SentenceTransformer, names: Sequence[str], target: Path) -> N
                 opset_version=OPSET,
                 dynamo=False,
             )
+        # The record first: an export without its record is exported again, never used unchecked.
+        write_atomic(record_path(target), json.dumps({"key": key, "sha256": file_sha256(Path(partial))}), unique=True)
         os.replace(partial, target)  # a parallel export of the same model writes the same graph
     finally:
         Path(partial).unlink(missing_ok=True)
@@ -190,21 +215,37 @@ def onnx_encoder(model: SentenceTransformer, folder: str | Path, threads: int) -
         return None
     try:
         found = [base / f"model-{key}.onnx" for base in cache_folders(Path(folder))]
-        path = next((candidate for candidate in found if candidate.is_file()), None)
+        path = next((candidate for candidate in found if _usable(candidate, key)), None)
         if path is None:
-            path = _export_somewhere(model, names, found)
+            path = _export_somewhere(model, names, found, key)
         return OnnxEncoder(model, path, names, threads)
     except Exception as error:  # any export or load failure falls back to the exact torch path
         log.warning("backend=onnx: %s cannot run in ONNX Runtime (%s); scoring with torch", folder, _first_line(error))
         return None
 
 
-def _export_somewhere(model: SentenceTransformer, names: Sequence[str], targets: Sequence[Path]) -> Path:
+def _usable(target: Path, key: str) -> bool:
+    """Whether an export exists at ``target`` and matches its record; a damaged or foreign one is set aside."""
+    if not target.is_file():
+        return False
+    problem = export_problem(target, key)
+    if problem is None:
+        return True
+    try:
+        aside = set_aside(target)
+    except OSError:  # a read-only folder (an installed model): the export goes to the next folder
+        aside = None
+    kept = f" (kept as {aside.name})" if aside else ""
+    log.warning("backend=onnx: %s; exporting it again%s", problem, kept)
+    return False
+
+
+def _export_somewhere(model: SentenceTransformer, names: Sequence[str], targets: Sequence[Path], key: str) -> Path:
     """Export into the first of ``targets`` whose folder can be written."""
     failure: OSError | None = None
     for target in targets:
         try:
-            _export(model, names, target)
+            _export(model, names, target, key)
             log.info("exported %s for ONNX Runtime", target)
             return target
         except OSError as error:  # a read-only model folder: try the next place

@@ -36,7 +36,7 @@ VECTORS_FILE = "category_vectors.npy"
 #: The key that marks a constructor argument which is itself a shipped part.
 PART = "part"
 #: Model folders that the package holds no copy of.
-SKIPPED_FILES = shutil.ignore_patterns("_trainer", ".*.tmp-*", "__pycache__")
+SKIPPED_FILES = shutil.ignore_patterns("_trainer", ".*.tmp-*", ".*.damaged-*", "__pycache__")
 
 
 @dataclass(frozen=True)
