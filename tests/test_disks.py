@@ -134,7 +134,7 @@ def test_a_tracker_store_that_fills_while_recording_is_one_line_and_the_run_stay
     assert "python -m experiments.sync" in lines[-1] and "Traceback" not in completed.stderr, completed.stderr[:3000]
     assert not [line for line in lines if line.startswith("warning: tracker")]  # one line, not two contradicting
     [pending] = (tmp_path / "outputs").rglob("pending-trackers/*")
-    assert pending.name == "mlflow.pickle"  # never a .partial that sync ignores
+    assert pending.name == "mlflow.json"  # never a .partial that sync ignores
 
     filler.unlink()  # space freed
     sync = subprocess.run(

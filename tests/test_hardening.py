@@ -238,7 +238,7 @@ def test_sync_sends_a_pending_run_exactly_once(make_cfg, tmp_path, monkeypatch, 
     [line] = [line for line in capsys.readouterr().err.splitlines() if "tracker mlflow failed" in line]
     assert line.endswith(f"send it later with `python -m experiments.sync {outcome.output_dir}`")
     assert (outcome.output_dir / "metrics.json").is_file()
-    pending = outcome.output_dir / PENDING / "mlflow.pickle"
+    pending = outcome.output_dir / PENDING / "mlflow.json"
     assert pending.is_file()
     assert sync([str(tmp_path / "outputs")]) == 1 and pending.is_file()  # still down: still pending
 
@@ -248,9 +248,7 @@ def test_sync_sends_a_pending_run_exactly_once(make_cfg, tmp_path, monkeypatch, 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     mlflow.create_experiment("reranker-finetuning", artifact_location=f"file://{tmp_path / 'outputs' / 'mlartifacts'}")
     mlflow.set_experiment("reranker-finetuning")
-    import pickle
-
-    uid = pickle.loads(pending.read_bytes()).tags["experiments.run_uid"]
+    uid = json.loads(pending.read_text())["finished"]["tags"]["experiments.run_uid"]
     with mlflow.start_run(tags={"experiments.run_uid": uid}):  # what an interrupted attempt left behind
         pass
     assert sync([str(tmp_path / "outputs")]) == 0
@@ -288,7 +286,7 @@ def test_a_server_down_at_the_start_and_one_stopped_mid_run_lose_nothing(tmp_pat
         stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr[-3000:]
     assert "mrr@1" in stdout and "send it later with `python -m experiments.sync" in stderr
-    folders = sorted(path.parent.parent for path in (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle"))
+    folders = sorted(path.parent.parent for path in (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.json"))
     assert len(folders) == 2 and all((folder / "metrics.json").is_file() for folder in folders)
 
     outputs = str(tmp_path / "outputs")
@@ -418,7 +416,7 @@ def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_c
     with pytest.raises(KeyboardInterrupt):
         app.run(make_cfg(), run_dir(tmp_path))
     assert not mlflow_runs(tmp_path)
-    assert (run_dir(tmp_path) / PENDING / "mlflow.pickle").is_file()
+    assert (run_dir(tmp_path) / PENDING / "mlflow.json").is_file()
     assert sync([str(tmp_path / "outputs")]) == 0
     [run] = mlflow_runs(tmp_path)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("KeyboardInterrupt")

@@ -200,7 +200,7 @@ def test_sigterm_during_the_steps_exits_within_2s_with_a_silent_server_and_sync_
         )
         started(process, mark.exists)
         stderr = terminated_within(process, 2.0)
-    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle")
+    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.json")
     assert "python -m experiments.sync" in stderr
     assert sync_cli(tmp_path).returncode == 0  # to the run's own store (no MLFLOW_TRACKING_URI now)
     [run] = mlflow_runs(tmp_path)
@@ -222,7 +222,7 @@ def test_a_run_stopped_while_a_silent_server_records_it_stays_pending_and_syncab
         else:
             process.kill()
             process.communicate(timeout=60)
-    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.pickle")
+    [pending] = (tmp_path / "outputs").rglob(f"{PENDING}/mlflow.json")
     assert (pending.parent.parent / "metrics.json").is_file()
     assert sync_cli(tmp_path).returncode == 0
     [run] = mlflow_runs(tmp_path)

@@ -70,10 +70,13 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
 
             time.sleep(5)
 
+    from experiments.evaluation.evaluate import Summary
+    from experiments.records import DatasetSplits, FinetuneSet
     from experiments.tracking.base import TrackedRun
 
     (tmp_path / "metrics.json").write_text("{}")
-    run = TrackedRun("r", {}, {}, {}, None, None, None, [], None, tmp_path, tmp_path)
+    nothing = DatasetSplits("empty", [], [], []), FinetuneSet([]), Summary(0, {}, {}, {}, 0.0)
+    run = TrackedRun("r", {}, {}, {}, *nothing, [], None, tmp_path, tmp_path)
     recorder = Recorder()
     Trackers({"broken": Broken(), "hanging": Hanging(), "recorder": recorder}).log_run(run)
     lines = capsys.readouterr().err.splitlines()
@@ -86,7 +89,7 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
     ]
     assert recorder.runs == ["{}"]  # the redacted copy of the run folder
     pending = sorted(path.name for path in (tmp_path / "pending-trackers").iterdir())
-    assert pending == ["broken.pickle", "hanging.pickle"]
+    assert pending == ["broken.json", "hanging.json"]
     strict = Broken()
     strict.strict = True
     with pytest.raises(

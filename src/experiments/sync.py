@@ -1,7 +1,9 @@
 """Send the runs that a tracker could not record (its server down, or dying mid-run): ``python -m experiments.sync``.
 
-A finished run that a tracker failed to record is kept in its run folder as ``pending-trackers/<tracker>.pickle``
-(``experiments.tracking.trackers``). This command finds them under the outputs folder, rebuilds each tracker from
+A finished run that a tracker failed to record is kept in its run folder as ``pending-trackers/<tracker>.json``
+(``experiments.tracking.pending``: data checked against a schema; nothing read from a run folder is executed, so an
+earlier version's ``<tracker>.pickle`` is refused, never loaded, and a tracker is built only from a class of this
+project). This command finds them under the outputs folder, rebuilds each tracker from
 the run's ``config.json`` (``trackers.<name>``; ``MLFLOW_TRACKING_URI`` in the environment still overrides the
 MLflow store, as in a run), and sends each run once: the tracker first deletes whatever an interrupted attempt
 recorded of the same run (tag ``experiments.run_uid``), and the pending file is removed when the run is sent. A
@@ -14,20 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
-from dataclasses import replace
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 
+from experiments.errors import UserError
 from experiments.processes import alive
 from experiments.secrets import guard_output
 from experiments.tracking.base import FailedRun, TrackedRun
-from experiments.tracking.trackers import PENDING, Trackers, describe, in_thread
+from experiments.tracking.pending import LEGACY_SUFFIX, PENDING, SUFFIX, legacy_records, load_pending
+from experiments.tracking.trackers import Trackers, describe, in_thread
 
 CLAIMED = ".sending-"
+#: The package whose classes a tracker may be built from: ``config.json`` sits in a run folder, which may be shared.
+TRACKER_PACKAGE = "experiments.tracking."
 
 
 def default_outputs() -> Path:
@@ -37,7 +43,7 @@ def default_outputs() -> Path:
 
 def release_stale_claims(outputs: Path) -> None:
     """Pending files claimed by a sync that was killed become pending again (the resend discards its traces)."""
-    for claimed in outputs.rglob(f"{PENDING}/*.pickle{CLAIMED}*"):
+    for claimed in outputs.rglob(f"{PENDING}/*{SUFFIX}{CLAIMED}*"):
         pid = claimed.name.rsplit(CLAIMED, 1)[1]
         if pid.isdigit() and not alive(int(pid)):
             claimed.rename(claimed.with_name(claimed.name.rsplit(CLAIMED, 1)[0]))
@@ -45,7 +51,7 @@ def release_stale_claims(outputs: Path) -> None:
 
 def pending_runs(outputs: Path) -> list[Path]:
     """The pending files under ``outputs``, oldest run folder first."""
-    return sorted(outputs.rglob(f"{PENDING}/*.pickle"))
+    return sorted(outputs.rglob(f"{PENDING}/*{SUFFIX}"))
 
 
 def send(pending: Path) -> bool:
@@ -57,9 +63,8 @@ def send(pending: Path) -> bool:
         return False  # another sync took it
     key, folder = pending.stem, pending.parent.parent
     try:
-        run: TrackedRun | FailedRun = pickle.loads(claimed.read_bytes())
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        tracker = instantiate(config["trackers"][key])
+        run = load_pending(pending, claimed.read_bytes())
+        tracker = instantiate(tracker_node(folder, key))
         tracker.strict = False
         discard = getattr(tracker, "discard", None)
         uid = run.tags.get("experiments.run_uid") if isinstance(run, TrackedRun) else None
@@ -76,7 +81,7 @@ def send(pending: Path) -> bool:
                 return False
             failed = []
         else:  # a failure writes the pending file again
-            failed = Trackers({key: tracker}).log_run(replace(run, run_folder=folder, artifacts=folder))
+            failed = Trackers({key: tracker}).log_run(run)
     except BaseException:
         if pending.exists():  # written again by log_run (a tracker failed, or the disk filled while it recorded)
             claimed.unlink(missing_ok=True)
@@ -87,6 +92,27 @@ def send(pending: Path) -> bool:
     if not failed:
         print(f"sent: {folder} to {key}")
     return not failed
+
+
+def tracker_node(folder: Path, key: str) -> Mapping[str, Any]:
+    """Tracker ``key``'s node of the run's ``config.json``, refused unless it builds a tracker class of this project.
+
+    Raises:
+        UserError: the file is unreadable, has no such tracker, or names a class elsewhere (any class would be
+            called with the file's arguments) or a nested ``_target_``.
+    """
+    path = folder / "config.json"
+    try:
+        node = json.loads(path.read_text(encoding="utf-8"))["trackers"][key]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: no trackers.{key} to send the pending run to ({describe(error)}).") from None
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not isinstance(target, str) or not target.startswith(TRACKER_PACKAGE) or _nested_target(node):
+        raise UserError(
+            f"{path}: trackers.{key} is not a tracker of this project ({TRACKER_PACKAGE}*, no nested _target_); "
+            "sync builds nothing else from a run folder."
+        )
+    return node
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,12 +126,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     guard_output()
-    release_stale_claims(args.outputs)
-    pending = pending_runs(args.outputs)
-    sent = sum(send(path) for path in pending)
-    left = len(pending_runs(args.outputs))
-    print(f"sync: {sent} run(s) sent, {left} still pending under {args.outputs}")
+    try:
+        release_stale_claims(args.outputs)
+        sent, unreadable = 0, []
+        for path in pending_runs(args.outputs):
+            try:
+                sent += send(path)
+            except UserError as error:  # this one stays pending; the others are still sent
+                unreadable.append(error)
+        left = len(pending_runs(args.outputs))
+        print(f"sync: {sent} run(s) sent, {left} still pending under {args.outputs}")
+        if unreadable:
+            raise unreadable[0]
+        refuse_legacy(args.outputs)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0 if left == 0 else 1
+
+
+def _nested_target(node: object, depth: int = 0) -> bool:
+    """Whether a ``_target_`` sits below the top of ``node`` (Hydra would build it as well)."""
+    if isinstance(node, dict):
+        return (depth > 0 and "_target_" in node) or any(_nested_target(v, depth + 1) for v in node.values())
+    return isinstance(node, list) and any(_nested_target(value, depth + 1) for value in node)
+
+
+def refuse_legacy(outputs: Path) -> None:
+    """Raise for the pickled records of earlier versions under ``outputs``: loading one could run any code."""
+    legacy = legacy_records(outputs)
+    if legacy:
+        more = f" (and {len(legacy) - 1} more)" if len(legacy) > 1 else ""
+        raise UserError(
+            f"{legacy[0]}{more}: a pending run in the old {LEGACY_SUFFIX} format, never loaded (a pickle can run "
+            "code); rerun that run to record it, or delete the file yourself."
+        )
 
 
 if __name__ == "__main__":

@@ -6,20 +6,18 @@ tracker's ``timeout_s``: a tracker that raises or does not answer in time is rep
 and the run folder (written before any tracker is called) still hold the run. A tracker with ``strict: true``
 fails the run instead, after the others have recorded it.
 
-A finished run is written to the run folder as ``pending-trackers/<tracker>.pickle`` *before* each tracker is
-called, and removed once that tracker has recorded it: a tracker that fails (its server down, or dying mid-run),
-a disk that fills while the tracker writes, a SIGTERM or a ``kill -9`` while it records all leave the run pending,
-and ``python -m experiments.sync`` sends it later (``experiments.sync``). A process stopped (SIGTERM, Ctrl-C)
-gives each tracker at most ``ABORT_TIMEOUT_S`` to end its open run KILLED (``abort``) and then goes; a run stopped
-before recording is kept pending as KILLED (``keep_killed``) without contacting any tracker, so a stop never
-waits on a server.
+A finished run is written to the run folder as ``pending-trackers/<tracker>.json`` (plain data:
+``tracking.pending``) *before* each tracker is called, and removed once that tracker has recorded it: a tracker that
+fails (its server down, or dying mid-run), a disk that fills while the tracker writes, a SIGTERM or a ``kill -9``
+while it records all leave the run pending, and ``python -m experiments.sync`` sends it later (``experiments.sync``).
+A process stopped (SIGTERM, Ctrl-C) gives each tracker at most ``ABORT_TIMEOUT_S`` to end its open run KILLED
+(``abort``) and then goes; a run stopped before recording is kept pending as KILLED (``keep_killed``) without
+contacting any tracker, so a stop never waits on a server.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import pickle
 import shutil
 import sys
 import tempfile
@@ -31,13 +29,11 @@ from functools import partial
 from pathlib import Path
 
 from experiments.errors import UserError
-from experiments.files import write_atomic
 from experiments.folders import DISK_ERRNOS, DISK_FULL_WORDS
 from experiments.secrets import redact, redact_bytes, scrub
 from experiments.tracking.base import FailedRun, TrackedRun, Tracker
+from experiments.tracking.pending import PENDING, pending_name, remove_if_empty, save_pending
 
-#: The folder of a run folder holding the runs a tracker could not record yet, one ``<tracker>.pickle`` each.
-PENDING = "pending-trackers"
 #: How long a tracker may take to mark its open run KILLED when the process is being stopped (a scheduler's grace
 #: period is short; what is not marked now is marked by the next run or by sync).
 ABORT_TIMEOUT_S = 3.0
@@ -88,7 +84,7 @@ class Trackers:
     def log_run(self, run: TrackedRun) -> list[str]:
         """Record a finished run in every tracker, with params, tags and files scrubbed of secrets.
 
-        A tracker that fails leaves the run pending in the run folder (``pending-trackers/<tracker>.pickle``).
+        A tracker that fails leaves the run pending in the run folder (``pending-trackers/<tracker>.json``).
 
         Returns:
             The keys of the trackers that failed (the run is pending for them).
@@ -107,8 +103,8 @@ class Trackers:
             failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later, no_room)
         for key in self.trackers:
             if key not in failed:
-                (run.run_folder / PENDING / f"{key}.pickle").unlink(missing_ok=True)
-        _remove_if_empty(run.run_folder / PENDING)
+                (run.run_folder / PENDING / pending_name(key)).unlink(missing_ok=True)
+        remove_if_empty(run.run_folder / PENDING)
         lost = [key for key in failed if key in unkept]
         for key in lost:
             if key not in no_room:  # the folder still holds the run; only the resend is lost
@@ -131,7 +127,7 @@ class Trackers:
         for key in self.trackers:
             try:
                 save_pending(run, folder, key)
-            except (OSError, pickle.PicklingError, TypeError, AttributeError) as error:
+            except (OSError, ValueError, TypeError) as error:  # a full disk; a run that cannot be kept as data
                 unkept[key] = error
         return unkept
 
@@ -273,21 +269,6 @@ def in_thread(
     return outcome
 
 
-def save_pending(run: TrackedRun | FailedRun, run_folder: Path, key: str) -> Path:
-    """Keep a run for tracker ``key`` until it has recorded it (``python -m experiments.sync`` sends it).
-
-    Written under a temporary name and renamed; a write that fails (a full disk) leaves no ``.partial`` behind."""
-    folder = run_folder / PENDING
-    path = folder / f"{key}.pickle"
-    try:
-        folder.mkdir(exist_ok=True)
-        write_atomic(path, pickle.dumps(run))  # a failed write leaves no .partial
-    except BaseException:
-        _remove_if_empty(folder)
-        raise
-    return path
-
-
 def _store_file(tracker: Tracker) -> str | None:
     """The local file a tracker writes its records to (``sqlite:///<file>``), to name it when the disk is full."""
     uri = str(getattr(tracker, "tracking_uri", "") or "")
@@ -297,11 +278,6 @@ def _store_file(tracker: Tracker) -> str | None:
 def _no_room(error: BaseException) -> bool:
     """A write refused by the disk itself (full, read-only, not writable), not by the run's data."""
     return isinstance(error, OSError) and error.errno in DISK_ERRNOS
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def is_disk_full(error: BaseException | None) -> bool:
