@@ -80,7 +80,8 @@ def test_sweep_runs_every_combination_under_one_parent(tmp_path, tiny_model_dir)
     assert completed.returncode == 0, completed.stderr[-2000:]
     folders = sorted(path.parent.name for path in (tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))
     assert len(folders) == 4
-    assert folders == [
+    # Named after the overrides, paths left out, then a digest of them all (two jobs never share a folder).
+    assert [re.fullmatch(r"(.*)_[0-9a-f]{10}", name).group(1) for name in folders] == [
         f"dataset=jsonl,evaluation.bootstrap_resamples=100,k={k},miner={miner},reranker=none"
         for k in (2, 3)
         for miner in ("cosine", "random")
@@ -133,7 +134,11 @@ def test_a_failing_job_never_ends_the_sweep_and_a_rerun_redoes_only_it(tmp_path,
     completed = run_cli(*args)
     assert completed.returncode == 1, completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr
-    assert "failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=-1,reranker=none: k=-1:" in completed.stdout
+    assert re.search(
+        r"^failed: dataset=jsonl,evaluation.bootstrap_resamples=100,k=-1,reranker=none_[0-9a-f]{10}: k=-1:",
+        completed.stdout,
+        re.MULTILINE,
+    )
     assert "winner: k=" in completed.stdout and (sweep_dir / "report.md").is_file()
     folders = {path.name: path for path in sweep_dir.iterdir() if path.is_dir()}
     done = sorted(name for name, path in folders.items() if (path / "metrics.json").is_file())

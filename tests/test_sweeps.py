@@ -263,6 +263,7 @@ def test_a_cache_folder_added_or_moved_is_the_same_configuration(tmp_path: Path,
             return 0.5
 
     monkeypatch.setattr(jobs.run_folder, "read", lambda folder: Record())
+    monkeypatch.setattr(jobs.run_folder, "read_queries", lambda folder: [])
     moved = {**config, "paths": {"cache_dir": "/b"}, "progress": False}
     moved["miner"] = {**config["miner"], "cache_dir": "/b/kmeans"}  # a knob added since: where a cache lives
     assert jobs.completed_metric(tmp_path, moved, "mrr@1") == 0.5

@@ -104,29 +104,55 @@ class SweepMonitor(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global exit_code
-        from experiments.sweeps.report import TIE_RULE, ties, write_report
-
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sweep_jobs(sweep_dir)
-        failed = [job for job in jobs if job.status != "completed"]
-        completed = len(jobs) - len(failed)
-        print(f"\nsweep: {completed} of {len(jobs)} jobs completed in {sweep_dir}")
-        if completed:
-            report = write_report(sweep_dir, metric=str(config.optimized_metric))
-            print(
-                f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on the "
-                f"{report.selection_where})"
-            )
-            for group in ties(report.rows):
-                if report.winner in group:
-                    print(f"tie: {', '.join(row.label for row in group)} share it; ordered by {TIE_RULE}")
-            print(f"report: {report.markdown_path}")
-        for job in failed:
-            reason = job.reason or "did not finish (killed?)"
-            print(f"failed: {job.label}: {reason}")
-        if failed:
-            print(
-                f"{len(failed)} job(s) failed; rerun the same command with hydra.sweep.dir={sweep_dir} to redo "
-                "only those."
-            )
-        exit_code = 1 if failed else 0
+        try:
+            exit_code = finish(sweep_dir, str(config.optimized_metric))
+        except Exception as error:  # Hydra would only warn: a sweep whose end cannot be told never passes for clean
+            log.exception("the sweep's end failed")
+            print(f"error: {sweep_dir}: the sweep's report could not be written: {error}", file=sys.stderr)
+            exit_code = 1
+
+
+def finish(sweep_dir: Path, metric: str) -> int:
+    """Print the sweep's outcome and write its report; returns the exit code: 1 when any job failed, did not finish
+    or left an unreadable record, or when no job folder is found, else 0. A report is written either way: with
+    no completed job it lists the failures (``report.md``)."""
+    from experiments.sweeps.report import TIE_RULE, failures, readable, ties, write_failure_report, write_report
+
+    jobs = [readable(job) for job in sweep_jobs(sweep_dir)]
+    completed = sum(job.status == "completed" for job in jobs)
+    print(f"\nsweep: {completed} of {len(jobs)} jobs completed in {sweep_dir}")
+    if completed:
+        report = write_report(sweep_dir, metric=metric)
+        print(
+            f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on the "
+            f"{report.selection_where})"
+        )
+        for group in ties(report.rows):
+            if report.winner in group:
+                print(f"tie: {', '.join(row.label for row in group)} share it; ordered by {TIE_RULE}")
+        failed, path = list(report.failed), report.markdown_path
+    else:
+        failed, path = failures(jobs), write_failure_report(sweep_dir)
+    print(f"report: {path}")
+    for label, reason in failed:
+        print(f"failed: {label}: {reason}")
+    lost = failed_this_run(sweep_dir) if not failed else 0
+    if not jobs:
+        print(f"error: no job folder under {sweep_dir}: the jobs wrote their folders elsewhere, or none started.")
+    elif lost:
+        print(f"error: {lost} job(s) of this run failed without leaving a job folder under {sweep_dir}.")
+    if failed:
+        print(
+            f"{len(failed)} job(s) failed; rerun the same command with hydra.sweep.dir={sweep_dir} to redo only those."
+        )
+    return 1 if failed or lost or not jobs else 0
+
+
+def failed_this_run(sweep_dir: Path) -> int:
+    """How many jobs of this invocation ended failed, by its progress file (``on_job_end``'s lines)."""
+    try:
+        lines = (sweep_dir / PROGRESS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    return sum(line == "failed" for line in lines[1:])

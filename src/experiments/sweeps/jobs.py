@@ -1,21 +1,26 @@
 """A sweep job's state, read from its folder alone: completed (``metrics.json``), failed (``failed.json``) or neither.
 
-Every job of a ``-m`` sweep gets a folder under the sweep folder (named after its overrides). Reading state from
+Every job of a ``-m`` sweep gets a folder under the sweep folder, named by ``job_folder_name``: its overrides,
+readable, then a digest of all of them, so two jobs never share a folder whatever they differ in. Reading state from
 the folders, not from memory, makes the monitor and the report work the same with the serial, joblib and Ray
 launchers, and lets a rerun of the same sweep skip what already completed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from omegaconf import OmegaConf
 
 from experiments import run_folder
+from experiments.errors import UserError
 from experiments.files import write_atomic
 from experiments.run_folder import METRICS_FILE, RunRecord
 from experiments.secrets import redact
@@ -23,6 +28,49 @@ from experiments.secrets import redact
 Status = Literal["completed", "failed", "unfinished"]
 
 FAILED_FILE = "failed.json"
+
+#: The resolver naming a sweep job's folder (``hydra.sweep.subdir`` in ``conf/config.yaml``).
+JOB_FOLDER_RESOLVER = "job_folder"
+#: Hex digits of the override list's digest that end every job folder's name.
+DIGEST_CHARS = 10
+#: The readable part of a folder name is cut to this many bytes (a file name may hold 255).
+READABLE_BYTES = 200
+
+
+def job_folder_name(overrides: Sequence[str], exclude_keys: Sequence[str] = ()) -> str:
+    """A sweep job's folder name: ``k=4,miner=cosine_<digest>``.
+
+    The readable part is Hydra's ``override_dirname`` (the overrides sorted, joined by ``,``) less the keys in
+    ``exclude_keys``, every ``paths.*`` key and every value holding a path separator, so a folder name never nests.
+    The digest covers the FULL override list, those left out included: jobs that differ only in an excluded key
+    (``dataset.eval_path=a.jsonl,b.jsonl``) get folders of their own, and the same overrides in another order the
+    same folder (a rerun of the sweep finds its jobs).
+    """
+    lines = sorted(str(line) for line in overrides)
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:DIGEST_CHARS]
+    excluded = {str(key) for key in exclude_keys}
+    readable = []
+    for line in lines:
+        key, _, value = line.partition("=")
+        key = key.lstrip("+~")
+        if key in excluded or key == "paths" or key.startswith("paths.") or any(c in value for c in "/\\\0"):
+            continue
+        readable.append(line)
+    prefix = ",".join(readable).encode("utf-8")[:READABLE_BYTES].decode("utf-8", errors="ignore")
+    return f"{prefix}_{digest}" if prefix else digest
+
+
+def register_job_folder_resolver() -> None:
+    """Make ``${job_folder:<overrides>,<excluded keys>}`` resolvable. Called when this module is imported: a
+    launcher's worker (joblib, Ray) resolves a job's folder after unpickling the sweep's callbacks, which import it."""
+    if not OmegaConf.has_resolver(JOB_FOLDER_RESOLVER):
+        OmegaConf.register_new_resolver(
+            JOB_FOLDER_RESOLVER,
+            lambda overrides, exclude_keys=(): job_folder_name(list(overrides), list(exclude_keys or ())),
+        )
+
+
+register_job_folder_resolver()
 
 
 @dataclass(frozen=True)
@@ -50,16 +98,35 @@ class Job:
 
 
 def read_job(folder: Path) -> Job:
-    """The state of the job whose run folder is ``folder``."""
+    """The state of the job whose run folder is ``folder``.
+
+    ``failed.json`` wins over ``metrics.json``: a job clears it when it starts, so it is the latest attempt's
+    verdict (a search writes it into a completed job that gave it no score). A record that cannot be read makes
+    the job failed, its reason naming the file: never a completed job without numbers, never a crash of the report.
+    """
     overrides_file = folder / ".hydra" / "overrides.yaml"
-    listed = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) if overrides_file.is_file() else []
-    overrides = dict(item.split("=", 1) for item in listed or [] if "=" in item)
-    if (folder / METRICS_FILE).is_file():
-        return Job(folder, overrides, "completed", record=run_folder.read(folder))
+    try:
+        listed = yaml.safe_load(overrides_file.read_text(encoding="utf-8")) if overrides_file.is_file() else []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        listed = []
+    overrides = dict(str(item).split("=", 1) for item in listed if "=" in str(item)) if isinstance(listed, list) else {}
     if (folder / FAILED_FILE).is_file():
-        reason = json.loads((folder / FAILED_FILE).read_text("utf-8")).get("reason", "")
-        return Job(folder, overrides, "failed", reason=reason)
+        return Job(folder, overrides, "failed", reason=_failure_reason(folder / FAILED_FILE))
+    if (folder / METRICS_FILE).is_file():
+        try:
+            return Job(folder, overrides, "completed", record=run_folder.read(folder))
+        except UserError as error:
+            return Job(folder, overrides, "failed", reason=str(error))
     return Job(folder, overrides, "unfinished")
+
+
+def _failure_reason(path: Path) -> str:
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"{path}: unreadable ({type(error).__name__}); the job failed"
+    reason = record.get("reason") if isinstance(record, dict) else None
+    return str(reason) if reason else f"{path}: names no reason; the job failed"
 
 
 def sweep_jobs(sweep_dir: Path) -> list[Job]:
@@ -110,12 +177,19 @@ def _results_value(value: Any) -> Any:
 def completed_metric(folder: Path, config: dict[str, Any], metric: str) -> float | None:
     """The reranker's ``metric`` of an earlier completed run of the same config in ``folder``, else None.
 
-    "The same" ignores the tracking settings (a rerun's sweep has a new parent run id).
+    "The same" ignores the tracking settings (a rerun's sweep has a new parent run id). An unreadable
+    ``config.json``, ``metrics.json`` or ``per_query.jsonl``, or a ``failed.json`` beside them, is no completed run:
+    the job runs again.
     """
     metrics_file, config_file = folder / METRICS_FILE, folder / "config.json"
-    if not (metrics_file.is_file() and config_file.is_file()):
+    if not (metrics_file.is_file() and config_file.is_file()) or (folder / FAILED_FILE).is_file():
         return None
-    earlier = json.loads(config_file.read_text("utf-8"))
-    if _results_config(earlier) != _results_config(json.loads(json.dumps(config))):
+    try:
+        earlier = json.loads(config_file.read_text("utf-8"))
+        if not isinstance(earlier, dict) or _results_config(earlier) != _results_config(json.loads(json.dumps(config))):
+            return None
+        value = run_folder.read(folder).reranked(metric)
+        run_folder.read_queries(folder)  # a record the report could not read is no completed run either
+        return value
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, UserError):
         return None
-    return run_folder.read(folder).reranked(metric)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from experiments import run_folder
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import METRIC_NAMES
@@ -47,6 +48,8 @@ class SweepReport:
     plots: list[Path]
     #: With replicates that all chose on validation: how many seeds' validation scores each row's value averages.
     selection_seeds: int | None = None
+    #: ``(job label, reason)`` of every job that did not complete, or whose record could not be read.
+    failed: tuple[tuple[str, str], ...] = ()
 
     @property
     def winner_value(self) -> float:
@@ -249,7 +252,7 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     if metric not in METRIC_NAMES:
         raise UserError(f"optimized_metric={metric!r} is not one of {list(METRIC_NAMES)}.")
     sweep_dir = Path(sweep_dir)
-    jobs = sweep_jobs(sweep_dir)
+    jobs = [readable(job) for job in sweep_jobs(sweep_dir)]
     rows, split, n_seeds = build_rows(jobs, metric)
     plots = write_plots(sweep_dir, rows, metric)
     winner = rows[0]
@@ -284,7 +287,7 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
             }
             for row in rows
         ],
-        "failed": [[job.label, job.reason or "did not finish"] for job in jobs if job.status != "completed"],
+        "failed": [list(failure) for failure in failures(jobs)],
         "plots": [str(path) for path in plots],
     }
     table = _table(rows, metric, selection_where(split, n_seeds))
@@ -293,7 +296,49 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     write_atomic(markdown_path, redact(_markdown(table, report)))
     write_atomic(html_path, redact(_html(table, report)))
     write_atomic(sweep_dir / "report.json", redact(json.dumps(report, indent=2) + "\n"))
-    return SweepReport(sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds)
+    return SweepReport(
+        sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs))
+    )
+
+
+def readable(job: Job) -> Job:
+    """``job``, or when its per-query record cannot be read, the job as failed with the reason naming the file."""
+    if job.status != "completed":
+        return job
+    try:
+        run_folder.read_queries(job.folder)
+    except UserError as error:
+        return replace(job, status="failed", record=None, reason=str(error))
+    return job
+
+
+def failures(jobs: list[Job]) -> list[tuple[str, str]]:
+    """``(label, reason)`` of each job that did not complete."""
+    return [(job.label, job.reason or "did not finish (killed?)") for job in jobs if job.status != "completed"]
+
+
+def write_failure_report(sweep_dir: Path) -> Path:
+    """``report.md`` and ``report.html`` for a sweep none of whose jobs completed: which failed and why.
+
+    No ``report.json``: that file names a winner, and there is none.
+    """
+    jobs = [readable(job) for job in sweep_jobs(sweep_dir)]
+    failed = failures(jobs)
+    said = f"None of its {len(jobs)} job(s) completed." if jobs else "It left no job folder."
+    markdown = "\n".join(
+        [f"# Sweep report: {sweep_dir}", "", f"**No winner.** {said}", "", "## Failed jobs", ""]
+        + [f"- `{label}`: {reason}" for label, reason in failed]
+    )
+    items = "".join(f"<li><code>{html.escape(a)}</code>: {html.escape(b)}</li>" for a, b in failed)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title></head><body>"
+        f"<h1>Sweep report</h1><p>{html.escape(str(sweep_dir))}</p><p><b>No winner.</b> {html.escape(said)}</p>"
+        f"<h2>Failed jobs</h2><ul>{items}</ul></body></html>\n"
+    )
+    markdown_path = sweep_dir / "report.md"
+    write_atomic(markdown_path, redact(markdown + "\n"))
+    write_atomic(sweep_dir / "report.html", redact(page))
+    return markdown_path
 
 
 def main(argv: list[str] | None = None) -> int:
