@@ -1,0 +1,102 @@
+"""``dataset=banking77``: the bundled release, the few-shot draw, the full test split, no test query in train."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from experiments.datasets.banking77 import Banking77, normalised, readable
+from experiments.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "src" / "experiments" / "datasets" / "data" / "banking77"
+
+
+def _csv(name: str) -> list[dict[str, str]]:
+    with (DATA / name).open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def release() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    return _csv("train.csv"), _csv("test.csv")
+
+
+def test_release_is_bundled_with_its_licence() -> None:
+    assert "Attribution 4.0 International" in (DATA / "LICENSE").read_text(encoding="utf-8")
+    attribution = (DATA / "README.md").read_text(encoding="utf-8")
+    assert "Casanueva" in attribution and "Creative Commons Attribution 4.0" in attribution
+
+
+@pytest.mark.parametrize("shots", [1, 5, 10, 30])
+def test_shots_are_stratified_per_intent(shots: int, release) -> None:
+    splits = Banking77(shots=shots).load()
+    per_label = Counter(example.expected[0] for example in splits.train)
+    assert len(per_label) == 77 and set(per_label.values()) == {shots}
+    assert {category.name for category in splits.categories} == set(per_label)
+
+
+def test_all_of_train_with_null_shots(release) -> None:
+    train, test = release
+    held = {normalised(row["text"]) for row in test}
+    pool = [row for row in train if normalised(row["text"]) not in held]
+    splits = Banking77(shots=None).load()
+    assert len(splits.train) == len(pool) == len(train) - 7
+    assert [example.input for example in splits.train] == [row["text"].strip() for row in pool]
+
+
+@pytest.mark.parametrize("shots", [5, None])
+def test_eval_is_the_full_test_split_and_no_test_query_is_in_train(shots: int | None, release) -> None:
+    _, test = release
+    splits = Banking77(shots=shots).load()
+    assert len(splits.eval) == len(test) == 3080
+    assert [example.input for example in splits.eval] == [row["text"].strip() for row in test]
+    assert [example.expected[0] for example in splits.eval] == [readable(row["category"]) for row in test]
+    eval_texts = {normalised(example.input) for example in splits.eval}
+    assert not [example.input for example in splits.train if normalised(example.input) in eval_texts]
+
+
+def test_draw_is_deterministic_and_nested() -> None:
+    first, again = Banking77(shots=10, seed=3).load(), Banking77(shots=10, seed=3).load()
+    assert first.digest() == again.digest()
+    other = Banking77(shots=10, seed=4).load()
+    assert {e.input for e in first.train} != {e.input for e in other.train}
+    larger = Banking77(shots=30, seed=3).load()
+    assert {e.input for e in first.train} <= {e.input for e in larger.train}
+
+
+def test_draw_is_the_same_in_a_fresh_process() -> None:
+    code = "from experiments.datasets.banking77 import Banking77; print(Banking77(shots=5, seed=1).load().digest())"
+    runs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in (0, 1)
+    }
+    assert len(runs) == 1 and runs == {Banking77(shots=5, seed=1).load().digest() + "\n"}
+
+
+def test_category_names_follow_the_documented_rule() -> None:
+    assert readable("card_payment_not_recognised") == "Card payment not recognised"
+    assert readable("Refund_not_showing_up") == "Refund not showing up"
+    splits = Banking77(shots=1).load()
+    names = [category.name for category in splits.categories]
+    assert len(set(names)) == 77 and all("_" not in name and name[0].isupper() for name in names)
+    assert all(category.description == "" for category in splits.categories)
+
+
+@pytest.mark.parametrize("shots", [0, -3, 2.5, "ten", True])
+def test_bad_shots_is_a_config_error(shots: object) -> None:
+    with pytest.raises(ConfigError, match=r"dataset\.shots"):
+        Banking77(shots=shots)  # type: ignore[arg-type]
+
+
+def test_config_group_instantiates() -> None:
+    node = OmegaConf.load(ROOT / "conf" / "dataset" / "banking77.yaml")
+    dataset = instantiate(node)
+    assert isinstance(dataset, Banking77) and dataset.shots == 10 and dataset.seed == 0
+    assert dataset.config_dict()["release"].startswith("PolyAI-LDN/task-specific-datasets@")
