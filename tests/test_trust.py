@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_cli import ROOT, shrunk
 from test_hardening import cli_env, free_port
 
@@ -129,3 +130,38 @@ def test_pending_record_round_trips_through_sync(tmp_path, tiny_model_dir):
     vectors = np.load(package / "category_vectors.npy", allow_pickle=False)
     assert vectors.shape == (len(spec["categories"]), 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     assert (package / spec["reranker"]["model_dir"] / "model.safetensors").is_file()  # the fine-tuned model shipped
+
+
+# Never deleted: a rejected run removes only what it made.
+
+
+def test_rejected_run_keeps_a_folder_it_did_not_create(tmp_path):
+    mine = tmp_path / "my-logs"
+    mine.mkdir()
+    (mine / "notes.log").write_text("kept\n")
+    (mine / "run.log").write_text("mine\n")  # the name Hydra logs the run to
+    fresh = tmp_path / "new" / "day" / "run"
+
+    for folder in (mine, fresh):
+        rejected = run_py("k=abc", f"hydra.run.dir={folder}", f"paths.outputs_dir={tmp_path / 'outputs'}")
+        assert rejected.returncode == 2 and "error: " in rejected.stderr, rejected.stderr[-2000:]
+
+    assert sorted(path.name for path in mine.iterdir()) == ["notes.log", "run.log"]  # .hydra/ (the run's) is gone
+    assert (mine / "notes.log").read_text() == "kept\n"
+    assert (mine / "run.log").read_text().startswith("mine\n")  # Hydra appends to it; never removed
+    assert not (tmp_path / "new").exists()  # every folder the run made, and nothing else
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_rejected_api_run_leaves_no_folder(tmp_path):
+    import experiments
+    from experiments.errors import UserError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.log").write_text("kept\n")
+    for folder in (tmp_path / "day" / "run", mine):
+        with pytest.raises(UserError, match=r"^k='abc': "):
+            experiments.run(["k=abc", f"paths.outputs_dir={tmp_path / 'outputs'}"], output_dir=folder)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine"]
+    assert [path.name for path in mine.iterdir()] == ["keep.log"]

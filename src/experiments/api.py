@@ -87,6 +87,7 @@ def run(
     from omegaconf import open_dict
 
     from experiments import app
+    from experiments.folders import Before
     from experiments.extras import check_extras
     from experiments.secrets import refuse_secret_overrides
 
@@ -110,8 +111,13 @@ def run(
         run_dir = Path(output_dir) if output_dir is not None else Path(str(cfg.hydra.run.dir))
         with open_dict(cfg):
             del cfg["hydra"]  # as under the CLI, where the job's config holds no hydra node
+        before = Before.survey(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        outcome = app.run(cfg, run_dir)
+        try:
+            outcome = app.run(cfg, run_dir)
+        except UserError:
+            before.discard_rejected()  # a rejected run leaves nothing it made; what stood there before stays
+            raise
     finally:
         HydraConfig.instance().cfg = previous
     with_mlflow = "mlflow" in (cfg.get("trackers") or {})

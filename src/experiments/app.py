@@ -5,9 +5,7 @@ The only place that reads ``cfg``; library code receives plain arguments.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 import signal
 import sys
 import threading
@@ -20,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
-from experiments.folders import disk_error, written_folders
+from experiments.folders import disk_error, surveyed, written_folders
 from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
 from experiments.schema import check_groups, read_knobs
 from experiments.secrets import redact_folder, redact_logs, refuse_secret_options, scrub
@@ -73,13 +71,11 @@ def hydra_option_knobs() -> list[str]:
 
 
 def discard_rejected(output_dir: Path) -> None:
-    """Remove a rejected run's folder when it holds nothing but what Hydra wrote before the run was checked."""
-    if not output_dir.is_dir():
-        return
-    if all(path.name == ".hydra" or path.suffix == ".log" for path in output_dir.iterdir()):
-        shutil.rmtree(output_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # the day's folder (``runs/<date>/``) when this run was its only one
-            output_dir.parent.rmdir()
+    """Remove what a rejected run made (its folder, the day's folder above it, Hydra's files), never what was there
+    before the run started (``folders.Before``); without a survey of the folder, nothing."""
+    before = surveyed(output_dir)
+    if before is not None:
+        before.discard_rejected()
 
 
 def build(cfg: DictConfig, group: str) -> Any:

@@ -2,15 +2,20 @@
 
 A read-only outputs folder, a read-only cache or a full disk is a user's situation, not a bug: the message names
 the folder and the ``paths.*`` option that moves it, and the exit code is 2.
+
+What stood at a run folder's place before the run is recorded too (``Before``), so that a rejected run removes only
+what it made itself: a folder the user pointed ``hydra.run.dir`` at, and every file in it, is never removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +133,92 @@ class WritableFolders(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)
+        remember(Before.survey(Path(str(config.hydra.run.dir))))  # before Hydra makes it or writes into it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)
+
+
+#: More paths than this in a folder the run is pointed at: too many to list, so a rejected run removes nothing there.
+SURVEY_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class Before:
+    """What stood at a run folder's place before the run started.
+
+    Attributes:
+        folder: the run folder (absolute).
+        existing: the nearest folder at or above ``folder`` that existed (the folders below it are the run's).
+        contents: every path that was inside ``folder`` when it existed; None when the run made ``folder`` itself.
+        complete: False when ``folder`` held more than ``SURVEY_LIMIT`` paths (nothing in it is taken for the run's).
+    """
+
+    folder: Path
+    existing: Path
+    contents: frozenset[Path] | None
+    complete: bool = True
+
+    @classmethod
+    def survey(cls, folder: Path) -> Before:
+        folder = Path(os.path.abspath(folder))
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing != folder:
+            return cls(folder, existing, None)
+        contents: set[Path] = set()
+        for root, names, files in os.walk(folder):
+            contents.update(Path(root) / name for name in [*names, *files])
+            if len(contents) > SURVEY_LIMIT:
+                return cls(folder, existing, frozenset(), complete=False)
+        return cls(folder, existing, frozenset(contents))
+
+    def created(self) -> list[Path]:
+        """The paths in ``folder`` that were not there at the survey, deepest first (``folder`` last if the run made
+        it); empty when the survey was incomplete."""
+        if not self.complete or not self.folder.is_dir():
+            return []
+        made = []
+        for root, names, files in os.walk(self.folder, topdown=False):
+            made += [Path(root) / name for name in [*files, *names]]
+        made = [path for path in made if self.contents is None or path not in self.contents]
+        return made + ([self.folder] if self.contents is None else [])
+
+    def discard_rejected(self) -> None:
+        """Remove what a run rejected before it started made: when it made nothing but Hydra's record of its
+        config (``.hydra/``) and its log (``*.log``), those, and the folders it made (``folder``, the day's folder
+        above it). A path that stood there before the run is never removed; neither is anything when the run wrote
+        more (a run that failed later keeps its folder and its log)."""
+        made = self.created()
+        inside = [path.relative_to(self.folder) for path in made if path != self.folder]
+        if any(path.parts[0] != ".hydra" and not (len(path.parts) == 1 and path.suffix == ".log") for path in inside):
+            return
+        for path in made:  # deepest first
+            if path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        if self.contents is None:
+            parent = self.folder.parent
+            while parent != self.existing and parent.is_relative_to(self.existing):
+                try:
+                    parent.rmdir()  # only when empty: a parallel run's folder beside this one stays
+                except OSError:
+                    break
+                parent = parent.parent
+
+
+#: The surveys of the run folders this process started, by folder.
+_surveys: dict[Path, Before] = {}
+
+
+def remember(before: Before) -> None:
+    """Keep ``before`` for ``surveyed`` (the CLI surveys in a Hydra callback, the run reads it in the task)."""
+    _surveys[before.folder] = before
+
+
+def surveyed(folder: Path) -> Before | None:
+    """The survey of ``folder`` taken before this process's run started, if one was."""
+    return _surveys.get(Path(os.path.abspath(folder)))
