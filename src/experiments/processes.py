@@ -24,9 +24,11 @@ def alive(pid: int) -> bool:
 
 
 def _started(pid: int) -> str:
+    """The process's start time, or "" when it cannot be told (gone, or an unreadable ``/proc/stat``: psutil then
+    raises ``RuntimeError("line 'btime' not found")``); a run is still recorded, named by host and pid."""
     try:
         return f"{psutil.Process(pid).create_time():.2f}"
-    except psutil.Error:
+    except (psutil.Error, OSError, RuntimeError, ValueError):
         return ""
 
 

@@ -212,7 +212,10 @@ def fair_threads(cores: int | None = None, busy_percent: float | None = None) ->
     if busy_percent is None:
         import psutil
 
-        busy_percent = psutil.cpu_percent(interval=SAMPLE_S)
+        try:
+            busy_percent = psutil.cpu_percent(interval=SAMPLE_S)
+        except Exception:  # an unreadable /proc/stat: take every core, as torch would by itself
+            busy_percent = 0.0
     return max(1, free_cores(cores, busy_percent / 100.0 * cores))
 
 

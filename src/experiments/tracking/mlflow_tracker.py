@@ -8,9 +8,11 @@ process that was killed with ``kill -9`` is found and marked KILLED the next tim
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,7 +26,9 @@ from experiments.records import DatasetSplits, FinetuneSet
 from experiments.run_folder import METRICS_FILE, read
 from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params
+from experiments.tracking.local_store import create_store, half_created
 from experiments.tracking.mlflow_view import describe_experiment
+from experiments.tracking.trackers import is_disk_full
 
 if TYPE_CHECKING:
     from experiments.serving.package import CategoriserPackage
@@ -105,7 +109,16 @@ class MLflowTracker:
         bound_http()
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
-        if mlflow.get_experiment_by_name(self.experiment) is None:
+        uri = mlflow.get_tracking_uri()
+        create_store(uri)  # a local store is created whole or not at all
+        try:
+            found = mlflow.get_experiment_by_name(self.experiment)
+        except Exception as error:
+            explained = half_created(uri, error)
+            if explained is None:
+                raise
+            raise explained from None
+        if found is None:
             # A parallel job may create it first: then the experiment exists, which is all we need.
             with contextlib.suppress(mlflow.exceptions.MlflowException):
                 mlflow.create_experiment(self.experiment, artifact_location=self._artifact_root())
@@ -321,8 +334,37 @@ class MLflowTracker:
         """Log the categoriser as this run's pyfunc model ``categoriser`` (``runs:/<run id>/categoriser``)."""
         from experiments.serving.mlflow_model import log_categoriser
 
-        info = log_categoriser(categoriser)
+        try:
+            info = log_categoriser(categoriser)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            where = self._drop_unfinished_models()
+            raise OSError(errno.ENOSPC, "No space left on device while logging the model", where) from error
         log.info("model: %s (python -m experiments.suggest %s ...)", info.model_uri, self.run_id)
+
+    def _drop_unfinished_models(self) -> str | None:
+        """Remove the files of this run's models that did not finish logging (a full disk); their folder, if any.
+
+        Only models whose source is this run are touched, and only in a local artifact store: a half-written model
+        is never left for ``suggest`` or a registry to find."""
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        try:
+            models = mlflow.search_logged_models(filter_string=f"source_run_id = '{self.run_id}'", output_format="list")
+        except Exception:  # the store cannot be read either: the error names the store
+            return None
+        where = None
+        for model in models:
+            location = str(model.artifact_location or "")
+            if model.status == LoggedModelStatus.READY or not location.startswith(("file:", "/")):
+                continue
+            folder = Path(local_file_uri_to_path(location))
+            where = str(folder)
+            shutil.rmtree(folder.parent if folder.name == "artifacts" else folder, ignore_errors=True)
+        return where
 
     def end(self, status: str, ended_at: float | None = None) -> None:
         """End the active run as ``FINISHED``, ``FAILED`` or ``KILLED``, at ``ended_at`` (None: now)."""

@@ -116,7 +116,9 @@ class Trackers:
             raise NotKept(run.run_folder, [first], no_room[first])
         full = [key for key in failed if is_disk_full(self.errors.get(key))]
         if full:
-            raise RecordingDiskFull(run.run_folder, full, self.errors[full[0]], _store_file(self.trackers[full[0]]))
+            cause = self.errors[full[0]]
+            where = _file_of(cause) or _store_file(self.trackers[full[0]])
+            raise RecordingDiskFull(run.run_folder, full, cause, where)
         if strict_failures:
             raise TrackerFailed(strict_failures[0])
         return failed
@@ -273,6 +275,18 @@ def _store_file(tracker: Tracker) -> str | None:
     """The local file a tracker writes its records to (``sqlite:///<file>``), to name it when the disk is full."""
     uri = str(getattr(tracker, "tracking_uri", "") or "")
     return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+
+
+def _file_of(error: BaseException | None) -> str | None:
+    """The file a disk error names (on ``error`` or an error it was raised from): e.g. the logged model's folder,
+    which is not the tracker's store."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.filename:
+            return str(error.filename)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _no_room(error: BaseException) -> bool:
