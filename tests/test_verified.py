@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import run_cli, shrunk
 from test_rerankers import COLOURS, FAST, colour_items, transaction
 
 from experiments import cache as cache_module
@@ -82,6 +83,38 @@ def test_an_intact_stored_model_is_reused_after_one_hash_pass(
     with caplog.at_level(logging.WARNING):
         assert FinetunedBiEncoder(str(tiny_model_dir), **FAST).fit(tiny_set, tmp_path, seed=0).reused
     assert warnings_of(caplog) == []
+
+
+@pytest.mark.slow
+def test_a_damaged_second_round_teacher_is_trained_again_and_mines_the_same_set(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from experiments import app
+
+    overrides = ("miner=second_round", "reranker.select_epochs=false", "trackers=none", "log_model=false")
+    first = app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "a")
+    assert first.fit is not None
+    models = tmp_path / "outputs" / "cache" / "models"
+    [teacher] = [path for path in models.glob("ft-*") if path.name != first.fit.finetune_id]
+    zero_inside(teacher / "model.safetensors", 1 << 20)
+    with caplog.at_level(logging.WARNING):
+        second = app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "b")
+    assert second.finetune_set.digest() == first.finetune_set.digest()  # the same teacher, so the same set
+    assert any(str(teacher / "model.safetensors") in warning for warning in warnings_of(caplog))
+    assert second.fit is not None and second.fit.reused  # the run's own model was intact
+
+
+def test_a_truncated_model_the_user_points_at_is_one_line_naming_the_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    weights = model / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    overrides = [arg for arg in shrunk(tmp_path, tiny_model_dir) if not arg.startswith("embedder.model=")]
+    completed = run_cli(*overrides, f"embedder.model={model}", "reranker=none", "trackers=none")
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr
+    assert (
+        completed.stderr.strip().splitlines()[-1].startswith(f"error: {weights}: the model's weights cannot be read (")
+    )
 
 
 # --- ONNX exports, keyed by the weights they were exported from ---

@@ -71,9 +71,14 @@ def resolve_model(ref: str) -> str:
     return ref
 
 
+#: How the weights loaders say a file is damaged (safetensors' ``SafetensorError``, torch's unpickler).
+UNREADABLE_WEIGHTS = ("SafetensorError", "HeaderTooLarge", "UnpicklingError")
+
+
 @contextlib.contextmanager
 def loading(path: str) -> Iterator[None]:
-    """Quiet model loading that turns "not found locally" into a ``ConfigError`` (nothing is downloaded)."""
+    """Quiet model loading that turns "not found locally" into a ``ConfigError`` (nothing is downloaded), and weights
+    that cannot be read (a truncated or damaged ``model.safetensors``) into one naming the file."""
     try:
         with quiet_loading():
             yield
@@ -84,6 +89,16 @@ def loading(path: str) -> Iterator[None]:
             f"model {path!r} is neither a local folder nor in the Hugging Face cache, and nothing is "
             "downloaded at run time: point the option at a local model folder."
         ) from error
+    except Exception as error:
+        if type(error).__name__ not in UNREADABLE_WEIGHTS:
+            raise
+        files = [Path(path) / name for name in WEIGHT_FILES if (Path(path) / name).is_file()]
+        where = files[0] if files else Path(path)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"{where}: the model's weights cannot be read ({detail}); the file is damaged or truncated: reinstall "
+            "the model or point the option at an intact model folder."
+        ) from None
 
 
 def packaged_models_dir() -> Path:

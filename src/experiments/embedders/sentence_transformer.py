@@ -14,10 +14,10 @@ from experiments.errors import ConfigError
 from experiments.models import (
     Portable,
     cache_identity,
+    loading,
     model_identity,
     pick_device,
     portable,
-    quiet_loading,
     resolve_model,
 )
 from experiments.records import sha256_json
@@ -74,8 +74,9 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            with quiet_loading():
-                self._model = SentenceTransformer(resolve_model(self.model), device=pick_device(self.device))
+            path = resolve_model(self.model)
+            with loading(path):
+                self._model = SentenceTransformer(path, device=pick_device(self.device))
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
