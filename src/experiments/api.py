@@ -79,7 +79,17 @@ def run(
 
     Raises:
         UserError: a bad option or file (the message names it and how to fix it); nothing is recorded.
+
+    What it prints or logs, and the message of any error it raises, are redacted as the command line's console is
+    (``experiments.secrets.redacted``): a key a service echoes back never reaches a notebook's saved output.
     """
+    from experiments.secrets import redacted
+
+    with redacted():
+        return _run(overrides, output_dir, conf)
+
+
+def _run(overrides: Sequence[str], output_dir: str | Path | None, conf: str | Path | None) -> RunResult:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -87,9 +97,9 @@ def run(
     from omegaconf import open_dict
 
     from experiments import app
-    from experiments.folders import Before
     from experiments.extras import check_extras
-    from experiments.secrets import refuse_secret_overrides
+    from experiments.folders import Before
+    from experiments.secrets import refuse_resolved_secrets, refuse_secret_overrides
 
     listed = [str(override) for override in overrides]
     refuse_secret_overrides(listed)
@@ -111,6 +121,7 @@ def run(
         run_dir = Path(output_dir) if output_dir is not None else Path(str(cfg.hydra.run.dir))
         with open_dict(cfg):
             del cfg["hydra"]  # as under the CLI, where the job's config holds no hydra node
+        refuse_resolved_secrets({"hydra.run.dir": str(run_dir)})  # before a folder is named with a key
         before = Before.survey(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -21,7 +21,7 @@ from experiments.errors import UserError
 from experiments.folders import disk_error, surveyed, written_folders
 from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
 from experiments.schema import check_groups, read_knobs
-from experiments.secrets import redact_folder, redact_logs, refuse_secret_options, scrub
+from experiments.secrets import redact_folder, redact_logs, refuse_resolved_secrets, refuse_secret_options, scrub
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
 from experiments.tracking.trackers import Trackers
 
@@ -96,6 +96,7 @@ def run(cfg: DictConfig, output_dir: Path) -> RunOutcome:
     refuse_secret_options(OmegaConf.to_container(cfg, resolve=False))
     redact_logs()
     values = resolved(cfg)
+    refuse_resolved_secrets(values)
     knobs = read_knobs(values)
     check_groups(values, (*GROUPS, "trackers"))
     parts = Components(**{group: build(cfg, group) for group in GROUPS}, trackers=Trackers(build(cfg, "trackers")))

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserError
+from experiments.secrets import refuse_resolved_secrets
 
 #: OS errors that mean "this folder cannot take the run's files".
 DISK_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
@@ -117,26 +118,35 @@ def _free_bytes(folder: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+def _resolved(config: DictConfig, key: str) -> str:
+    """``key``'s value, resolved; "" when it cannot be (Hydra reports that itself when it makes the folder)."""
+    try:
+        return str(OmegaConf.select(config, key))
+    except Exception:
+        return ""
+
+
 class WritableFolders(Callback):
     """Before Hydra makes the run (or sweep) folder: every ``paths.*`` folder the run writes must take a file."""
 
-    def _check(self, config: DictConfig) -> None:
-        paths = config.paths
-        for key in WRITTEN:
-            value = paths.get(key)
-            if value and "://" not in str(value):
-                try:
+    def _check(self, config: DictConfig, folder: str) -> None:
+        """``folder``: the run (or sweep) folder option, whose resolved name must not hold a secret either."""
+        try:
+            refuse_resolved_secrets({folder: _resolved(config, folder)})
+            for key in WRITTEN:
+                value = config.paths.get(key)
+                if value and "://" not in str(value):
                     check_writable(Path(str(value)), f"paths.{key}")
-                except UserError as error:
-                    print(f"error: {error}", file=sys.stderr)
-                    sys.exit(2)  # SystemExit passes through Hydra's callback guard, before any folder is made
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)  # SystemExit passes through Hydra's callback guard, before any folder is made
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
+        self._check(config, "hydra.run.dir")
         remember(Before.survey(Path(str(config.hydra.run.dir))))  # before Hydra makes it or writes into it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
+        self._check(config, "hydra.sweep.dir")
 
 
 #: More paths than this in a folder the run is pointed at: too many to list, so a rejected run removes nothing there.

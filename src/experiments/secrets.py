@@ -9,19 +9,22 @@ data is read, any model loaded or any run recorded.
 
 What is written or printed anyway goes through ``redact``: the values of every secret-looking environment
 variable and the credentials inside URLs (``http://user:pass@host``) become ``***``. ``guard_output`` applies it
-to the console and to every log record (``run.log`` included, tracebacks too); ``scrub`` applies it, and the
+to the console and to every log record (``run.log`` included, tracebacks too), for the process (the command line)
+or for one call (``redacted``: the Python API, whose exceptions are redacted too); ``scrub`` applies it, and the
 key-name and key-shape filters, to the config and everything handed to a tracker; ``redact_folder`` rewrites
 Hydra's ``.hydra/`` files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -192,16 +195,52 @@ def resolve_interpolations(value: str) -> str | None:
     return None if resolved is None else str(resolved)
 
 
+#: The resolvers that read the environment, directly or by resolving a string as an interpolation.
+ENV_READERS = frozenset({"oc.env", "oc.decode"})
+#: A reader of the environment whose argument holds an interpolation: the fallback when a value does not parse.
+COMPUTED_READ = re.compile(r"\$\{\s*oc\.(env|decode)\s*:[^}]*\$\{")
+
+
+def computed_env_read(value: str) -> bool:
+    """Whether ``value`` reads an environment variable whose name is computed: ``${oc.env:CO_${sfx}}`` (quoted or
+    not), or ``oc.decode`` of a computed string. Such a name cannot be checked before the config is composed."""
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser as Grammar
+    from omegaconf.grammar_parser import parse
+
+    try:
+        tree = parse(value)
+    except Exception:  # not valid interpolation grammar: OmegaConf will refuse it; judge the text
+        return COMPUTED_READ.search(value) is not None
+
+    def computed(node: Any) -> bool:
+        children = list(node.getChildren()) if hasattr(node, "getChildren") else []
+        return isinstance(node, Grammar.InterpolationContext) or any(computed(child) for child in children)
+
+    def reads(node: Any) -> bool:
+        if isinstance(node, Grammar.InterpolationResolverContext) and node.resolverName().getText() in ENV_READERS:
+            arguments = node.sequence()
+            name = arguments.element(0) if arguments is not None else None
+            if name is not None and computed(name):
+                return True
+        return any(reads(child) for child in (node.getChildren() if hasattr(node, "getChildren") else []))
+
+    return reads(tree)
+
+
 def secret_in_value(value: str) -> str | None:
     """Why a config or command-line value carries a secret, or None when it does not.
 
     Interpolations are judged by what they resolve to, whatever their quoting, and any environment variable
-    holding a secret that an interpolation names is refused even when the value cannot be resolved on its own.
+    holding a secret that an interpolation names is refused even when the value cannot be resolved on its own;
+    so is a variable whose name is itself an interpolation (``${oc.env:CO_${sfx}}``), which only the composed
+    config could tell.
     """
     if "${" in value:
         for name in NAME_WORD.findall(value):
             if _is_secret_variable(name):
                 return f"it pulls the secret {name} into the config"
+        if computed_env_read(value):
+            return "it reads an environment variable whose name is computed (it may be a key); write the name itself"
         resolved = resolve_interpolations(value)
         if resolved is not None and resolved != value and secret_in_value(resolved) is not None:
             return "it pulls a secret into the config through an interpolation"
@@ -238,6 +277,16 @@ def refuse_secret_options(config: Any) -> None:
     found = _secret_values_in(config)
     if found:
         _refuse(*found)
+
+
+def refuse_resolved_secrets(config: Any, prefix: str = "") -> None:
+    """Raise a ``UserError`` when a resolved config value holds a secret value of the environment, however the
+    interpolation that produced it was spelled (the check of what was typed cannot see every spelling)."""
+    items = config.items() if isinstance(config, Mapping) else enumerate(config) if isinstance(config, list) else ()
+    for key, item in items:
+        refuse_resolved_secrets(item, f"{prefix}{key}.")
+    if isinstance(config, str) and redact(config) != config:
+        _refuse(prefix.rstrip("."), "it resolves to a secret from the environment")
 
 
 def refuse_secret_overrides(arguments: Sequence[str]) -> None:
@@ -306,6 +355,65 @@ def _redacting_records(make_record: Any) -> Any:
 
     factory.redacting = True  # type: ignore[attr-defined]
     return factory
+
+
+def redact_error(error: BaseException) -> BaseException:
+    """``error`` with secret values redacted from its message and from the errors it was raised from or during.
+
+    In place where the message is the error's arguments or its ``message`` attribute (its type, traceback and what
+    catches it stay); an error of the chain whose message still holds a secret (a library's error formatting a
+    response body it keeps elsewhere) is cut from the chain, and one at the top is replaced by an error of its type
+    (else a ``UserError``) carrying the redacted message.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        _redact_in_place(current)
+        below = current.__cause__ or current.__context__
+        if below is not None:
+            _redact_in_place(below)
+            if redact(str(below)) != str(below):  # its message is made of what it keeps elsewhere
+                current.__cause__, current.__context__, current.__suppress_context__ = None, None, True
+                below = None
+        current = below
+    text = str(error)
+    if redact(text) == text:
+        return error
+    try:
+        clean = type(error)(redact(text))
+    except Exception:
+        clean = UserError(redact(text))
+    return clean if str(clean) == redact(text) else UserError(redact(text))
+
+
+def _redact_in_place(error: BaseException) -> None:
+    """Redact ``error``'s arguments and its ``message``-like attributes."""
+    error.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in error.args)
+    for name in ("message", "msg", "strerror"):
+        text = getattr(error, name, None)
+        if isinstance(text, str):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(error, name, redact(text))
+
+
+@contextmanager
+def redacted() -> Iterator[None]:
+    """For one call of the Python API, what the command line does for its whole process (``guard_output``):
+    everything printed or logged meanwhile is redacted, and so is an exception that leaves (a notebook shows it and
+    saves it with the cell's output). The caller's streams and log record factory are restored afterwards."""
+    stdout, stderr, factory = sys.stdout, sys.stderr, logging.getLogRecordFactory()
+    guard_output()
+    try:
+        yield
+    except BaseException as error:
+        clean = redact_error(error)
+        if clean is error:
+            raise  # the same object: its type and traceback stay
+        raise clean from None
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+        logging.setLogRecordFactory(factory)
 
 
 def guard_output() -> None:
