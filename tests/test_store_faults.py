@@ -14,7 +14,7 @@ import pytest
 from test_cli import ROOT, run_cli, shrunk
 from test_disks import _mount, _tmpfs
 
-from experiments.tracking.local_store import half_created
+from experiments.tracking.local_store import unusable_store
 
 
 def remount(folder: Path, size: str) -> None:
@@ -69,10 +69,23 @@ def test_a_half_created_store_is_explained_in_one_line(tmp_path, small_disk):
 
 def test_only_migration_errors_of_a_local_store_are_taken_for_a_half_created_store() -> None:
     error = RuntimeError("(sqlite3.OperationalError) table evaluation_datasets already exists\n[SQL: CREATE ...]")
-    explained = half_created("sqlite:////data/mlflow.db", error)
+    explained = unusable_store("sqlite:////data/mlflow.db", error)
     assert explained is not None and "(table evaluation_datasets already exists: " in str(explained)
-    assert half_created("http://127.0.0.1:5000", error) is None
-    assert half_created("sqlite:////data/mlflow.db", RuntimeError("database is locked")) is None
+    assert unusable_store("http://127.0.0.1:5000", error) is None
+    assert unusable_store("sqlite:////data/mlflow.db", RuntimeError("database is locked")) is None
+
+
+def test_a_garbage_store_file_is_one_line_and_left_alone(tmp_path: Path) -> None:
+    from experiments.tracking.mlflow_tracker import MLflowTracker
+
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(b"garbage, not a database " * 100)
+    with pytest.raises(Exception) as caught:
+        MLflowTracker(tracking_uri=f"sqlite:///{database}")._connect()
+    assert str(caught.value) == (
+        f"{database} is not an SQLite database: move it away and rerun, or set paths.mlflow_db=<a file>"
+    )
+    assert database.read_bytes().startswith(b"garbage")
 
 
 @pytest.mark.slow

@@ -117,6 +117,24 @@ def test_a_truncated_model_the_user_points_at_is_one_line_naming_the_file(tmp_pa
     )
 
 
+@pytest.mark.slow
+def test_an_edited_epoch_choice_is_made_again(make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from experiments import app
+
+    overrides = ("trackers=none", "log_model=false", "reranker.select_epochs=true", "reranker.epochs=2")
+    first = app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "a")
+    assert first.fit is not None
+    [cached] = (tmp_path / "outputs" / "cache" / "models").glob("selection-*.json")
+    record = json.loads(cached.read_text())
+    record["epochs"] = 3 - record["epochs"]  # the other choice, in valid JSON
+    cached.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        second = app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "b")
+    assert second.fit is not None and not second.fit.selection["reused"]
+    assert second.fit.selection["epochs"] == first.fit.selection["epochs"]
+    assert any(str(cached) in warning and "choosing the epochs again" in warning for warning in warnings_of(caplog))
+
+
 # --- ONNX exports, keyed by the weights they were exported from ---
 
 

@@ -9,6 +9,7 @@ once per id and renames the finished folder into place, so a rerun reuses it.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ from experiments.models import cache_identity, model_identity, pick_device, quie
 from experiments.records import FinetuneItem, FinetuneSet, sha256_json
 from experiments.rerankers.base import FitContext, FitResult, ModelReranker, make_finetune_id
 from experiments.rerankers.selection import CRITERION, best, quality
-from experiments.store import build_once
+from experiments.store import build_once, set_aside
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,8 +36,12 @@ EpochHook = Callable[[Any, float], None]
 
 ModelT = TypeVar("ModelT")
 
+log = logging.getLogger(__name__)
+
 #: Training loss is logged every this many optimiser steps (kept in the fit record as a loss curve).
 LOSS_LOG_STEPS = 10
+#: The key under which a cached epoch choice records the digest of the rest of its content.
+DIGEST = "sha256"
 
 
 def check_positive(owner: object, knob: str, value: float) -> None:
@@ -127,6 +132,28 @@ def run_trainer(trainer: Any, on_epoch: EpochHook | None = None) -> Any:
     if on_epoch is not None:
         trainer.add_callback(EpochEnd)
     return trainer.train()
+
+
+def read_selection(path: Path) -> dict[str, Any] | None:
+    """A cached epoch choice whose recorded digest matches its content; None when there is none to reuse.
+
+    A file that does not parse or does not match its digest (edited, damaged, or written by an older version) is
+    set aside with one warning, and the choice is made again.
+    """
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        content = {key: value for key, value in record.items() if key != DIGEST}
+        intact = record.get(DIGEST) == sha256_json(content) and "epochs" in content
+    except (ValueError, AttributeError):
+        intact = False
+    if intact:
+        return content
+    aside = set_aside(path)
+    kept = f" (kept as {aside.name})" if aside else ""
+    log.warning("%s does not match the digest recorded with it; choosing the epochs again%s", path, kept)
+    return None
 
 
 def loss_history(trainer: Any) -> list[tuple[int, float]]:
@@ -280,8 +307,8 @@ class TrainedReranker(ModelReranker[ModelT]):
             validation.fit_set, cache_identity(identity), {**self.train_args(seed), "validation": held_out}
         )
         path = cache_dir / f"selection-{key}.json"
-        if path.is_file():
-            cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        cached = read_selection(path)
+        if cached is not None:
             return {**cached, "reused": True}
         curve: list[list[float]] = []
 
@@ -302,7 +329,7 @@ class TrainedReranker(ModelReranker[ModelT]):
             "select_seconds": round(time.perf_counter() - started, 3),
         }
         cache_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(result, indent=2), unique=True)
+        write_atomic(path, json.dumps({**result, DIGEST: sha256_json(result)}, indent=2), unique=True)
         return {**result, "reused": False}
 
     def _train(

@@ -3,7 +3,8 @@
 MLflow creates its tables and then runs some fifty schema migrations, committing as it goes: a disk that fills
 meanwhile leaves a file that every later connection fails on ("table ... already exists", "duplicate column
 name"), after space returns too. So the store is created and migrated in a temporary file beside it and linked
-into place only when complete; a store left half-created by an older version is explained in one line.
+into place only when complete; a store left half-created by an older version, or a file that is no database, is
+explained in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from experiments.folders import DISK_FULL_WORDS
 
 #: What a migration says when it runs on a store whose earlier migrations were cut short.
 HALF_MIGRATED = ("already exists", "duplicate column name")
+#: What SQLite says of a file that is not one of its databases.
+NOT_A_DATABASE = "file is not a database"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -61,11 +64,16 @@ def create_store(uri: str) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def half_created(uri: str, error: BaseException) -> UserError | None:
-    """A one-line explanation when ``error`` comes from a local store whose creation was cut short, else None."""
+def unusable_store(uri: str, error: BaseException) -> UserError | None:
+    """A one-line explanation when ``error`` comes from a local store whose creation was cut short, or from a file
+    that is no SQLite database at all; None for any other error."""
     path = sqlite_path(uri)
     text = str(error)
-    if path is None or not any(words in text for words in HALF_MIGRATED):
+    if path is None:
+        return None
+    if NOT_A_DATABASE in text:
+        return UserError(f"{path} is not an SQLite database: move it away and rerun, or set paths.mlflow_db=<a file>")
+    if not any(words in text for words in HALF_MIGRATED):
         return None
     detail = next((line.strip() for line in text.splitlines() if any(w in line for w in HALF_MIGRATED)), text)
     detail = detail.removeprefix("(sqlite3.OperationalError) ")[:80]

@@ -26,7 +26,7 @@ from experiments.records import DatasetSplits, FinetuneSet
 from experiments.run_folder import METRICS_FILE, read
 from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params
-from experiments.tracking.local_store import create_store, half_created
+from experiments.tracking.local_store import create_store, unusable_store
 from experiments.tracking.mlflow_view import describe_experiment
 from experiments.tracking.trackers import is_disk_full
 
@@ -114,7 +114,7 @@ class MLflowTracker:
         try:
             found = mlflow.get_experiment_by_name(self.experiment)
         except Exception as error:
-            explained = half_created(uri, error)
+            explained = unusable_store(uri, error)
             if explained is None:
                 raise
             raise explained from None
@@ -174,12 +174,14 @@ class MLflowTracker:
 
         client = mlflow.MlflowClient()
         report_file = sweep_dir / "report.json"
-        if report_file.is_file():
-            report = json.loads(report_file.read_text("utf-8"))
-            log_sweep_report(client, self._sweep_run_id, report, sweep_dir)
-            if self.register_winner:
-                self._register(report)
-        client.set_terminated(self._sweep_run_id, status="FINISHED")
+        try:
+            if report_file.is_file():
+                report = json.loads(report_file.read_text("utf-8"))
+                log_sweep_report(client, self._sweep_run_id, report, sweep_dir)
+                if self.register_winner:
+                    self._register(report)
+        finally:  # a report or a registration that fails is the tracker's warning, never a parent left RUNNING
+            client.set_terminated(self._sweep_run_id, status="FINISHED")
 
     def _register(self, report: Mapping[str, Any]) -> None:
         """Register the winner's categoriser as ``register_winner@champion`` when validation chose it."""
