@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast lint format typecheck ui bench hardness mpnet clean
+.PHONY: setup run peers test test-fast lint format typecheck ui bench hardness mpnet clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
+# The peers' extra (SetFit) on top of the project: what `make peers` needs.
+PEERS_STAMP := $(VENV)/.installed-peers
+
+$(PEERS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[peers]"
+	touch $(PEERS_STAMP)
+
 $(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(DEV_STAMP)
@@ -29,6 +36,10 @@ $(DEV_STAMP): $(STAMP)
 ## Run the default experiment (override anything: make run ARGS="miner=random k=2").
 run: $(STAMP)
 	$(PY) run.py $(ARGS)
+
+## The peers on the same data, side by side (make peers ARGS="dataset=banking77 --against outputs/runs/<date>/<time>").
+peers: $(PEERS_STAMP)
+	$(PY) -m experiments.peers $(ARGS)
 
 ## Lint, type-check and run the whole test suite (slow tests included).
 test: $(DEV_STAMP) lint typecheck

@@ -46,11 +46,15 @@ DIFFERENT_ON_PURPOSE = {
 }
 
 
+#: Groups chosen in another primary config than config.yaml (``python -m experiments.peers`` composes its own).
+PRIMARY = {"peers": "peer_comparison"}
+
+
 def composed(group: str, option: str) -> dict[str, Any]:
     """The group's node as the run sees it (Hydra defaults lists applied), interpolations left unresolved."""
-    override = f"{group}=[{option}]" if group == "trackers" else f"{group}={option}"
+    override = f"{group}=[{option}]" if group in ("trackers", "peers") else f"{group}={option}"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[override])
+        cfg = compose(PRIMARY.get(group, "config"), overrides=[override])
     node = OmegaConf.to_container(cfg[group], resolve=False)
     assert isinstance(node, dict)
     return node

@@ -38,8 +38,9 @@ LAYERS: list[set[str]] = [
     {"report"},
     {"pipeline"},
     {"app", "suggest"},
-    # The package itself is the Python API's facade (experiments.run -> api -> app), so it sits on top.
-    {"experiments", "api"},
+    # The package itself is the Python API's facade (experiments.run -> api -> app), so it sits on top; the peers
+    # command composes its config through the API and builds its parts through app.
+    {"experiments", "api", "peers"},
 ]
 
 #: Known violations another change is removing, as ``(importer, imported)`` modules. Empty it as they go.

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from experiments.errors import UserError
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
     from experiments.outcome import RunOutcome
     from experiments.run_folder import RunRecord
 
@@ -64,6 +66,36 @@ def config_dir(explicit: str | Path | None = None) -> Path:
     return (Path(root) / "conf").resolve() if root else CHECKOUT_CONF
 
 
+def compose(overrides: Sequence[str] = (), *, conf: str | Path | None = None, name: str = "config") -> DictConfig:
+    """The config ``name`` composed with ``overrides`` as the command line would, its ``hydra`` node included.
+
+    Raises:
+        UserError: a secret typed on the command line, an option whose extra is missing, or a bad option or key
+            (Hydra's message in one line).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from experiments.extras import check_extras
+    from experiments.hydra_errors import one_line
+    from experiments.secrets import refuse_secret_overrides
+
+    listed = [str(override) for override in overrides]
+    refuse_secret_overrides(listed)
+    check_extras(listed)
+    folder = config_dir(conf)
+    os.environ.setdefault("EXPERIMENTS_ROOT", str(folder.parent))
+    if GlobalHydra.instance().is_initialized():  # a notebook cell run twice, or a caller's own Hydra context
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+            return hydra_compose(name, overrides=listed, return_hydra_config=True)
+    except HydraException as error:
+        raise UserError(one_line(str(error))) from None
+
+
 def run(
     overrides: Sequence[str] = (),
     *,
@@ -90,29 +122,14 @@ def run(
 
 
 def _run(overrides: Sequence[str], output_dir: str | Path | None, conf: str | Path | None) -> RunResult:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
     from omegaconf import open_dict
 
     from experiments import app
-    from experiments.extras import check_extras
     from experiments.folders import Before
-    from experiments.secrets import refuse_resolved_secrets, refuse_secret_overrides
+    from experiments.secrets import refuse_resolved_secrets
 
-    listed = [str(override) for override in overrides]
-    refuse_secret_overrides(listed)
-    check_extras(listed)
-    folder = config_dir(conf)
-    os.environ.setdefault("EXPERIMENTS_ROOT", str(folder.parent))
-    if GlobalHydra.instance().is_initialized():  # a notebook cell run twice, or a caller's own Hydra context
-        GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-            cfg = compose("config", overrides=listed, return_hydra_config=True)
-    except HydraException as error:
-        raise UserError(str(error).splitlines()[0]) from None
+    cfg = compose(overrides, conf=conf)
     # What HydraConfig holds under the CLI: the chosen options (short run names), ${hydra:...} interpolations.
     # Only for this run: a later run in the same process must not see this one's choices.
     previous = HydraConfig.instance().cfg
