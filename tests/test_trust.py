@@ -69,18 +69,21 @@ def test_sync_builds_no_class_a_run_folder_names(tmp_path):
     (folder / PENDING).mkdir(parents=True)
     killed = {"failed": {"name": "r", "params": {}, "error": "Terminated", "status": "KILLED"}}
     (folder / PENDING / "mlflow.json").write_text(json.dumps(killed))
-    node = {"_target_": "builtins.open", "_args_": [str(marker), "w"]}  # creates (or truncates) any file
-    (folder / "config.json").write_text(json.dumps({"trackers": {"mlflow": node}}))
+    opens = {"_target_": "builtins.open", "_args_": [str(marker), "w"]}  # creates (or truncates) any file
+    partial = {"_target_": "experiments.tracking.mlflow_tracker.MLflowTracker", "_partial_": True}
+    nested = {"_target_": "experiments.tracking.mlflow_tracker.MLflowTracker", "experiment": opens}
+    for node in (opens, partial, nested):
+        (folder / "config.json").write_text(json.dumps({"trackers": {"mlflow": node}}))
 
-    completed = sync(tmp_path / "outputs")
+        completed = sync(tmp_path / "outputs")
 
-    assert not marker.exists()
-    assert completed.returncode == 2, completed.stderr
-    assert completed.stderr.splitlines() == [
-        f"error: {folder / 'config.json'}: trackers.mlflow is not a tracker of this project "
-        "(experiments.tracking.*, no nested _target_); sync builds nothing else from a run folder."
-    ]
-    assert (folder / PENDING / "mlflow.json").is_file()  # still pending
+        assert not marker.exists()
+        assert completed.returncode == 2, completed.stderr
+        assert completed.stderr.splitlines() == [
+            f"error: {folder / 'config.json'}: trackers.mlflow is not a tracker of this project "
+            "(experiments.tracking.*, no nested _target_, no other _key_); sync builds nothing else from a run folder."
+        ]
+        assert (folder / PENDING / "mlflow.json").is_file()  # still pending
 
 
 def test_a_pending_record_that_is_not_the_schema_is_one_line(tmp_path):

@@ -99,7 +99,7 @@ def tracker_node(folder: Path, key: str) -> Mapping[str, Any]:
 
     Raises:
         UserError: the file is unreadable, has no such tracker, or names a class elsewhere (any class would be
-            called with the file's arguments) or a nested ``_target_``.
+            called with the file's arguments), a nested ``_target_`` or another of Hydra's keys (``_args_``).
     """
     path = folder / "config.json"
     try:
@@ -107,10 +107,12 @@ def tracker_node(folder: Path, key: str) -> Mapping[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"{path}: no trackers.{key} to send the pending run to ({describe(error)}).") from None
     target = node.get("_target_") if isinstance(node, dict) else None
-    if not isinstance(target, str) or not target.startswith(TRACKER_PACKAGE) or _nested_target(node):
+    # Hydra's other keys (_args_, _partial_, _convert_...) would change what the class is called with or returns.
+    special = [name for name in node if str(name).startswith("_") and name != "_target_"] if target else []
+    if not isinstance(target, str) or not target.startswith(TRACKER_PACKAGE) or _nested_target(node) or special:
         raise UserError(
-            f"{path}: trackers.{key} is not a tracker of this project ({TRACKER_PACKAGE}*, no nested _target_); "
-            "sync builds nothing else from a run folder."
+            f"{path}: trackers.{key} is not a tracker of this project ({TRACKER_PACKAGE}*, no nested _target_, no "
+            "other _key_); sync builds nothing else from a run folder."
         )
     return node
 
