@@ -99,6 +99,24 @@ def test_a_pending_record_that_is_not_the_schema_is_one_line(tmp_path):
     assert (folder / PENDING / "mlflow.json").is_file()
 
 
+def test_a_tracker_config_json_cannot_build_is_one_line(tmp_path):
+    folder = tmp_path / "outputs" / "run"
+    (folder / PENDING).mkdir(parents=True)
+    killed = {"failed": {"name": "r", "params": {}, "error": "Terminated", "status": "KILLED"}}
+    (folder / PENDING / "mlflow.json").write_text(json.dumps(killed))
+    node = {"_target_": "experiments.tracking.mlflow_tracker.MLflowTracker", "nonsense": 1}
+    (folder / "config.json").write_text(json.dumps({"trackers": {"mlflow": node}}))
+
+    completed = sync(tmp_path / "outputs")
+
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.splitlines() == [
+        f"error: {folder / 'config.json'}: trackers.mlflow cannot be built (TypeError: MLflowTracker.__init__() got "
+        "an unexpected keyword argument 'nonsense')."
+    ]
+    assert (folder / PENDING / "mlflow.json").is_file()
+
+
 def test_pending_record_round_trips_through_sync(tmp_path, tiny_model_dir):
     """A run whose tracker is down is kept as JSON; sync sends it whole, the categoriser model included."""
     import mlflow

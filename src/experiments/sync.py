@@ -64,7 +64,7 @@ def send(pending: Path) -> bool:
     key, folder = pending.stem, pending.parent.parent
     try:
         run = load_pending(pending, claimed.read_bytes())
-        tracker = instantiate(tracker_node(folder, key))
+        tracker = build_tracker(folder, key)
         tracker.strict = False
         discard = getattr(tracker, "discard", None)
         uid = run.tags.get("experiments.run_uid") if isinstance(run, TrackedRun) else None
@@ -115,6 +115,16 @@ def tracker_node(folder: Path, key: str) -> Mapping[str, Any]:
             "other _key_); sync builds nothing else from a run folder."
         )
     return node
+
+
+def build_tracker(folder: Path, key: str) -> Any:
+    """Tracker ``key`` as the run configured it (``tracker_node``); one that cannot be built is a ``UserError``."""
+    node = tracker_node(folder, key)
+    try:
+        return instantiate(node)
+    except Exception as error:  # arguments the class refuses (a config.json edited by hand, or by another version)
+        problem = describe(error.__cause__ or error)  # Hydra's own first line names only the class
+        raise UserError(f"{folder / 'config.json'}: trackers.{key} cannot be built ({problem}).") from None
 
 
 def main(argv: list[str] | None = None) -> int:
