@@ -88,6 +88,19 @@ def test_a_garbage_store_file_is_one_line_and_left_alone(tmp_path: Path) -> None
     assert database.read_bytes().startswith(b"garbage")
 
 
+def test_register_on_a_garbage_store_is_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(b"garbage, not a database " * 100)
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.register", "0" * 32, "--tracking-uri", f"sqlite:///{database}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert completed.stderr.strip() == f"error: cannot open the MLflow store {database}: file is not a database."
+
+
 @pytest.mark.slow
 def test_a_disk_that_fills_while_the_model_is_logged_names_it_and_leaves_no_half_model(tmp_path, tiny_model_dir):
     artifacts = next(_tmpfs(tmp_path / "artifacts", "1m"))  # room for the run's files, not for its model

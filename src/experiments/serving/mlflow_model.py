@@ -150,15 +150,24 @@ def tracking_uri(explicit: str | None = None) -> str:
 
 
 def connect(uri: str) -> None:
-    """Point MLflow at ``uri``; a local SQLite store must exist (it is created by a run, never here)."""
+    """Point MLflow at ``uri``; a local SQLite store must exist (it is created by a run, never here) and open: a file
+    that is no database or a store left half-created is one line naming the file."""
     import mlflow
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    local = uri.startswith("sqlite:///")
+    if local and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UserError(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}: run an experiment first, or pass "
             "--tracking-uri (or set MLFLOW_TRACKING_URI) to the store that holds the model."
         )
     mlflow.set_tracking_uri(uri)
+    if local:
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        except Exception as error:
+            detail = str(error).strip().splitlines()[0].removeprefix("(sqlite3.DatabaseError) ")
+            detail = detail.removeprefix("(sqlite3.OperationalError) ")
+            raise UserError(f"cannot open the MLflow store {uri.removeprefix('sqlite:///')}: {detail}.") from None
 
 
 def run_model_uri(run_id: str) -> str:
