@@ -42,6 +42,8 @@ def one_line_config_errors() -> None:
     from hydra._internal import utils
     from hydra.errors import CompactHydraException
 
+    from experiments.errors import UserError
+
     original: Callable[[Any], Any] = utils.run_and_report
     if getattr(original, "one_line", False):
         return
@@ -53,6 +55,9 @@ def one_line_config_errors() -> None:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {one_line(str(error))}", file=sys.stderr)
+            sys.exit(2)
+        except UserError as error:  # raised by a sweeper (a search's settings): already one line
+            print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         except Exception as error:  # a bug: Hydra's full report of this same error (the job is not run twice)
             return original(partial(_reraise, error))

@@ -8,6 +8,14 @@ that read eval would be tuning on the test set. The study lives in ``storage`` (
 folder), so rerunning the same command with ``hydra.sweep.dir=<that folder>`` resumes an interrupted search: the
 trials it finished are kept, a trial it was killed in is asked again with the same parameters, and only the
 missing trials run.
+
+The budget: ``n_trials`` counts every trial whose job ran to an end, completed or failed (a failing trial is spent,
+so a search whose every trial fails still ends), over the study's whole life; a trial cut short by a kill is asked
+again and counted once. A configuration already finished is never run again: the sampler of a resumed study is
+seeded with ``seed`` plus the trials it holds (the same seed would replay its first proposals), and a proposal equal
+to a finished trial is told that trial's outcome without a job (``repeat_of``) and not counted; the search stops
+when its space holds no untried configuration. One process at a time searches a study (``experiments.sweeps.lock``), and
+every setting is checked before the sweep opens anything (``OptunaSweeper.check``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -62,47 +71,175 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
+    def check(self, arguments: list[str]) -> dict[str, Override]:
+        """The search space, parsed; a setting the search cannot run with is a one-line ``UserError``."""
+        if not isinstance(self.n_trials, int) or self.n_trials < 1:
+            raise UserError(f"hydra.sweeper.n_trials={self.n_trials}: a search runs at least 1 trial.")
+        if self.direction not in ("maximize", "minimize"):
+            raise UserError(f"hydra.sweeper.direction={self.direction}: choose maximize or minimize.")
+        if not self.params:
+            raise UserError("hydra.sweeper.params is empty: give the search a knob, e.g. hydra.sweeper.params.k=...")
+        parser = OverridesParser.create()
+        for override in parser.parse_overrides(arguments):
+            if override.is_sweep_override():
+                key = override.get_key_element()
+                raise UserError(
+                    f"{override.input_line}: hparams_search=optuna searches hydra.sweeper.params; give {key} one "
+                    f"value, or search it: hydra.sweeper.params.{key}='choice(...)'."
+                )
+        space = {}
+        for key, value in self.params.items():
+            try:
+                space[key] = parser.parse_override(f"{key}={value}")
+            except HydraException as error:
+                raise UserError(f"hydra.sweeper.params.{key}={value}: {str(error).splitlines()[0]}") from None
+            check_knob(key, space[key])
+        return space
+
+    def open_study(self) -> Any:
+        """The study in ``storage``, created when new; one that cannot be opened is a ``UserError`` naming it."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return optuna.create_study(
+                study_name=self.study_name, storage=self.storage, direction=self.direction, load_if_exists=True
+            )
+        except Exception as error:  # a corrupt or foreign file, a study of the other direction: say which
+            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(
+                f"hydra.sweeper.storage={self.storage}: cannot open study {self.study_name!r}: {problem}"
+            ) from None
+
     def sweep(self, arguments: list[str]) -> list[Any]:
         import optuna
 
+        from experiments.sweeps.jobs import record_failure
+        from experiments.sweeps.lock import hold_study
+
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        fixed = [override for override in parser.parse_overrides(arguments) if not override.is_sweep_override()]
-        if len(fixed) != len(arguments):
-            raise UserError("hparams_search=optuna searches hydra.sweeper.params: give other knobs one value each.")
-        space = {key: parser.parse_override(f"{key}={value}") for key, value in self.params.items()}
+        space = self.check(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            direction=self.direction,
-            sampler=optuna.samplers.TPESampler(seed=self.seed),
-            load_if_exists=True,
-        )
+        hold_study(self.storage, sweep_dir)  # taken by the guard before the sweep opened; here when it is not set
+        study = self.open_study()
+        # Seeded by what the study holds: a resumed search proposes anew, not its first trials again.
+        study.sampler = optuna.samplers.TPESampler(seed=self.seed + len(study.trials))
         resume(study, list(space))
-        returns = []
-        while (done := finished(study)) < self.n_trials:
+        returns, in_a_row, size = [], 0, space_size(space)
+        while (used := len(spent(study))) < self.n_trials:
+            if size is not None and len(tried(study)) >= size:
+                print(f"search: all {size} configurations of the space are tried; stopping at {used} trials")
+                break
             trial = study.ask()
             overrides = [*arguments, *(f"{key}={suggest(trial, key, spec)}" for key, spec in space.items())]
+            earlier = tried(study).get(frozen_params(trial.params))
+            if earlier is not None:
+                tell_repeat(study, trial, earlier)
+                in_a_row += 1
+                if in_a_row >= MAX_REPEATS:
+                    print(f"search: the sampler proposed {in_a_row} tried configurations in a row; stopping")
+                    break
+                continue
+            in_a_row = 0
             [result] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             value = validation_score(result)
-            if result.hydra_cfg is not None:
-                trial.set_user_attr("run_folder", str(result.hydra_cfg.hydra.runtime.output_dir))
+            folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir)) if result.hydra_cfg is not None else None
+            if folder is not None:
+                trial.set_user_attr("run_folder", str(folder))
+            trial.set_user_attr("outcome", "failed" if value is None else "completed")
             if value is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, value)
-            log.info("trial %d (%d/%d): %s -> %s", trial.number, done + 1, self.n_trials, overrides, value)
+            log.info("trial %d (%d/%d): %s -> %s", trial.number, used + 1, self.n_trials, overrides, value)
             returns.append([result])
+            unscored = None if value is not None else no_score_reason(result)
+            if unscored is not None and folder is not None:
+                # The job completed but gave the search nothing: so would every other trial. The job is marked
+                # failed (the sweep exits 1 and says why) and no more models are trained for nothing.
+                print(f"error: {record_failure(folder, UserError(unscored), user_error=True)}; stopping the search")
+                break
         write_trials(study, sweep_dir)
         return returns
 
 
+#: A search stops when its sampler proposes this many finished configurations in a row (no job is run for them).
+MAX_REPEATS = 50
+
+
+def check_knob(key: str, override: Override) -> None:
+    """A knob's search expression is a non-empty choice, range or interval; else a one-line ``UserError``."""
+    sweep = override.value()
+    where = f"hydra.sweeper.params.{key}={override.input_line.partition('=')[2] if override.input_line else ''}"
+    if isinstance(sweep, ChoiceSweep | RangeSweep):
+        if not list(override.sweep_iterator()):
+            raise UserError(f"{where}: an empty search space.")
+        return
+    if not isinstance(sweep, IntervalSweep):
+        raise UserError(f"{where}: use choice(...), range(...) or interval(...) to give the search a space.")
+    low, high = sweep.start, sweep.end
+    if low is None or high is None:
+        raise UserError(f"{where}: an interval needs both ends.")
+    if low > high:
+        raise UserError(f"{where}: an empty interval, its low end {low} is above its high end {high}.")
+    if "log" in sweep.tags and low <= 0:
+        raise UserError(f"{where}: a log interval needs ends above 0.")
+
+
+def space_size(space: Mapping[str, Override]) -> int | None:
+    """How many configurations a space of choices, ranges and integer intervals holds (None with a real interval)."""
+    size = 1
+    for override in space.values():
+        sweep = override.value()
+        if isinstance(sweep, ChoiceSweep | RangeSweep):
+            size *= len(list(override.sweep_iterator()))
+        elif isinstance(sweep, IntervalSweep) and "log" not in sweep.tags and isinstance(sweep.start, int):
+            assert isinstance(sweep.end, int)  # int(interval(...)) casts both ends (suggest_int draws from them)
+            size *= sweep.end - sweep.start + 1
+        else:
+            return None
+    return size
+
+
+def frozen_params(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((key, repr(value)) for key, value in params.items()))
+
+
+def spent(study: Any) -> list[Any]:
+    """The trials spent from ``n_trials``: those whose job ran to its end, completed or failed (their ``outcome``
+    said; in a study from before, every COMPLETE trial). Repeats and trials cut short by a kill are not."""
+    import optuna
+
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.user_attrs.get("outcome") in ("completed", "failed")
+        or (trial.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in trial.user_attrs)
+    ]
+
+
+def tried(study: Any) -> dict[tuple[tuple[str, str], ...], Any]:
+    """The spent trials by their parameters: what a later proposal must not run again."""
+    return {frozen_params(trial.params): trial for trial in spent(study)}
+
+
+def tell_repeat(study: Any, trial: Any, earlier: Any) -> None:
+    """A proposal equal to a finished trial: told that trial's outcome, without running its job again."""
+    import optuna
+
+    trial.set_user_attr("repeat_of", earlier.number)
+    if earlier.state == optuna.trial.TrialState.COMPLETE:
+        study.tell(trial, earlier.value)
+    else:
+        study.tell(trial, state=earlier.state)
+
+
 def resume(study: Any, keys: list[str]) -> None:
     """A trial left RUNNING by a killed search is marked failed and, when its job had been launched (every knob of
-    ``keys`` chosen), asked again with the same parameters; one killed while its knobs were being chosen never ran."""
+    ``keys`` chosen), asked again with the same parameters; one killed while its knobs were being chosen never ran.
+    Neither is counted as spent (they carry no ``outcome``). Only the process holding the study's lock resumes it,
+    so a RUNNING trial here is never another live search's."""
     import optuna
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -111,27 +248,37 @@ def resume(study: Any, keys: list[str]) -> None:
             study.enqueue_trial(trial.params)
 
 
-def finished(study: Any) -> int:
-    import optuna
-
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
 def suggest(trial: Any, key: str, override: Override) -> Any:
-    """One value for ``key`` from its Hydra sweep expression."""
+    """One value for ``key`` from its Hydra sweep expression (checked by ``check_knob``)."""
     sweep = override.value()
     if isinstance(sweep, ChoiceSweep):
         return trial.suggest_categorical(key, [str(value) for value in override.sweep_string_iterator()])
     if isinstance(sweep, RangeSweep):
         return trial.suggest_categorical(key, list(override.sweep_iterator()))
-    if isinstance(sweep, IntervalSweep):
-        low, high = sweep.start, sweep.end
-        if low is None or high is None:
-            raise UserError(f"hydra.sweeper.params.{key}: an interval needs both ends, not {override}")
-        if isinstance(low, int) and isinstance(high, int) and "log" not in sweep.tags:
-            return trial.suggest_int(key, low, high)
-        return trial.suggest_float(key, float(low), float(high), log="log" in sweep.tags)
-    raise UserError(f"hydra.sweeper.params.{key}: use choice(...), range(...) or interval(...), not {override}")
+    assert isinstance(sweep, IntervalSweep) and sweep.start is not None and sweep.end is not None
+    low, high = sweep.start, sweep.end
+    if isinstance(low, int) and isinstance(high, int) and "log" not in sweep.tags:
+        return trial.suggest_int(key, low, high)
+    return trial.suggest_float(key, float(low), float(high), log="log" in sweep.tags)
+
+
+def no_score_reason(result: Any) -> str | None:
+    """Why a job that completed reports no validation score (None when it did not complete, or reports one)."""
+    from experiments import run_folder
+
+    if result.status.name != "COMPLETED" or result.hydra_cfg is None or result.cfg is None:
+        return None
+    folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
+    metric = str(result.cfg.get("optimized_metric", "mrr@1"))
+    try:
+        if run_folder.read(folder).validation_score(metric) is not None:
+            return None
+    except UserError:
+        return None  # no readable record: the job failed, and says so itself
+    return (
+        f"{folder}: the run reports no validation {metric}, so the search has nothing to optimise: search a "
+        "reranker that chooses on validation (reranker.select_epochs=true, validation_fraction above 0)"
+    )
 
 
 def validation_score(result: Any) -> float | None:
@@ -147,16 +294,11 @@ def validation_score(result: Any) -> float | None:
     if not (folder / "metrics.json").is_file():
         return None
     metric = str(result.cfg.get("optimized_metric", "mrr@1"))
-    value = run_folder.read(folder).validation_score(metric)
-    if value is None:
-        log.warning(
-            "%s reports no validation %s: the search needs a reranker that chooses on validation "
-            "(reranker.select_epochs=true)",
-            folder,
-            metric,
-        )
+    try:
+        value = run_folder.read(folder).validation_score(metric)
+    except UserError:  # an unreadable record: the trial failed
         return None
-    return None if math.isnan(value) else value
+    return None if value is None or math.isnan(value) else value
 
 
 def write_trials(study: Any, sweep_dir: Path) -> Path:

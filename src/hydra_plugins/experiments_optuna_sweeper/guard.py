@@ -1,0 +1,58 @@
+"""Refuse a search that cannot run before the sweep opens anything, and let one process at a time search a study.
+
+``SearchGuard`` is the first of the sweep callbacks (``conf/config.yaml``): Hydra calls ``on_multirun_start`` before
+it builds the sweeper and after nothing else, so a refusal here leaves no parent run open, no progress file
+rewritten and no trial asked. Hydra turns an exception raised in a callback into a warning and goes on, so a refusal
+is one ``error:`` line and ``SystemExit(2)``.
+
+It takes the study's lock (``experiments.sweeps.lock``): a second invocation on a study being searched refuses in
+one line naming the holder's process; it never closes the first one's running trial (Optuna's
+``UpdateFinishedTrialError``) nor asks a trial beside it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserError
+from experiments.sweeps.lock import hold_study, release_studies
+
+SEARCH_SWEEPER = "hydra_plugins.experiments_optuna_sweeper.sweeper.OptunaSweeper"
+
+
+def check_search(config: DictConfig) -> None:
+    """Everything about a ``-m`` sweep's search that can be told before it starts; a one-line ``UserError``."""
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") != SEARCH_SWEEPER:
+        params = sweeper.get("params")
+        if params:
+            key = next(iter(OmegaConf.to_container(params, resolve=False)))  # type: ignore[arg-type]
+            raise UserError(
+                f"hydra.sweeper.params.{key}: a search space needs hparams_search=optuna; a grid sweep takes the "
+                f"values on the command line ({key}=a,b)."
+            )
+        return
+    search = instantiate(sweeper)
+    search.check(list(config.hydra.overrides.task))
+    hold_study(search.storage, Path(str(config.hydra.sweep.dir)))
+    search.open_study()
+
+
+class SearchGuard(Callback):
+    """The first sweep callback: a search that cannot run ends here, in one line with exit 2."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_search(config)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_studies()
