@@ -248,3 +248,37 @@ def test_a_cache_another_process_keeps_locked_is_done_without(
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
     [warning] = warnings_of(caplog)
     assert str(tmp_path / "embeddings.sqlite") in warning and "locked by another process" in warning
+
+
+# --- the LanceDB table of the categories ---
+
+
+def test_another_lancedb_table_under_the_expected_name_is_written_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from experiments.records import Category
+    from experiments.retrieval.lancedb import LanceDBRetriever
+
+    rng = np.random.default_rng(0)
+    categories = [Category(name=f"c{i}", description="") for i in range(12)]
+    mine, other = (rng.normal(size=(12, 8)).astype(np.float32) for _ in range(2))
+    query = rng.normal(size=8).astype(np.float32)
+
+    def retriever(folder: Path, vectors: np.ndarray) -> LanceDBRetriever:
+        built = LanceDBRetriever(str(folder), top_k=3, search_above=0)
+        built.build(categories, vectors, model_key="test")
+        return built
+
+    expected = retriever(tmp_path / "mine", mine).search(query)
+    with caplog.at_level(logging.WARNING):
+        assert retriever(tmp_path / "mine", mine).search(query) == expected  # reused as it is
+    assert warnings_of(caplog) == []
+    retriever(tmp_path / "other", other)
+    [my_table] = (tmp_path / "mine").glob("*.lance")
+    [other_table] = (tmp_path / "other").glob("*.lance")
+    shutil.rmtree(my_table)
+    shutil.copytree(other_table, my_table)  # another table's rows under the expected name
+    with caplog.at_level(logging.WARNING):
+        assert retriever(tmp_path / "mine", mine).search(query) == expected
+    [warning] = warnings_of(caplog)
+    assert str(my_table) in warning and "writing it again" in warning

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,19 @@ import pyarrow as pa
 from experiments.errors import ConfigError
 from experiments.records import Candidates, Category, nearest, sha256_json
 from experiments.retrieval.prototypes import check_prototypes
+
+log = logging.getLogger(__name__)
+
+
+def holds(table: lancedb.table.Table, data: pa.Table) -> bool:
+    """Whether a stored table has exactly ``data``'s rows (a table read from disk is checked before reuse: one
+    copied under the name, or damaged, is not trusted); a table that cannot be read does not."""
+    try:
+        stored = table.to_arrow().select(data.column_names)
+        return stored.num_rows == data.num_rows and stored.equals(data.cast(stored.schema), check_metadata=False)
+    except Exception:  # a damaged data file, or another table's columns
+        return False
+
 
 if TYPE_CHECKING:
     import lancedb
@@ -100,9 +114,15 @@ class LanceDBRetriever:
             import lancedb
 
             # The name is content-addressed, so an existing table (a rerun, or a parallel job a moment ago) is
-            # the same table: exist_ok opens it instead of writing it again.
+            # the same table: exist_ok opens it instead of writing it again, once its rows are checked to be ours.
             name, data = self._data
-            self._table = lancedb.connect(self.uri).create_table(name, data=data, exist_ok=True)
+            database = lancedb.connect(self.uri)
+            table = database.create_table(name, data=data, exist_ok=True)
+            if not holds(table, data):
+                # Overwriting writes a new version of the table: the damaged one stays among its versions.
+                log.warning("%s/%s.lance does not hold the rows it is named after; writing it again", self.uri, name)
+                table = database.create_table(name, data=data, mode="overwrite")
+            self._table = table
         return self._table
 
     def build(
