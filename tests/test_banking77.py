@@ -100,3 +100,13 @@ def test_config_group_instantiates() -> None:
     dataset = instantiate(node)
     assert isinstance(dataset, Banking77) and dataset.shots == 10 and dataset.seed == 0
     assert dataset.config_dict()["release"].startswith("PolyAI-LDN/task-specific-datasets@")
+
+
+@pytest.mark.parametrize("name", ["banking77_mining_grid", "banking77_learning_curve"])
+def test_experiment_presets_compose_on_banking77(name: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    assert cfg.dataset._target_ == "experiments.datasets.banking77.Banking77"
+    assert cfg.hydra.sweeper.params  # a named sweep: python run.py -m +experiment=<name>

@@ -21,8 +21,9 @@ from omegaconf import OmegaConf
 
 from experiments.schema import Knobs
 
-# hparams_search holds global deltas (a search space for the sweeper), not options naming a class.
-GROUPS = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name not in ("paths", "hparams_search"))
+# hparams_search and experiment hold global deltas (a search space, a named sweep), not options naming a class.
+DELTAS = ("paths", "hparams_search", "experiment")
+GROUPS = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name not in DELTAS)
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 #: ``<group>/<option>:<key>`` -> why the YAML value differs from the class default on purpose.

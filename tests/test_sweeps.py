@@ -287,3 +287,20 @@ def test_runs_of_one_data_set_in_other_query_layouts_pair_query_by_query(sweep: 
     assert by_label["k=2,miner=kmeans"].vs_best is not None and by_label["k=2,miner=kmeans"].p_value is not None
     assert by_label["k=4,miner=random"].vs_best is None  # other transactions: no pairing
     assert by_label["k=2,miner=random"].vs_best is None  # no config to tell: texts differ, so no pairing
+
+
+def test_learning_curve_when_train_examples_per_label_vary(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for shots, rate in ((5, 0.5), (10, 0.7), (30, 0.9)):
+        made = fake_job(tmp_path / "made", "kmeans", 4, list((rng.random(N_QUERIES) < rate).astype(float)))
+        folder = made.rename(tmp_path / f"dataset.shots={shots}")
+        (tmp_path / "made").rmdir()
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["dataset"].update(train=shots * 77, categories=77)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    from experiments.sweeps.plots import plot_learning_curve
+    from experiments.sweeps.report import write_report as build
+
+    report = build(tmp_path, metric="mrr@1")
+    assert "mrr_at_1_learning_curve.png" in {path.name for path in report.plots}
+    assert plot_learning_curve(tmp_path, report.rows[:1], "mrr@1") is None  # one size: no curve

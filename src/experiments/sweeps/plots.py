@@ -1,5 +1,6 @@
-"""The sweep report's figures (PNG), one function each: the metric against k per miner, a bar per configuration,
-the winner's training loss. ``write_plots`` draws those the rows support."""
+"""The sweep report's figures (PNG), one function each: the metric against k per miner, the learning curve (the
+metric against train examples per label), a bar per configuration, the winner's training loss. ``write_plots``
+draws those the rows support."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.metrics import metric_key
 from experiments.sweeps.rows import Row
 
@@ -47,6 +49,7 @@ def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
     """Write the figures that the rows support into ``sweep_dir``; returns their paths."""
     drawn = [
         plot_metric_vs_k(sweep_dir, rows, metric),
+        plot_learning_curve(sweep_dir, rows, metric),
         plot_per_configuration(sweep_dir, rows, metric),
         plot_winner_loss(sweep_dir, rows),
     ]
@@ -81,6 +84,46 @@ def plot_metric_vs_k(sweep_dir: Path, rows: list[Row], metric: str) -> Path | No
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return _save(figure, sweep_dir / f"{metric_key(metric)}_vs_k.png")
+
+
+def examples_per_label(row: Row) -> float:
+    """Train examples per category of the row's run (``dataset.shots`` on Banking77, for example)."""
+    dataset = row.record.dataset
+    return dataset.train / max(dataset.categories, 1)
+
+
+def plot_learning_curve(sweep_dir: Path, rows: list[Row], metric: str) -> Path | None:
+    """The metric against train examples per label, one line per miner / reranker and one for the embedding
+    baseline, with intervals: how much more labelling would buy. None when the train size does not vary."""
+    sizes = {examples_per_label(row) for row in rows}
+    if len(sizes) <= 1:
+        return None
+    plt = _pyplot()
+    series: dict[str, list[tuple[float, Estimate]]] = defaultdict(list)
+    baseline: dict[float, Estimate] = {}
+    for row in rows:
+        size = examples_per_label(row)
+        series[f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"].append(
+            (size, row.metrics[metric])
+        )
+        base = row.record.metrics.baseline[metric]
+        baseline[size] = Estimate(base.mean, base.ci_low, base.ci_high)
+    series["embedding baseline (zero-shot)"] = sorted(baseline.items())
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, points in sorted(series.items()):
+        points.sort(key=lambda point: point[0])
+        means = [estimate.mean for _, estimate in points]
+        errors = [[e.mean - e.low for _, e in points], [e.high - e.mean for _, e in points]]
+        style = {"linestyle": "--", "color": "grey"} if name.startswith("embedding") else {}
+        axes.errorbar([size for size, _ in points], means, yerr=errors, marker="o", capsize=3, label=name, **style)
+    axes.set_xscale("log")
+    axes.set_xticks(sorted(sizes), [f"{size:.3g}" for size in sorted(sizes)])
+    axes.set_xlabel("train examples per label (log scale)")
+    axes.set_ylabel(f"{metric} (eval, 95% CI)")
+    axes.set_title(f"learning curve: {metric} against labelled examples per label")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return _save(figure, sweep_dir / f"{metric_key(metric)}_learning_curve.png")
 
 
 def plot_per_configuration(sweep_dir: Path, rows: list[Row], metric: str) -> Path:
