@@ -52,7 +52,7 @@ def create_store(uri: str) -> None:
             _initialize_tables(engine)
         finally:
             engine.dispose()
-        os.link(partial, path)
+        _link(partial, path)
     except FileExistsError:
         pass  # another job created the store meanwhile: it did so the same way, so it is complete
     except Exception as error:
@@ -62,6 +62,18 @@ def create_store(uri: str) -> None:
     finally:
         for leftover in (partial, partial.with_name(partial.name + "-journal")):
             leftover.unlink(missing_ok=True)
+
+
+def _link(partial: Path, path: Path) -> None:
+    """Give the complete store its name without replacing one a parallel job gave it first (``FileExistsError``)."""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: a rename, which may replace a store made a moment ago
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.rename(partial, path)
 
 
 def unusable_store(uri: str, error: BaseException) -> UserError | None:
