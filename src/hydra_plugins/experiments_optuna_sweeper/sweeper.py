@@ -302,7 +302,8 @@ def validation_score(result: Any) -> float | None:
 
 
 def write_trials(study: Any, sweep_dir: Path) -> Path:
-    """``trials.json`` in the sweep folder: every trial's number, state, parameters, validation value and folder."""
+    """``trials.json`` in the sweep folder: every trial's number, state, parameters, validation value, folder and,
+    for a repeat, the trial it repeats."""
     rows = [
         {
             "number": trial.number,
@@ -310,6 +311,8 @@ def write_trials(study: Any, sweep_dir: Path) -> Path:
             "params": trial.params,
             "validation": trial.value,
             "run_folder": trial.user_attrs.get("run_folder"),
+            # A proposal equal to a finished trial: told that trial's outcome, no job run.
+            "repeat_of": trial.user_attrs.get("repeat_of"),
         }
         for trial in study.get_trials(deepcopy=False)
     ]
