@@ -142,12 +142,15 @@ def test_a_search_setting_it_cannot_run_with_is_one_line_exit_2(tmp_path, tiny_m
 
 
 def test_search_params_without_the_search_are_one_line_exit_2(tmp_path, tiny_model_dir):
+    """An interval is a search space: the grid sweeper refuses it in one line (a grid's params, ``k: 2,4`` in an
+    experiment file, run as before); a key the config has no place for is Hydra's one line."""
     args = [item for item in search(tmp_path, tiny_model_dir, 2) if not item.startswith(("hydra.sweeper", "~hydra"))]
     plain = [item for item in args if item != "hparams_search=optuna"]
-    completed = run([*plain, "+hydra.sweeper.params.k=x"], timeout=60)
+    completed = run([*plain, "+hydra.sweeper.params.k='int(interval(1, 3))'"], timeout=60)
     assert completed.returncode == 2, completed.stderr[-2000:]
     [line] = completed.stderr.strip().splitlines()
-    assert line.startswith("error: hydra.sweeper.params.k: a search space needs hparams_search=optuna")
+    assert line.startswith("error: hydra.sweeper.params.k=int(interval(1, 3)): an interval is a search space")
+    assert not list((tmp_path / "sweep").glob("*/.hydra"))
     completed = run([*plain, "hydra.sweeper.params.k=x"], timeout=60)
     assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1, completed.stderr[-2000:]
 

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.sweeps.jobs import METRICS_FILE, sweep_jobs
 
@@ -79,9 +79,15 @@ class SweepMonitor(Callback):
         global exit_code
         exit_code = 0
         self._sweep_dir = Path(config.hydra.sweep.dir)
-        # A search sweeper (hparams_search=optuna) says how many trials it runs; a grid is the product of its sweeps.
+        # A search sweeper (hparams_search=optuna) says how many trials it runs; a grid is the product of its sweeps,
+        # those of the sweeper's params (an experiment file's named sweep) with the command line's over them.
         trials = config.hydra.sweeper.get("n_trials")
-        self._total = int(trials) if trials else planned_jobs(list(config.hydra.overrides.task))
+        params = config.hydra.sweeper.get("params")
+        named = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else {}
+        grid = {str(key): f"{key}={value}" for key, value in named.items()}  # type: ignore[union-attr]
+        task = [str(line) for line in config.hydra.overrides.task]
+        grid.update({line.partition("=")[0].lstrip("+~"): line for line in task})
+        self._total = int(trials) if trials else planned_jobs(list(grid.values()))
         start_progress(self._sweep_dir)
         print(f"sweep: {self._total} jobs into {self._sweep_dir}", file=sys.stderr)
 

@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -30,18 +33,29 @@ def check_search(config: DictConfig) -> None:
     """Everything about a ``-m`` sweep's search that can be told before it starts; a one-line ``UserError``."""
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") != SEARCH_SWEEPER:
+        # The grid sweeper takes params too (a named sweep in an experiment file: k: 2,4); an interval it cannot
+        # expand is a search space, which only the search runs.
         params = sweeper.get("params")
-        if params:
-            key = next(iter(OmegaConf.to_container(params, resolve=False)))  # type: ignore[arg-type]
-            raise UserError(
-                f"hydra.sweeper.params.{key}: a search space needs hparams_search=optuna; a grid sweep takes the "
-                f"values on the command line ({key}=a,b)."
-            )
+        named = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else {}
+        for key, value in named.items():  # type: ignore[union-attr]
+            if is_interval(f"{key}={value}"):
+                raise UserError(
+                    f"hydra.sweeper.params.{key}={value}: an interval is a search space, which needs "
+                    f"hparams_search=optuna; a grid sweep takes a list of values ({key}=a,b)."
+                )
         return
     search = instantiate(sweeper)
     search.check(list(config.hydra.overrides.task))
     hold_study(search.storage, Path(str(config.hydra.sweep.dir)))
     search.open_study()
+
+
+def is_interval(line: str) -> bool:
+    """Whether ``key=value`` sweeps an interval (a grammar error is left to the sweeper, which says it in one line)."""
+    try:
+        return isinstance(OverridesParser.create().parse_override(line).value(), IntervalSweep)
+    except HydraException:
+        return False
 
 
 class SearchGuard(Callback):
