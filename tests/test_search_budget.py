@@ -153,6 +153,10 @@ def test_search_params_without_the_search_are_one_line_exit_2(tmp_path, tiny_mod
     assert not list((tmp_path / "sweep").glob("*/.hydra"))
     completed = run([*plain, "hydra.sweeper.params.k=x"], timeout=60)
     assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1, completed.stderr[-2000:]
+    shrunk = [item for item in plain if not item.startswith("reranker.")]
+    grid = run([*shrunk, "+hydra.sweeper.params.k='2,3'", "reranker=none", "trackers=none"], timeout=120)
+    assert grid.returncode == 0, grid.stdout[-2000:] + grid.stderr[-2000:]
+    assert "sweep: 2 jobs into" in grid.stderr and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
 
 
 def test_a_search_stops_when_its_space_holds_no_untried_configuration(tmp_path, tiny_model_dir):

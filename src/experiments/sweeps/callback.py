@@ -68,6 +68,13 @@ def planned_jobs(task_overrides: list[str]) -> int:
     return total
 
 
+def sweeper_params(config: DictConfig) -> dict[str, str]:
+    """``hydra.sweeper.params`` as key -> sweep expression (a grid's named sweep, ``k: 0,4,8``), unresolved."""
+    params = config.hydra.sweeper.get("params")
+    named = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else None
+    return {str(key): str(value) for key, value in named.items()} if isinstance(named, dict) else {}
+
+
 class SweepMonitor(Callback):
     """Progress while a sweep runs; at its end, the report, the winner, the failed jobs and the exit code."""
 
@@ -82,9 +89,7 @@ class SweepMonitor(Callback):
         # A search sweeper (hparams_search=optuna) says how many trials it runs; a grid is the product of its sweeps,
         # those of the sweeper's params (an experiment file's named sweep) with the command line's over them.
         trials = config.hydra.sweeper.get("n_trials")
-        params = config.hydra.sweeper.get("params")
-        named = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else {}
-        grid = {str(key): f"{key}={value}" for key, value in named.items()}  # type: ignore[union-attr]
+        grid = {key: f"{key}={value}" for key, value in sweeper_params(config).items()}
         task = [str(line) for line in config.hydra.overrides.task]
         grid.update({line.partition("=")[0].lstrip("+~"): line for line in task})
         self._total = int(trials) if trials else planned_jobs(list(grid.values()))

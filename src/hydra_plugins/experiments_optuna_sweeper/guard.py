@@ -21,9 +21,10 @@ from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.errors import UserError
+from experiments.sweeps.callback import sweeper_params
 from experiments.sweeps.lock import hold_study, release_studies
 
 SEARCH_SWEEPER = "hydra_plugins.experiments_optuna_sweeper.sweeper.OptunaSweeper"
@@ -35,9 +36,7 @@ def check_search(config: DictConfig) -> None:
     if sweeper.get("_target_") != SEARCH_SWEEPER:
         # The grid sweeper takes params too (a named sweep in an experiment file: k: 2,4); an interval it cannot
         # expand is a search space, which only the search runs.
-        params = sweeper.get("params")
-        named = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else {}
-        for key, value in named.items():  # type: ignore[union-attr]
+        for key, value in sweeper_params(config).items():
             if is_interval(f"{key}={value}"):
                 raise UserError(
                     f"hydra.sweeper.params.{key}={value}: an interval is a search space, which needs "
