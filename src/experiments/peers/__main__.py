@@ -7,6 +7,7 @@ one line on stderr and exit 2, as with ``run.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def main(argv: list[str]) -> int:
     from experiments.secrets import guard_output
 
     guard_output()
+    # As a run.py job logs: what each step is doing, on stderr (a peer's fit can take many minutes).
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if any(argument in ("-h", "--help") for argument in argv):
         print(USAGE)
         print(__doc__)

@@ -16,6 +16,7 @@ Selection hygiene: no peer chooses anything, and nothing but the report reads th
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 from experiments.tracking.base import diagnostic_tags, tracked_params
 from experiments.tracking.record import track
 from experiments.tracking.trackers import Trackers
+
+log = logging.getLogger(__name__)
 
 #: The comparison's table, beside one folder per peer.
 TABLE_FILE = "table.md"
@@ -153,7 +156,14 @@ class _Shared:
 def _run_peer(name: str, peer: Peer, data: TrainingData, folder: Path, shared: _Shared, started_at: float) -> PeerRun:
     """Learn, evaluate, write the peer's run folder, then record it in the trackers."""
     knobs, splits = shared.knobs, shared.splits
+    log.info("peer:%s: learning from %d train examples", name, len(data.examples))
     fit = peer.learn(data)
+    log.info(
+        "peer:%s: %s; scoring %d eval queries",
+        name,
+        f"fit in {fit.seconds:.1f} s" if fit else "nothing to learn",
+        len(splits.eval),
+    )
     started = time.perf_counter()
     results = run_queries(
         splits.eval, shared.vectors.eval, shared.parts.retrieval, peer if peer.reorders else None, knobs.progress
