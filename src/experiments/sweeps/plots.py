@@ -92,29 +92,60 @@ def examples_per_label(row: Row) -> float:
     return dataset.train / max(dataset.categories, 1)
 
 
-def plot_learning_curve(sweep_dir: Path, rows: list[Row], metric: str) -> Path | None:
-    """The metric against train examples per label, one line per miner / reranker and one for the embedding
-    baseline, with intervals: how much more labelling would buy. None when the train size does not vary."""
+BASELINE_SERIES = "embedding baseline (zero-shot)"
+
+
+def learning_curve_series(rows: list[Row], metric: str) -> dict[str, list[tuple[float, Estimate]]]:
+    """The learning curve's lines: name → (train examples per label, metric) points, one point per size in each line;
+    empty when there is no curve.
+
+    A curve needs runs of one data set scored on the same eval queries whose train size varies: runs of other data
+    sets (``-m dataset=synthetic,banking77``) or other eval splits (``dataset.split=merchant,random``) differ in size
+    too, but a line through them would not say what more labels buy. A line is a miner / reranker and every other
+    swept knob (``dataset.seed=1``) except the one that sets the size (each of its values one size, and back).
+    """
+    if len({(row.record.dataset.name, tuple(row.queries)) for row in rows}) != 1:
+        return {}
     sizes = {examples_per_label(row) for row in rows}
     if len(sizes) <= 1:
-        return None
-    plt = _pyplot()
+        return {}
+    named = _sizing_knobs(rows) | {"miner", "reranker"}  # not in a line's name: its size, or said already
     series: dict[str, list[tuple[float, Estimate]]] = defaultdict(list)
     baseline: dict[float, Estimate] = {}
     for row in rows:
         size = examples_per_label(row)
-        series[f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"].append(
-            (size, row.metrics[metric])
-        )
+        others = [f"{key}={value}" for key, value in sorted(row.knobs.items()) if key not in named]
+        name = f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"
+        series[f"{name} ({','.join(others)})" if others else name].append((size, row.metrics[metric]))
         base = row.record.metrics.baseline[metric]
         baseline[size] = Estimate(base.mean, base.ci_low, base.ci_high)
-    series["embedding baseline (zero-shot)"] = sorted(baseline.items())
+    series[BASELINE_SERIES] = sorted(baseline.items())
+    return {name: sorted(points, key=lambda point: point[0]) for name, points in series.items()}
+
+
+def _sizing_knobs(rows: list[Row]) -> set[str]:
+    """The swept knobs that set the train size: each value gives one size and each size comes from one value."""
+    sizing = set()
+    for key in {key for row in rows for key in row.knobs}:
+        pairs = {(row.knobs.get(key), examples_per_label(row)) for row in rows}
+        if len(pairs) == len({value for value, _ in pairs}) == len({size for _, size in pairs}):
+            sizing.add(key)
+    return sizing
+
+
+def plot_learning_curve(sweep_dir: Path, rows: list[Row], metric: str) -> Path | None:
+    """The metric against train examples per label, one line per miner / reranker and one for the embedding
+    baseline, with intervals: how much more labelling would buy. None when the train size does not vary."""
+    series = learning_curve_series(rows, metric)
+    if not series:
+        return None
+    sizes = {size for points in series.values() for size, _ in points}
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name, points in sorted(series.items()):
-        points.sort(key=lambda point: point[0])
         means = [estimate.mean for _, estimate in points]
         errors = [[e.mean - e.low for _, e in points], [e.high - e.mean for _, e in points]]
-        style = {"linestyle": "--", "color": "grey"} if name.startswith("embedding") else {}
+        style = {"linestyle": "--", "color": "grey"} if name == BASELINE_SERIES else {}
         axes.errorbar([size for size, _ in points], means, yerr=errors, marker="o", capsize=3, label=name, **style)
     axes.set_xscale("log")
     axes.set_xticks(sorted(sizes), [f"{size:.3g}" for size in sorted(sizes)])
