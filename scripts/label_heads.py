@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,25 +33,21 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0].startswith("-"):
         print(__doc__)
         raise SystemExit(2)
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from experiments.datasets.splits import holdout
+    from experiments.errors import UserError
     from experiments.models import resolve_model
 
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
-    with initialize_config_dir(config_dir=os.path.abspath(conf), version_base="1.3"):
-        cfg = compose("config", overrides=argv[1:])
-    splits = instantiate(cfg.dataset).load()
-    held = holdout(splits.train, splits.group_key, cfg.validation_fraction, cfg.seed)
-    fit = [example for position, example in enumerate(splits.train) if position not in held]
-    validation = [example for position, example in enumerate(splits.train) if position in held]
+    try:
+        cfg, splits, fit, validation = _split(argv[0], argv[1:])
+        base = resolve_model(cfg.embedder.model)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     names = splits.category_names
     documents = [category.document(cfg.retrieval.with_descriptions) for category in splits.categories]
     fit_labels = np.array([names.index(example.expected[0]) for example in fit])
     gold = np.array([names.index(example.expected[0]) for example in validation])
     print(f"{splits.name}: {len(fit)} fit rows, {len(validation)} validation rows, {len(names)} labels")
-    for tag, model in (("frozen base model", resolve_model(cfg.embedder.model)), ("fine-tuned", argv[0])):
+    for tag, model in (("frozen base model", base), ("fine-tuned", argv[0])):
         encode = _encoder(model)
         heads = _heads(
             encode(documents),
@@ -67,6 +64,37 @@ def main(argv: list[str]) -> None:
         for name in ("label memory (5)", "centroid", "logistic regression"):
             curve = [_mrr(w * heads["category similarity"] + (1 - w) * heads[name], gold, 1) for w in weights]
             print(f"  {name:<22} " + " ".join(f"{value:.3f}" for value in curve))
+
+
+def _split(model: str, overrides: list[str]) -> tuple[Any, Any, list[Any], list[Any]]:
+    """The composed config, the data and its fit and validation rows, as the run that trained ``model`` split them.
+
+    Raises:
+        UserError: no model folder, a bad option (one line, as run.py says it), or no validation split.
+    """
+    from experiments.api import compose
+    from experiments.app import build
+    from experiments.datasets.splits import holdout
+    from experiments.errors import UserError
+
+    if not os.path.isdir(model):
+        raise UserError(f"{model}: not a model folder (give a fine-tuned model, outputs/cache/models/ft-<id>).")
+    cfg = compose(overrides)
+    if not cfg.validation_fraction > 0:
+        raise UserError(
+            f"validation_fraction={cfg.validation_fraction}: a run with no validation split has nothing to score "
+            "here (every train row trained the model)."
+        )
+    splits = build(cfg, "dataset").load()
+    held = holdout(splits.train, splits.group_key, cfg.validation_fraction, cfg.seed)
+    fit = [example for position, example in enumerate(splits.train) if position not in held]
+    validation = [example for position, example in enumerate(splits.train) if position in held]
+    if not validation:
+        raise UserError(
+            f"no validation rows: {splits.name}'s {len(splits.train)} train rows leave none aside (a label never "
+            "gives up its last row); use more train rows per label."
+        )
+    return cfg, splits, fit, validation
 
 
 def _encoder(model: str) -> Callable[[list[str]], np.ndarray]:
