@@ -11,8 +11,9 @@ Pairs. SetFit draws ``2 × num_iterations`` pairs per train example (as many sam
 ``num_iterations: null`` matches the project's default fine-tune, which sees ``duplication × (1 + k)``
 (query, document) pairs per train example and epoch over ``reranker.epochs`` epochs: ``num_iterations =
 ceil(duplication × (1 + k) × epochs / 2)`` (15 with k=4, duplication=2, 3 epochs). ``num_iterations=20`` is the
-setting of SetFit's paper and its 0.x releases. (SetFit 1.x without ``num_iterations`` samples every unique pair,
-``sampling_strategy="oversampling"``: about n²/2 pairs for n train examples, out of reach on a CPU.)
+setting of SetFit's paper and its 0.x releases. (SetFit 1.x without ``num_iterations`` uses
+``sampling_strategy="oversampling"``: every other-class pair once and as many same-class pairs, about n² pairs
+for n train examples, out of reach on a CPU.)
 
 Ranking: the head's ``predict_proba``; labels without a train example rank after every known label, by the
 fine-tuned body's cosine similarity of the query to their category document.

@@ -35,7 +35,7 @@ def rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         seconds = peer.fit.seconds if peer.fit is not None else 0.0
         row = [f"peer:{peer.name}", *(_cell(peer.record.metrics.reranker[name]) for name in metrics), _seconds(seconds)]
         if project is not None:
-            ratio = f"{seconds / project_seconds:.2f}" if project_seconds else "—"
+            ratio = f"{seconds / project_seconds:.2g}" if project_seconds else "—"
             assert comparison.deltas is not None and comparison.p_values is not None
             delta = comparison.deltas[index]
             row += [
