@@ -107,3 +107,15 @@ def test_label_heads_bad_arguments_are_one_line_exit_2(
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith(filled(message))
+
+
+def test_mining_grid_chooses_its_winner_on_validation() -> None:
+    """The preset says the winner is chosen on the validation split carved from train: its runs must score one
+    (the default fine-tune chooses nothing, so its runs report none and the sweep report falls back to eval)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=banking77_mining_grid"])
+    assert cfg.validation_fraction > 0 and cfg.replicates == 3
+    assert instantiate(cfg.reranker).chooses_on_validation()
