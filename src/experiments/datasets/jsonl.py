@@ -61,14 +61,19 @@ def _finite_float(text: str) -> float:
 def _readable(path: Path, option: str) -> None:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a file; point {option} at a JSON Lines file.")
+    if path.exists() and not path.is_file():
+        raise DataError(
+            f"{path}: not a regular file (a pipe or a device, read only once); save it to a file for {option}."
+        )
     if not path.is_file():
         raise DataError(f"{path}: file not found; check the {option} option.")
     if not os.access(path, os.R_OK):
         raise DataError(f"{path}: cannot be read (permission denied); check the file's permissions or {option}.")
 
 
-def numbered_lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of each non-blank line; bytes that are not UTF-8 name their line."""
+def numbered_lines(path: Path, option: str, name: str | None = None) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line; bytes that are not UTF-8 name their line (and the file as
+    ``name``, when that is not ``path``: a stream's temporary copy is named as the stream)."""
     _readable(path, option)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -76,8 +81,8 @@ def numbered_lines(path: Path, option: str) -> Iterator[tuple[int, str]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(
-                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
-                    "save the file as UTF-8."
+                    f"{name or path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                    f"{error.start + 1}); save the file as UTF-8."
                 ) from None
             if line.strip():
                 yield number, line
@@ -165,6 +170,8 @@ def read_categories(path: Path) -> list[Category]:
         raise DataError(f"{path}: not UTF-8 text; save the file as UTF-8.") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply (a list of names or of flat objects)") from None
     if not isinstance(rows, list) or not rows:
         raise DataError(f"{path}: expected a non-empty JSON list of category names or objects")
     categories: list[Category] = []

@@ -41,7 +41,8 @@ class TransactionFields(BaseModel):
     merchant_category: list[str]
     department: str
     location: str
-    amount: float
+    # Finite only: "NaN", "1e400" or "inf" (as strings or numbers) would rank and train on "Amount: nan" or "inf".
+    amount: float = Field(allow_inf_nan=False)
     spend_program_name: str
     trip_name: str | None = None
 
