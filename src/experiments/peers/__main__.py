@@ -68,8 +68,14 @@ def main(argv: list[str]) -> int:
     from experiments.secrets import guard_output
 
     guard_output()
-    # As a run.py job logs: what each step is doing, on stderr (a peer's fit can take many minutes).
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    # What each peer is doing, on stderr (a peer's fit can take many minutes); nothing before the inputs are checked,
+    # so a mistake stays one line.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    progress = logging.getLogger("experiments.peers")
+    progress.setLevel(logging.INFO)
+    progress.addHandler(handler)
+    progress.propagate = False
     if any(argument in ("-h", "--help") for argument in argv):
         print(USAGE)
         print(__doc__)
