@@ -17,6 +17,7 @@ from test_hardening import cli_env
 from test_serving import TRANSACTION, LoggedRun, log_run
 
 from experiments.serving.rows import RowError, query_text
+from experiments.tracking.pending import PENDING
 
 DEEP = "[" * 200_000 + "]" * 200_000
 
@@ -127,3 +128,30 @@ def test_a_categories_file_nested_200000_deep_is_one_line_exit_2(tmp_path):
     (data / "categories.json").write_text(DEEP)
     line = one_error_line(run_py(tmp_path, data, f"dataset.categories_path={data / 'categories.json'}"))
     assert line.startswith(f"error: {data / 'categories.json'}: ") and "nested too deeply" in line
+
+
+def test_a_model_folder_whose_spec_is_nested_200000_deep_is_one_line_exit_2(logged_none, tmp_path):
+    """A downloaded model folder (``suggest <folder>``) with a damaged ``categoriser.json``: named, no traceback."""
+    import mlflow
+
+    mlflow.set_tracking_uri(logged_none.tracking_uri)
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged_none.model_uri, dst_path=str(tmp_path)))
+    [spec] = folder.rglob("categoriser.json")
+    spec.write_text(DEEP)
+    line = one_error_line(suggest_cli(str(folder), "--query", "Name : Uber"))
+    assert line.startswith("error: ") and f"{spec}: nested too deeply" in line
+
+
+def test_a_run_folder_config_nested_200000_deep_is_one_line_exit_2(tmp_path):
+    """``experiments.sync <folder>`` reads each pending run's ``config.json``: a deep one is named, no traceback."""
+    folder = tmp_path / "outputs" / "run"
+    (folder / PENDING).mkdir(parents=True)
+    killed = {"failed": {"name": "r", "params": {}, "error": "Terminated", "status": "KILLED"}}
+    (folder / PENDING / "mlflow.json").write_text(json.dumps(killed))
+    (folder / "config.json").write_text(DEEP)
+    completed = subprocess.run(
+        [sys.executable, "-m", "experiments.sync", str(tmp_path / "outputs")],
+        capture_output=True, text=True, env=cli_env(), timeout=300,
+    )  # fmt: skip
+    assert one_error_line(completed).startswith(f"error: {folder / 'config.json'}: no trackers.mlflow")
+    assert (folder / PENDING / "mlflow.json").is_file()  # still pending

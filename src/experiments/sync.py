@@ -104,7 +104,7 @@ def tracker_node(folder: Path, key: str) -> Mapping[str, Any]:
     path = folder / "config.json"
     try:
         node = json.loads(path.read_text(encoding="utf-8"))["trackers"][key]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:  # RecursionError: nested too deep
         raise UserError(f"{path}: no trackers.{key} to send the pending run to ({describe(error)}).") from None
     target = node.get("_target_") if isinstance(node, dict) else None
     # Hydra's other keys (_args_, _partial_, _convert_...) would change what the class is called with or returns.

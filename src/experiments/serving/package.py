@@ -150,7 +150,13 @@ def read_spec(folder: Path) -> dict[str, Any]:
     path = folder / SPEC_FILE
     if not path.is_file():
         raise UserError(f"{folder}: no {SPEC_FILE}; this is not a categoriser package.")
-    spec: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        spec: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or nested past the parser's depth
+        problem = "nested too deeply" if isinstance(error, RecursionError) else "not valid JSON"
+        raise UserError(f"{path}: {problem}; the package is damaged: download or log the model again.") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: not a categoriser spec (a JSON object); download or log the model again.")
     if spec.get("format") != FORMAT:
         raise UserError(f"{path}: format {spec.get('format')!r}; this version reads format {FORMAT}.")
     return spec
