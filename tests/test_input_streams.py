@@ -155,3 +155,15 @@ def test_a_run_folder_config_nested_200000_deep_is_one_line_exit_2(tmp_path):
     )  # fmt: skip
     assert one_error_line(completed).startswith(f"error: {folder / 'config.json'}: no trackers.mlflow")
     assert (folder / PENDING / "mlflow.json").is_file()  # still pending
+
+
+def test_the_served_model_refuses_an_amount_that_is_not_finite(logged_none):
+    """The logged model (what ``mlflow models serve`` runs) refuses it with the same words as a data file."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(logged_none.tracking_uri)
+    model = mlflow.pyfunc.load_model(logged_none.model_uri)
+    for amount in ("NaN", "1e400", float("inf")):
+        with pytest.raises(mlflow.exceptions.MlflowException, match="row 2: amount: Input should be a finite number"):
+            model.predict(pd.DataFrame([TRANSACTION, {**TRANSACTION, "amount": amount}]))
