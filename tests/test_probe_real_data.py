@@ -4,6 +4,7 @@ hardness script's bad arguments."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_peers import compare, project_run  # noqa: F401 (project_run: a fixture)
 from test_sweeps import N_QUERIES, fake_job
 
+from experiments.errors import UserError
 from experiments.sweeps.plots import learning_curve_series, plot_learning_curve
 from experiments.sweeps.report import write_report
 
@@ -119,3 +122,47 @@ def test_mining_grid_chooses_its_winner_on_validation() -> None:
         cfg = compose("config", overrides=["+experiment=banking77_mining_grid"])
     assert cfg.validation_fraction > 0 and cfg.replicates == 3
     assert instantiate(cfg.reranker).chooses_on_validation()
+
+
+def _planted(project: Path, folder: Path, change) -> Path:
+    """A copy of ``project`` whose per_query.jsonl rows went through ``change`` (a hand-edited or damaged file)."""
+    import shutil
+
+    shutil.copytree(project, folder)
+    rows = [json.loads(line) for line in (folder / "per_query.jsonl").read_text().splitlines()]
+    (folder / "per_query.jsonl").write_text("".join(json.dumps(change(row)) + "\n" for row in rows))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda row: {**row, "reranker": {}}, r"per_query\.jsonl:1: reranker has no mrr@1"),
+        (lambda row: {**row, "reranker": {**row["reranker"], "mrr@1": float("nan")}}, r"per_query\.jsonl:1: .*nan"),
+    ],
+)
+def test_a_planted_project_run_is_one_line(tmp_path, tiny_model_dir, project_run, change, says) -> None:  # noqa: F811
+    """``--against`` a run folder whose per-query scores lack the compared metric (was a KeyError traceback) or are
+    not numbers (was a table of nan differences beside p = 0.0002) is refused in one line, before any peer runs."""
+    planted = _planted(project_run, tmp_path / "planted", change)
+    with pytest.raises(UserError, match=says):
+        compare(tmp_path, tiny_model_dir, "peers=[embedding_baseline]", against=planted)
+    assert not (tmp_path / "peers").exists()
+
+
+def test_a_peers_dir_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, tiny_model_dir) -> None:
+    """peers_dir naming a file, or a folder under a file, is one line naming it (was NotADirectoryError, the second
+    only after the data was loaded and embedded); the file is left as it was."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for folder in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "peers"):
+        with pytest.raises(UserError, match=rf"peers_dir={re.escape(str(folder))}: "):
+            compare(tmp_path, tiny_model_dir, "peers=[embedding_baseline]", f"peers_dir={folder}")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_project_run_of_another_seed_is_refused(tmp_path, tiny_model_dir, project_run) -> None:  # noqa: F811
+    """The peers are compared with a project run "on the same train / eval / seeds": a run made with seed=42 is not
+    paired with peers run at seed=43 (it was, under the table's "seed 43")."""
+    with pytest.raises(UserError, match=r"seed=42 .* seed=43"):
+        compare(tmp_path, tiny_model_dir, "peers=[embedding_baseline]", "seed=43", against=project_run)
+    assert not (tmp_path / "peers").exists()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -66,6 +68,27 @@ def check_same_data(project: ProjectRun, splits: DatasetSplits) -> None:
         raise UserError(f"{project.folder}: that run was evaluated on other queries; nothing to pair.")
 
 
+def check_project(project: ProjectRun, metric: str, seed: int) -> None:
+    """Refuse a project run made with another seed, or whose per-query scores lack ``metric`` or are not numbers (a
+    hand-edited or damaged ``per_query.jsonl``): nothing would pair."""
+    config = project.folder / "config.json"
+    try:
+        ran = json.loads(config.read_text(encoding="utf-8")).get("seed") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        ran = None
+    if ran is not None and str(ran) != str(seed):
+        raise UserError(
+            f"{project.folder}: that run used seed={ran} and these peers seed={seed}: give the peers the run's seed."
+        )
+    path = project.folder / run_folder.PER_QUERY_FILE
+    for number, row in enumerate(project.queries, start=1):
+        value = row.reranker.get(metric)
+        if value is None:
+            raise UserError(f"{path}:{number}: reranker has no {metric}; rerun the experiment to rewrite it.")
+        if not math.isfinite(value):
+            raise UserError(f"{path}:{number}: reranker.{metric} is {value}, not a score; rerun the experiment.")
+
+
 def run(cfg: DictConfig, choices: Mapping[str, str], against: Path | None = None) -> Comparison:
     """Run every chosen peer on the config's data and write the comparison folder (``peers_dir``).
 
@@ -79,6 +102,8 @@ def run(cfg: DictConfig, choices: Mapping[str, str], against: Path | None = None
     check_groups(values, (*GROUPS, "peers", "trackers"))
     chosen = values.get("against") if against is None else against
     project = read_project(Path(str(chosen))) if chosen else None
+    if project is not None:
+        check_project(project, knobs.optimized_metric, knobs.seed)
     parts = Components(**{group: build(cfg, group) for group in GROUPS}, trackers=Trackers(build(cfg, "trackers")))
     peers = _peers(build(cfg, "peers"))
     folder = _fresh_folder(Path(str(values["peers_dir"])))
@@ -94,7 +119,10 @@ def run(cfg: DictConfig, choices: Mapping[str, str], against: Path | None = None
     parts.retrieval.build(
         splits.categories, vectors.categories, sha256_json(parts.embedder.identity()), vectors.documents
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"peers_dir={folder}: cannot be made ({error.strerror}): choose another folder.") from None
     config = scrub(values)
     write_atomic(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     data = TrainingData(
@@ -134,8 +162,13 @@ def _peers(built: Any) -> dict[str, Peer]:
 
 def _fresh_folder(folder: Path) -> Path:
     """``folder``, refused when it already holds files (a comparison never writes over what it did not create)."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"peers_dir={folder}: a file, not a folder: choose a new folder (peers_dir=<path>).")
     if folder.exists() and any(folder.iterdir()):
         raise UserError(f"peers_dir={folder} already holds files: choose a new folder (peers_dir=<path>).")
+    existing = next(parent for parent in folder.parents if parent.exists())
+    if not folder.exists() and not (existing.is_dir() and os.access(existing, os.W_OK)):
+        raise UserError(f"peers_dir={folder}: {existing} is not a folder this user can write: choose another.")
     return folder
 
 
