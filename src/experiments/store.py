@@ -67,11 +67,13 @@ def damage(folder: Path, record: dict[str, Any]) -> str | None:
 
 
 def set_aside(path: Path) -> Path | None:
-    """Rename a damaged file or folder to a hidden ``.<name>.damaged-<time>-<pid>`` beside it (nothing is deleted).
+    """Rename a damaged file or folder to a hidden ``.<name>.damaged-<time>-<pid>-<token>`` beside it (nothing is
+    deleted: the random token keeps two set-asides in one second apart, where a rename would replace the first).
 
     Returns the new name, or None when the path is already gone (another process set it aside first).
     """
-    target = path.with_name(f".{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    target = path.with_name(f".{path.name}.damaged-{stamp}")
     try:
         path.rename(target)
     except FileNotFoundError:
