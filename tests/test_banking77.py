@@ -124,3 +124,4 @@ def test_experiment_presets_compose_on_banking77(name: str) -> None:
         cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
     assert cfg.dataset._target_ == "experiments.datasets.banking77.Banking77"
     assert cfg.hydra.sweeper.params  # a named sweep: python run.py -m +experiment=<name>
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # ... a sweep even without -m, never one long run by mistake
