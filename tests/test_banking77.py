@@ -125,3 +125,20 @@ def test_experiment_presets_compose_on_banking77(name: str) -> None:
     assert cfg.dataset._target_ == "experiments.datasets.banking77.Banking77"
     assert cfg.hydra.sweeper.params  # a named sweep: python run.py -m +experiment=<name>
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # ... a sweep even without -m, never one long run by mistake
+
+
+def test_no_validation_row_to_spare_is_said(caplog) -> None:
+    import logging
+
+    from experiments.pipeline import validation_holdout
+    from experiments.schema import Knobs
+
+    one_shot = Banking77(shots=1).load()
+    with caplog.at_level(logging.WARNING):
+        knobs = Knobs.model_validate(
+            {"k": 4, "duplication": 2, "seed": 42, "validation_fraction": 0.2, "replicates": 1}
+            | {"optimized_metric": "mrr@1", "evaluation": {"bootstrap_resamples": 50}}
+            | {"progress": False, "log_model": False}
+        )
+        assert validation_holdout(one_shot, knobs) == set()
+    assert any("holds out no train row" in record.getMessage() for record in caplog.records)

@@ -180,7 +180,15 @@ def validation_holdout(splits: DatasetSplits, knobs: Knobs) -> set[int]:
     """Train positions held out for choices: whole groups, ``validation_fraction`` of train, seeded by the run."""
     if knobs.validation_fraction <= 0:
         return set()
-    return holdout(splits.train, splits.group_key, knobs.validation_fraction, knobs.seed)
+    held = holdout(splits.train, splits.group_key, knobs.validation_fraction, knobs.seed)
+    if not held:
+        # Every label's last row must stay in the fit rows (one example per label, say): nothing can be held out.
+        log.warning(
+            "validation_fraction=%s holds out no train row (every label needs a row left to fit on): the reranker "
+            "chooses nothing and keeps its configured setting; give it more rows per label.",
+            knobs.validation_fraction,
+        )
+    return held
 
 
 def evaluate(
