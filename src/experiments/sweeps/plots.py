@@ -38,6 +38,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _means(estimates: list[Estimate]) -> list[float]:
+    return [estimate.mean for estimate in estimates]
+
+
+def _bars(estimates: list[Estimate]) -> list[list[float]]:
+    """Matplotlib's asymmetric ``yerr``: each interval's distance below and above its mean."""
+    return [[e.mean - e.low for e in estimates], [e.high - e.mean for e in estimates]]
+
+
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
@@ -73,10 +82,8 @@ def plot_metric_vs_k(sweep_dir: Path, rows: list[Row], metric: str) -> Path | No
     for index, (name, points) in enumerate(sorted(by_miner.items())):
         points.sort(key=lambda point: point[0])
         ks = [k + (index - (len(by_miner) - 1) / 2) * spread for k, _ in points]
-        means = [row.metrics[metric].mean for _, row in points]
-        low = [row.metrics[metric].mean - row.metrics[metric].low for _, row in points]
-        high = [row.metrics[metric].high - row.metrics[metric].mean for _, row in points]
-        axes.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=name)
+        estimates = [row.metrics[metric] for _, row in points]
+        axes.errorbar(ks, _means(estimates), yerr=_bars(estimates), marker="o", capsize=3, label=name)
     axes.set_xticks(sorted(set(all_ks)))
     axes.set_xlabel("k (negatives per item)")
     axes.set_ylabel(f"{metric} (eval, 95% CI)")
@@ -143,10 +150,10 @@ def plot_learning_curve(sweep_dir: Path, rows: list[Row], metric: str) -> Path |
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name, points in sorted(series.items()):
-        means = [estimate.mean for _, estimate in points]
-        errors = [[e.mean - e.low for _, e in points], [e.high - e.mean for _, e in points]]
+        estimates = [estimate for _, estimate in points]
         style = {"linestyle": "--", "color": "grey"} if name == BASELINE_SERIES else {}
-        axes.errorbar([size for size, _ in points], means, yerr=errors, marker="o", capsize=3, label=name, **style)
+        sizes_of = [size for size, _ in points]
+        axes.errorbar(sizes_of, _means(estimates), yerr=_bars(estimates), marker="o", capsize=3, label=name, **style)
     axes.set_xscale("log")
     axes.set_xticks(sorted(sizes), [f"{size:.3g}" for size in sorted(sizes)])
     axes.set_xlabel("train examples per label (log scale)")
@@ -164,15 +171,11 @@ def plot_per_configuration(sweep_dir: Path, rows: list[Row], metric: str) -> Pat
     rerankers = sorted({row.choices.get("reranker", "?") for row in rows})
     colours = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(rerankers)}
     positions = range(len(rows))
-    means = [row.metrics[metric].mean for row in rows]
-    errors = [
-        [row.metrics[metric].mean - row.metrics[metric].low for row in rows],
-        [row.metrics[metric].high - row.metrics[metric].mean for row in rows],
-    ]
+    estimates = [row.metrics[metric] for row in rows]
     axes.bar(
         positions,
-        means,
-        yerr=errors,
+        _means(estimates),
+        yerr=_bars(estimates),
         capsize=3,
         color=[colours[row.choices.get("reranker", "?")] for row in rows],
     )
