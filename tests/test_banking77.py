@@ -142,3 +142,30 @@ def test_no_validation_row_to_spare_is_said(caplog) -> None:
         )
         assert validation_holdout(one_shot, knobs) == set()
     assert any("holds out no train row" in record.getMessage() for record in caplog.records)
+
+
+def test_validation_scores_left_out_train_queries_never_test_nor_drawn(release) -> None:
+    _, test = release
+    tested = {normalised(row["text"]) for row in test}
+    splits = Banking77(shots=10, evaluate_on="validation", validation_size=500).load()
+    assert len(splits.eval) == 500 and len(splits.train) == 770
+    drawn = {normalised(example.input) for example in splits.train}
+    scored = {normalised(example.input) for example in splits.eval}
+    assert not scored & drawn and not scored & tested
+    assert splits.train == Banking77(shots=10).load().train  # the same draw as a test run
+    again = Banking77(shots=10, evaluate_on="validation", validation_size=500).load()
+    assert [e.input for e in again.eval] == [e.input for e in splits.eval]
+    assert splits.digest() != Banking77(shots=10).load().digest()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option"),
+    [
+        ({"evaluate_on": "dev"}, "dataset.evaluate_on"),
+        ({"evaluate_on": "validation", "shots": None}, "dataset.evaluate_on"),
+        ({"validation_size": 0}, "dataset.validation_size"),
+    ],
+)
+def test_bad_validation_options_name_the_option(arguments: dict[str, object], option: str) -> None:
+    with pytest.raises(ConfigError, match=option.replace(".", r"\.")):
+        Banking77(**arguments)  # type: ignore[arg-type]
