@@ -5,12 +5,13 @@ each split (``merchant``, the default, where eval merchants are unseen in train;
 category): how many eval rows have a merchant seen in train, the embedding baseline (all-MiniLM-L6-v2, cosine
 over all categories, eval split) overall and per category, and the accuracy of a learnability probe: a logistic
 regression on the MiniLM query embeddings plus one-hot department / card program / trip-present, trained on the
-train split. For ``banking77`` (real customer queries, 77 intents; ``--shots`` per intent, default 10): the
-zero-shot baseline against the readable intent names, the hardest intents, the intent names closest to each
-other, and a logistic regression on the frozen query embeddings of the few-shot train rows.
+train split. For the intent benchmarks, ``banking77`` (real customer queries, 77 intents) and ``clinc150``
+(assistant queries, 150 intents), with ``--shots`` per intent (default 10): the zero-shot baseline against the
+readable intent names, the hardest intents, the intent names closest to each other, and a logistic regression on
+the frozen query embeddings of the few-shot train rows.
 
     .venv/bin/python scripts/dataset_hardness.py [--seed 0] [--n N] [--names-only] [--split merchant|random|both]
-        [--dataset synthetic|synthetic_large|banking77|both|all] [--shots 10]
+        [--dataset synthetic|synthetic_large|banking77|clinc150|both|all] [--shots 10]
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+#: The bundled intent benchmarks (``--dataset <name>``): the ``name`` of each ``IntentBenchmark`` in ``main``.
+BENCHMARKS = ("banking77", "clinc150")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,19 +38,22 @@ def main() -> None:
     parser.add_argument("--names-only", action="store_true", help="documents are the bare category names")
     parser.add_argument("--split", choices=("merchant", "random", "both"), default="both")
     parser.add_argument(
-        "--dataset", choices=("synthetic", "synthetic_large", "banking77", "both", "all"), default="all"
+        "--dataset", choices=("synthetic", "synthetic_large", *BENCHMARKS, "both", "all"), default="all"
     )
-    parser.add_argument("--shots", type=int, default=10, help="banking77: train queries per intent")
+    parser.add_argument("--shots", type=int, default=10, help="banking77, clinc150: train queries per intent")
     args = parser.parse_args()
 
     from experiments.datasets.banking77 import Banking77
+    from experiments.datasets.clinc150 import Clinc150
+    from experiments.datasets.intent_benchmark import IntentBenchmark
     from experiments.datasets.synthetic import SyntheticLargeTransactions, SyntheticTransactions
     from experiments.errors import UserError
 
     kinds = {"synthetic": SyntheticTransactions, "synthetic_large": SyntheticLargeTransactions}
     sizes = {} if args.n is None else {"n_transactions": args.n}
     try:  # every data set is built (its arguments checked) before the model loads
-        datasets = [Banking77(shots=args.shots, seed=args.seed)] if args.dataset in ("banking77", "all") else []
+        benchmarks = [kind for kind in (Banking77, Clinc150) if args.dataset in (kind.name, "all")]
+        datasets: list[Any] = [kind(shots=args.shots, seed=args.seed) for kind in benchmarks]
         for name in kinds if args.dataset in ("both", "all") else (args.dataset,) if args.dataset in kinds else ():
             for split in ("merchant", "random") if args.split == "both" else (args.split,):
                 datasets.append(kinds[name](seed=args.seed, split=split, **sizes))
@@ -63,8 +70,8 @@ def main() -> None:
         return model.encode(texts, normalize_embeddings=True, batch_size=64, convert_to_numpy=True)
 
     for dataset in datasets:
-        if isinstance(dataset, Banking77):
-            report_banking77(dataset, embed)
+        if isinstance(dataset, IntentBenchmark):
+            report_intents(dataset, embed)
         else:
             report(dataset, embed, args.names_only)
         print()
@@ -112,7 +119,7 @@ def report(dataset: Any, embed: Callable[[list[str]], np.ndarray], names_only: b
     print(f"\nlearnability probe (logistic regression, embeddings + one-hot fields): accuracy {accuracy:.3f}")
 
 
-def report_banking77(dataset: Any, embed: Callable[[list[str]], np.ndarray]) -> None:
+def report_intents(dataset: Any, embed: Callable[[list[str]], np.ndarray]) -> None:
     from sklearn.linear_model import LogisticRegression
 
     splits = dataset.load()
@@ -123,8 +130,8 @@ def report_banking77(dataset: Any, embed: Callable[[list[str]], np.ndarray]) -> 
     gold = np.array([names.index(example.expected[0]) for example in splits.eval])
     ranks = np.argmax(order == gold[:, None], axis=1) + 1
     print(
-        f"== banking77 shots={dataset.shots} seed={dataset.seed}: train={len(splits.train)} eval={len(splits.eval)} "
-        f"intents={len(names)}; documents: the readable intent names"
+        f"== {dataset.name} shots={dataset.shots} seed={dataset.seed}: train={len(splits.train)} "
+        f"eval={len(splits.eval)} intents={len(names)}; documents: the readable intent names"
     )
     for k in (1, 3, 5):
         mrr = np.where(ranks <= k, 1.0 / ranks, 0.0).mean()
