@@ -257,8 +257,9 @@ def test_register_points_the_champion_alias_at_the_run(logged, capsys, tmp_path)
     champion = mlflow.MlflowClient().get_model_version_by_alias("categoriser-test", "champion")
     assert champion.version == first.version
     register.main([str(run.outcome.output_dir), "--name", "categoriser-test", "--tracking-uri", run.tracking_uri])
-    assert "models:/categoriser-test@champion -> version 2" in capsys.readouterr().out
-    assert str(mlflow.MlflowClient().get_model_version_by_alias("categoriser-test", "champion").version) == "2"
+    # The same run again: no second version (tests/test_register_idempotent.py), the alias stays on it.
+    assert "models:/categoriser-test@champion -> version 1" in capsys.readouterr().out
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("categoriser-test", "champion").version) == "1"
     predicted = load("models:/categoriser-test@champion").predict(pd.DataFrame(run.eval_rows()[:5]))
     assert [list(labels) for labels in predicted["categories"]] == [row["reranked_top"] for row in run.per_query()[:5]]
     (tmp_path / "sweep" / "k=2").mkdir(parents=True)

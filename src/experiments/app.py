@@ -23,6 +23,7 @@ from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
 from experiments.schema import check_groups, read_knobs
 from experiments.secrets import redact_folder, redact_logs, refuse_resolved_secrets, refuse_secret_options, scrub
 from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
+from experiments.sweeps.labels import shown_knob
 from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def hydra_option_knobs() -> list[str]:
         key, equals, value = str(override).lstrip("+~").partition("=")
         group, dot, knob = key.partition(".")
         if equals and dot and group in GROUPS and key not in excluded:
-            named.append(f"{knob}={value}")
+            named.append(shown_knob(f"{knob}={value}"))  # display only: floats to 3 significant digits
     return named
 
 

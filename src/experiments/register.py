@@ -3,17 +3,21 @@
     python -m experiments.register <run id | run folder> --name categoriser [--alias champion]
 
 Then ``models:/categoriser@champion`` names it everywhere: ``python -m experiments.suggest``,
-``mlflow.pyfunc.load_model`` and ``mlflow models serve``. Registering again moves the alias to the new version;
-older versions stay registered. A sweep registers its winner the same way (``experiments.serving.mlflow_model
-.register``); the winner must be chosen on validation data, never on the eval split.
+``mlflow.pyfunc.load_model`` and ``mlflow models serve``. Registering is idempotent: a run (or run folder) whose
+categoriser already has a version of ``name`` gets no second one, the alias is pointed at that version. Registering
+another run makes a new version and moves the alias; older versions stay registered. A sweep registers its winner
+the same way (``register_winner``): only a winner chosen on validation data, never on the eval split, and a tie on
+validation is said, with the report's tie rule (``TIE_RULE``) that chose among the tied rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from experiments import run_folder
 from experiments.errors import UserError
@@ -44,6 +48,90 @@ def run_of_folder(folder: Path) -> str:
     return str(runs[0].info.run_id)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A run's categoriser as a version of a registered model; ``created`` is False when it was registered before."""
+
+    name: str
+    version: str
+    run_id: str
+    created: bool
+
+
+def registered_version(name: str, run_id: str, folder: str | None) -> str | None:
+    """The oldest version of ``name`` made from ``run_id``, or from another run of the same run ``folder`` (a run
+    folder recorded again), or None."""
+    import mlflow
+
+    quoted = name.replace("'", "\\'")
+    try:
+        versions = mlflow.MlflowClient().search_model_versions(f"name = '{quoted}'")
+    except mlflow.exceptions.MlflowException:  # no registered model of that name yet
+        return None
+    same = [
+        version
+        for version in versions
+        if run_id in (version.run_id, version.tags.get("source_run_id"))
+        or (folder is not None and version.tags.get("run_folder") == folder)
+    ]
+    return str(min(int(version.version) for version in same)) if same else None
+
+
+def register_once(run_id: str, name: str, alias: str) -> Registration:
+    """Register the categoriser of ``run_id`` as a version of ``name`` unless one already holds it; either way
+    point ``alias`` at that version."""
+    import mlflow
+
+    from experiments.serving.mlflow_model import register
+
+    client = mlflow.MlflowClient()
+    try:
+        folder = client.get_run(run_id).data.tags.get("run_folder")
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"no MLflow run {run_id} in {mlflow.get_tracking_uri()}.") from None
+    existing = registered_version(name, run_id, folder)
+    if existing is not None:
+        client.set_registered_model_alias(name, alias, existing)
+        return Registration(name, existing, run_id, created=False)
+    version = register(run_id, name, alias)
+    if folder:  # found again by folder when the same run folder is recorded as another MLflow run
+        client.set_model_version_tag(name, version.version, "run_folder", folder)
+    return Registration(name, str(version.version), run_id, created=True)
+
+
+def said(registration: Registration, alias: str) -> str:
+    """``registered: models:/categoriser@champion (version 2, new)`` or ``(version 2, already registered)``."""
+    how = "new" if registration.created else f"already registered from run {registration.run_id}, no new version"
+    return f"registered: models:/{registration.name}@{alias} (version {registration.version}, {how})"
+
+
+def register_winner(report: Mapping[str, Any], name: str, alias: str = DEFAULT_ALIAS) -> str:
+    """Register a sweep's winner (its ``report.json``) as ``name@alias``; returns what to print.
+
+    The rule: only a winner chosen on the validation split is registered; a winner that shares its validation score
+    with other rows is the first of them by the report's tie rule (``report["tie_rule"]``), and the message says
+    the tie and the rule. The same winning run registered again makes no second version.
+    """
+    if report["selection_split"] != "validation":
+        return (
+            f"note: the winner was chosen on the eval split, so it is not registered as {name}@{alias}; sweep with "
+            "reranker.select_epochs=true (or another reranker that chooses on validation)"
+        )
+    try:
+        registration = register_once(run_of_folder(Path(str(report["winner_folder"]))), name, alias)
+    except UserError as error:  # a winner run with log_model=false, say: the sweep's result stands, unregistered
+        return f"note: the winner is not registered as {name}@{alias}: {error}"
+    tied = [group for group in report.get("ties") or [] if report["winner"] in group["configurations"]]
+    if not tied:
+        return said(registration, alias)
+    group = tied[0]
+    return (
+        f"{said(registration, alias)}; a tie on validation {report['metric']}: {', '.join(group['configurations'])} "
+        f"at {group['value']:.3f}, registered {report['winner']}, the first by the report's rule "
+        f"({report['tie_rule']})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI entry: a user mistake exits 2 with one ``error:`` line, no traceback."""
     parser = argparse.ArgumentParser(
@@ -54,18 +142,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to point at it (default: {DEFAULT_ALIAS})")
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
     args = parser.parse_args(argv)
-    from experiments.serving.mlflow_model import connect, quiet_artifacts, register, tracking_uri
+    from experiments.serving.mlflow_model import connect, quiet_artifacts, tracking_uri
 
     try:
         connect(tracking_uri(args.tracking_uri))
         run_id = args.source if RUN_ID.match(args.source) else run_of_folder(Path(args.source))
         with quiet_artifacts():
-            version = register(run_id, args.name, args.alias)
+            registration = register_once(run_id, args.name, args.alias)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(f"registered {args.name} version {version.version} from run {run_id}")
-    print(f"models:/{args.name}@{args.alias} -> version {version.version}")
+    if registration.created:
+        print(f"registered {args.name} version {registration.version} from run {run_id}")
+    else:
+        print(f"{args.name} version {registration.version} already holds run {run_id}'s categoriser: no new version")
+    print(f"models:/{args.name}@{args.alias} -> version {registration.version}")
 
 
 if __name__ == "__main__":

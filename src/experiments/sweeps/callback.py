@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 exit_code = 0
 
 
+#: The trials a resumed search had spent before this invocation: its guard (the first callback) sets it.
+search_spent = 0
+
+
 #: This invocation's progress: the start time, then one line per ended job (appended by whichever process ran it).
 PROGRESS_FILE = ".progress"
 
@@ -92,7 +96,7 @@ class SweepMonitor(Callback):
         grid = {key: f"{key}={value}" for key, value in sweeper_params(config).items()}
         task = [str(line) for line in config.hydra.overrides.task]
         grid.update({line.partition("=")[0].lstrip("+~"): line for line in task})
-        self._total = int(trials) if trials else planned_jobs(list(grid.values()))
+        self._total = max(int(trials) - search_spent, 0) if trials else planned_jobs(list(grid.values()))
         start_progress(self._sweep_dir)
         print(f"sweep: {self._total} jobs into {self._sweep_dir}", file=sys.stderr)
 

@@ -27,6 +27,7 @@ from experiments.secrets import redact
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
 from experiments.sweeps.rows import Row, read_row, validation_score
+from experiments.sweeps.search_plots import write_search_plots
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
 
 ALPHA = 0.05
@@ -255,6 +256,7 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     jobs = [readable(job) for job in sweep_jobs(sweep_dir)]
     rows, split, n_seeds = build_rows(jobs, metric)
     plots = write_plots(sweep_dir, rows, metric)
+    plots = [*plots, *write_search_plots(sweep_dir)]
     winner = rows[0]
     report: dict[str, Any] = {
         "sweep_dir": str(sweep_dir),

@@ -20,6 +20,7 @@ from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.records import sha256_json
 from experiments.run_folder import Fit, RunRecord
 from experiments.sweeps.jobs import Job
+from experiments.sweeps.labels import shown
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Row:
 
     @property
     def label(self) -> str:
-        return ",".join(f"{key}={value}" for key, value in sorted(self.knobs.items())) or self.job.folder.name
+        # Display only (floats to 3 significant digits); the job's folder and overrides keep the values as given.
+        return ",".join(f"{key}={shown(value)}" for key, value in sorted(self.knobs.items())) or self.job.folder.name
 
     @property
     def record(self) -> RunRecord:

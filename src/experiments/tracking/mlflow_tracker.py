@@ -184,18 +184,11 @@ class MLflowTracker:
             client.set_terminated(self._sweep_run_id, status="FINISHED")
 
     def _register(self, report: Mapping[str, Any]) -> None:
-        """Register the winner's categoriser as ``register_winner@champion`` when validation chose it."""
-        from experiments.register import run_of_folder
-        from experiments.serving.mlflow_model import register
+        """Register the winner's categoriser as ``register_winner@champion``: its rule (validation only, ties said,
+        one version per run) is ``experiments.register.register_winner``'s."""
+        from experiments.register import register_winner
 
-        if report["selection_split"] != "validation":
-            print(
-                f"note: the winner was chosen on the eval split, so it is not registered as {self.register_winner}"
-                "@champion; sweep with reranker.select_epochs=true (or another reranker that chooses on validation)"
-            )
-            return
-        version = register(run_of_folder(Path(str(report["winner_folder"]))), str(self.register_winner))
-        print(f"registered: models:/{self.register_winner}@champion (version {version.version})")
+        print(register_winner(report, str(self.register_winner)))
 
     def log_run(self, run: TrackedRun) -> None:
         """Params, inputs, metrics and the metric table, tags, and the run folder's files, as one MLflow run.

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from experiments.errors import UserError
+from experiments.sweeps import callback
 from experiments.sweeps.callback import sweeper_params
 from experiments.sweeps.lock import hold_study, release_studies
 
@@ -33,6 +34,7 @@ SEARCH_SWEEPER = "hydra_plugins.experiments_optuna_sweeper.sweeper.OptunaSweeper
 def check_search(config: DictConfig) -> None:
     """Everything about a ``-m`` sweep's search that can be told before it starts; a one-line ``UserError``."""
     sweeper = config.hydra.sweeper
+    callback.search_spent = 0
     if sweeper.get("_target_") != SEARCH_SWEEPER:
         # The grid sweeper takes params too (a named sweep in an experiment file: k: 2,4); an interval it cannot
         # expand is a search space, which only the search runs.
@@ -46,7 +48,8 @@ def check_search(config: DictConfig) -> None:
     search = instantiate(sweeper)
     search.check(list(config.hydra.overrides.task))
     hold_study(search.storage, Path(str(config.hydra.sweep.dir)))
-    search.open_study()
+    # The monitor counts the jobs this invocation runs: n_trials less the trials a resumed study has spent.
+    callback.search_spent = search.trials_spent()
 
 
 def is_interval(line: str) -> bool:

@@ -16,6 +16,12 @@ seeded with ``seed`` plus the trials it holds (the same seed would replay its fi
 to a finished trial is told that trial's outcome without a job (``repeat_of``) and not counted; the search stops
 when its space holds no untried configuration. One process at a time searches a study (``experiments.sweeps.lock``), and
 every setting is checked before the sweep opens anything (``OptunaSweeper.check``).
+
+The winner: Optuna's ``best_trial`` is the sweep report's winner. Optuna keeps no order among equal values, so a
+trial whose validation score ties the best one (within ``TIE_TOLERANCE``) is told a value one float step above the
+tied best when the report's ``TIE_RULE`` ranks it first, else one step below (a repeat is told one step below the
+trial it repeats); the score itself is kept as the trial's ``validation`` attribute and in ``trials.json``. The study
+is found again from the sweep folder (``search.json``: its storage and name) for the report's Optuna plots.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from omegaconf import DictConfig
 
 from experiments.errors import UserError
 from experiments.files import write_atomic
+from experiments.secrets import redact
+from experiments.sweeps.search_plots import STUDY_FILE
 from experiments.tracking.base import flatten
 
 log = logging.getLogger(__name__)
@@ -111,6 +119,10 @@ class OptunaSweeper(Sweeper):
                 f"hydra.sweeper.storage={self.storage}: cannot open study {self.study_name!r}: {problem}"
             ) from None
 
+    def trials_spent(self) -> int:
+        """How many of ``n_trials`` the study has spent (0 for a new one); opening it as ``open_study`` does."""
+        return len(spent(self.open_study()))
+
     def sweep(self, arguments: list[str]) -> list[Any]:
         import optuna
 
@@ -123,9 +135,19 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         hold_study(self.storage, sweep_dir)  # taken by the guard before the sweep opened; here when it is not set
         study = self.open_study()
+        write_atomic(
+            sweep_dir / STUDY_FILE, json.dumps({"storage": redact(str(self.storage)), "study_name": self.study_name})
+        )
         # Seeded by what the study holds: a resumed search proposes anew, not its first trials again.
         study.sampler = optuna.samplers.TPESampler(seed=self.seed + len(study.trials))
         resume(study, list(space))
+        if spent(study):
+            left = max(self.n_trials - len(spent(study)), 0)
+            print(
+                f"search: study {self.study_name!r} resumed with {len(spent(study))} of its {self.n_trials} trials "
+                f"spent; up to {left} more"
+            )
+        metric = str(self.config.get("optimized_metric", "mrr@1"))
         returns, in_a_row, size = [], 0, space_size(space)
         while (used := len(spent(study))) < self.n_trials:
             if size is not None and len(tried(study)) >= size:
@@ -151,7 +173,8 @@ class OptunaSweeper(Sweeper):
             if value is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
-                study.tell(trial, value)
+                trial.set_user_attr("validation", value)
+                study.tell(trial, told_value(study, value, folder, sweep_dir, metric, self.direction))
             log.info("trial %d (%d/%d): %s -> %s", trial.number, used + 1, self.n_trials, overrides, value)
             returns.append([result])
             unscored = None if value is not None else no_score_reason(result)
@@ -162,6 +185,34 @@ class OptunaSweeper(Sweeper):
                 break
         write_trials(study, sweep_dir)
         return returns
+
+
+def told_value(study: Any, value: float, folder: Path | None, sweep_dir: Path, metric: str, direction: str) -> float:
+    """What Optuna is told for a completed trial scored ``value``: ``value`` itself, unless it ties the study's best
+    (within the report's ``TIE_TOLERANCE``); then one float step past the best when the sweep report's tie rule
+    ranks this trial's job first, else one step short of it, so ``study.best_trial`` is the report's winner."""
+    import optuna
+
+    from experiments.sweeps.jobs import sweep_jobs
+    from experiments.sweeps.report import TIE_TOLERANCE, build_rows, readable
+
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if not values or folder is None:
+        return value
+    up = 1.0 if direction == "maximize" else -1.0
+    best = max(values) if up > 0 else min(values)
+    if abs(value - best) > TIE_TOLERANCE:
+        return value
+    # The report ranks every completed job of the folder best first, ties ordered by TIE_RULE (it always maximises).
+    try:
+        rows, _, _ = build_rows([readable(job) for job in sweep_jobs(sweep_dir)], metric)
+    except UserError:
+        return value
+    if rows[0].job.folder.resolve() == folder.resolve():
+        past = math.nextafter(best, up * math.inf)
+        return max(value, past) if up > 0 else min(value, past)
+    short = math.nextafter(best, -up * math.inf)
+    return min(value, short) if up > 0 else max(value, short)
 
 
 #: A search stops when its sampler proposes this many finished configurations in a row (no job is run for them).
@@ -230,7 +281,9 @@ def tell_repeat(study: Any, trial: Any, earlier: Any) -> None:
 
     trial.set_user_attr("repeat_of", earlier.number)
     if earlier.state == optuna.trial.TrialState.COMPLETE:
-        study.tell(trial, earlier.value)
+        # One step short of the trial it repeats: an equal value would let Optuna name the repeat as the best trial.
+        worse = -math.inf if study.direction == optuna.study.StudyDirection.MAXIMIZE else math.inf
+        study.tell(trial, math.nextafter(earlier.value, worse))
     else:
         study.tell(trial, state=earlier.state)
 
@@ -302,14 +355,20 @@ def validation_score(result: Any) -> float | None:
 
 
 def write_trials(study: Any, sweep_dir: Path) -> Path:
-    """``trials.json`` in the sweep folder: every trial's number, state, parameters, validation value, folder and,
-    for a repeat, the trial it repeats."""
+    """``trials.json`` in the sweep folder: every trial's number, state, parameters, validation score, folder,
+    whether it is Optuna's ``best_trial`` (the report's winner) and, for a repeat, the trial it repeats."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = study.best_trial.number if complete else None
     rows = [
         {
             "number": trial.number,
             "state": trial.state.name,
             "params": trial.params,
-            "validation": trial.value,
+            # The score measured; Optuna's value differs from it by one float step where a tie was broken.
+            "validation": trial.user_attrs.get("validation", trial.value),
+            "best": trial.number == best,
             "run_folder": trial.user_attrs.get("run_folder"),
             # A proposal equal to a finished trial: told that trial's outcome, no job run.
             "repeat_of": trial.user_attrs.get("repeat_of"),
