@@ -1,6 +1,7 @@
 """The sweep report's figures (PNG), one function each: the metric against k per miner, the learning curve (the
 metric against train examples per label), a bar per configuration, the winner's training loss. ``write_plots``
-draws those the rows support."""
+draws those the rows support. The winner (the first row) is marked wherever it is drawn, and legends sit outside
+the axes, where they cover no bar or point."""
 
 from __future__ import annotations
 
@@ -49,9 +50,14 @@ def _bars(estimates: list[Estimate]) -> list[list[float]]:
 
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight": the legend outside the axes is kept whole
     _pyplot().close(figure)
     return path
+
+
+def _legend_outside(axes: Any, *args: Any) -> None:
+    """The legend to the right of the axes: inside, it would hide a bar or a point whatever corner it took."""
+    axes.legend(*args, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
@@ -67,6 +73,12 @@ def write_plots(sweep_dir: Path, rows: list[Row], metric: str) -> list[Path]:
 
 def plot_metric_vs_k(sweep_dir: Path, rows: list[Row], metric: str) -> Path | None:
     """The metric against k, one line per miner / reranker, with intervals; None when k does not vary."""
+    figure = metric_vs_k_figure(rows, metric)
+    return None if figure is None else _save(figure, sweep_dir / f"{metric_key(metric)}_vs_k.png")
+
+
+def metric_vs_k_figure(rows: list[Row], metric: str) -> Figure | None:
+    """``plot_metric_vs_k``'s figure, the winner's point starred; None when k does not vary."""
     plt = _pyplot()
     by_miner: dict[str, list[tuple[float, Row]]] = defaultdict(list)
     for row in rows:
@@ -84,13 +96,17 @@ def plot_metric_vs_k(sweep_dir: Path, rows: list[Row], metric: str) -> Path | No
         ks = [k + (index - (len(by_miner) - 1) / 2) * spread for k, _ in points]
         estimates = [row.metrics[metric] for _, row in points]
         axes.errorbar(ks, _means(estimates), yerr=_bars(estimates), marker="o", capsize=3, label=name)
+        for x, (_, row) in zip(ks, points, strict=True):
+            if row is rows[0]:
+                star = {"marker": "*", "markersize": 16, "color": "gold", "markeredgecolor": "black", "zorder": 5}
+                axes.plot([x], [row.metrics[metric].mean], linestyle="none", label=f"winner: {row.label}", **star)
     axes.set_xticks(sorted(set(all_ks)))
     axes.set_xlabel("k (negatives per item)")
     axes.set_ylabel(f"{metric} (eval, 95% CI)")
     axes.set_title(f"{metric} against k, per miner / reranker")
-    axes.legend(fontsize=8)
+    _legend_outside(axes)
     axes.grid(alpha=0.3)
-    return _save(figure, sweep_dir / f"{metric_key(metric)}_vs_k.png")
+    return figure
 
 
 def examples_per_label(row: Row) -> float:
@@ -159,34 +175,56 @@ def plot_learning_curve(sweep_dir: Path, rows: list[Row], metric: str) -> Path |
     axes.set_xlabel("train examples per label (log scale)")
     axes.set_ylabel(f"{metric} (eval, 95% CI)")
     axes.set_title(f"learning curve: {metric} against labelled examples per label")
-    axes.legend(fontsize=8)
+    _legend_outside(axes)
     axes.grid(alpha=0.3)
     return _save(figure, sweep_dir / f"{metric_key(metric)}_learning_curve.png")
 
 
 def plot_per_configuration(sweep_dir: Path, rows: list[Row], metric: str) -> Path:
     """One bar per configuration with its interval, coloured by reranker, the embedding baseline as a line."""
+    return _save(per_configuration_figure(rows, metric), sweep_dir / f"{metric_key(metric)}_per_configuration.png")
+
+
+WINNER_HATCH = "//"
+
+
+def per_configuration_figure(rows: list[Row], metric: str) -> Figure:
+    """``plot_per_configuration``'s figure: the winner's bar (the first) outlined, hatched and labelled."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 3), 4.5))
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 4), 4.5))
     rerankers = sorted({row.choices.get("reranker", "?") for row in rows})
     colours = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(rerankers)}
     positions = range(len(rows))
     estimates = [row.metrics[metric] for row in rows]
-    axes.bar(
+    bars = axes.bar(
         positions,
         _means(estimates),
         yerr=_bars(estimates),
         capsize=3,
         color=[colours[row.choices.get("reranker", "?")] for row in rows],
     )
+    bars[0].set(edgecolor="black", linewidth=2, hatch=WINNER_HATCH)
+    axes.annotate(
+        "winner",
+        (0, estimates[0].high),
+        xytext=(0, 3),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        fontweight="bold",
+    )
+    axes.margins(y=0.12)  # room above the tallest interval for the label
     baseline = rows[0].record.metrics.baseline[metric].mean
-    axes.axhline(baseline, color="grey", linestyle="--", label=f"embedding baseline {baseline:.3f}")
+    line = axes.axhline(baseline, color="grey", linestyle="--")
     axes.set_xticks(list(positions), [row.label for row in rows], rotation=35, ha="right", fontsize=8)
     axes.set_ylabel(f"{metric} (eval, 95% CI)")
     axes.set_title(f"{metric} per configuration (best on the selection split first)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[name]) for name in rerankers]
-    axes.legend([*handles, axes.lines[-1]], [*rerankers, f"baseline {baseline:.3f}"], fontsize=8)
-    return _save(figure, sweep_dir / f"{metric_key(metric)}_per_configuration.png")
+    winner = plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", linewidth=2, hatch=WINNER_HATCH)
+    labels = [*rerankers, f"winner: {rows[0].label}", f"baseline {baseline:.3f}"]
+    _legend_outside(axes, [*handles, winner, line], labels)
+    return figure
 
 
 def plot_winner_loss(sweep_dir: Path, rows: list[Row]) -> Path | None:

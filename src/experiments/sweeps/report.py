@@ -8,11 +8,14 @@ tuning: its number is biased upward). Rows that tie on it are named as a tie and
 
 A job that reused a stored model (``fit.reused``) shows ``reused`` with the training time and loss history stored
 with that model when it was trained (``sweeps.rows.training``), not the reuse's zero seconds.
+
+``report.md`` and ``report.html`` are one template rendered twice (``sweeps.render``): the same sentences, caveats
+and numbers, the sweep named by its folder's last two components, never its absolute path (``report.json`` keeps
+that for code).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +29,7 @@ from experiments.files import write_atomic
 from experiments.secrets import redact
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
+from experiments.sweeps.render import relative, render, sweep_name
 from experiments.sweeps.rows import Row, read_row, validation_score
 from experiments.sweeps.search_plots import write_search_plots
 from experiments.sweeps.stats import holm, paired_delta, sign_flip_p_value
@@ -183,60 +187,33 @@ def _table(rows: list[Row], metric: str, where: str) -> list[list[str]]:
     return table
 
 
-def _markdown(report_rows: list[list[str]], report: dict[str, Any]) -> str:
-    lines = [
-        f"# Sweep report: {report['sweep_dir']}",
-        "",
-        f"**Winner: {report['winner']}** — {report['metric']} {report['winner_value']:.3f} on the "
-        f"{selection_where(report['selection_split'], report.get('selection_seeds'))}.",
-        "",
-    ]
-    if report["ties"]:
-        lines += [f"> {tie_sentence(report)}", ""]
-    if report["selection_split"] == "eval":
-        lines += [
-            "> The runs report no validation split, so the winner was chosen on the eval split: its eval numbers",
-            "> are biased upward (test-set tuning). Confirm it on fresh data before relying on the margin.",
-            "",
-        ]
-    lines += [
-        f"{report['n_queries']} eval queries; 95% bootstrap intervals; the paired delta against the best row uses "
-        "the same eval queries (or the same examples in other query lines), its p-value comes from a sign-flip "
-        "randomisation test, Holm-corrected over the "
-        f"rows (* = p < {ALPHA}).",
-        "",
-        "| " + " | ".join(report_rows[0]) + " |",
-        "| " + " | ".join("---" for _ in report_rows[0]) + " |",
-        *("| " + " | ".join(row) + " |" for row in report_rows[1:]),
-        "",
-    ]
-    if report["failed"]:
-        lines += ["## Failed jobs", "", *(f"- `{label}`: {reason}" for label, reason in report["failed"]), ""]
-    lines += [f"![{Path(path).stem}]({Path(path).name})" for path in report["plots"]]
-    return "\n".join(lines) + "\n"
+def _context(sweep_dir: Path, report: dict[str, Any], table: list[list[str]] | None) -> dict[str, Any]:
+    """What ``templates/report.md.j2`` names, from a report's data: the sweep by name (no machine path), and the
+    failures' reasons with paths relative to the sweep folder."""
+    winner = report.get("winner")
+    return {
+        "name": sweep_name(sweep_dir),
+        "winner": winner,
+        "metric": report.get("metric"),
+        "winner_value": report.get("winner_value"),
+        "where": selection_where(report["selection_split"], report.get("selection_seeds")) if winner else None,
+        "split": report.get("selection_split"),
+        "tie": tie_sentence(report) if report.get("ties") else None,
+        "n_queries": report.get("n_queries"),
+        "alpha": ALPHA,
+        "table": table,
+        "said": report.get("said"),
+        "failed": [(label, relative(reason, sweep_dir)) for label, reason in report["failed"]],
+    }
 
 
-def _html(report_rows: list[list[str]], report: dict[str, Any]) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in report_rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in report_rows[1:]
-    )
-    failed = "".join(f"<li><code>{html.escape(a)}</code>: {html.escape(b)}</li>" for a, b in report["failed"])
-    images = "".join(f'<p><img src="{html.escape(Path(p).name)}" width="640"></p>' for p in report["plots"])
-    where = selection_where(report["selection_split"], report.get("selection_seeds"))
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title>"
-        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
-        "table{border-collapse:collapse}</style></head><body>"
-        f"<h1>Sweep report</h1><p>{html.escape(str(report['sweep_dir']))}</p>"
-        f"<p><b>Winner: {html.escape(report['winner'])}</b> — {html.escape(report['metric'])} "
-        f"{report['winner_value']:.3f} on the {where}.</p>"
-        + (f"<p>{html.escape(tie_sentence(report))}</p>" if report["ties"] else "")
-        + f"<table><tr>{head}</tr>{body}</table>"
-        + (f"<h2>Failed jobs</h2><ul>{failed}</ul>" if failed else "")
-        + images
-        + "</body></html>\n"
-    )
+def _write_renderings(sweep_dir: Path, context: dict[str, Any], plots: list[Path]) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html`` (the same template, the same words) into ``sweep_dir``."""
+    markdown, page = render(context, plots)
+    markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
+    write_atomic(markdown_path, markdown)
+    write_atomic(html_path, page)
+    return markdown_path, html_path
 
 
 def tie_sentence(report: dict[str, Any]) -> str:
@@ -293,10 +270,8 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
         "plots": [str(path) for path in plots],
     }
     table = _table(rows, metric, selection_where(split, n_seeds))
-    markdown_path, html_path = sweep_dir / "report.md", sweep_dir / "report.html"
+    markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, report, table), plots)
     # Folder names in a report never carry a secret (a sweep dir read from the environment, say).
-    write_atomic(markdown_path, redact(_markdown(table, report)))
-    write_atomic(html_path, redact(_html(table, report)))
     write_atomic(sweep_dir / "report.json", redact(json.dumps(report, indent=2) + "\n"))
     return SweepReport(
         sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs))
@@ -325,21 +300,9 @@ def write_failure_report(sweep_dir: Path) -> Path:
     No ``report.json``: that file names a winner, and there is none.
     """
     jobs = [readable(job) for job in sweep_jobs(sweep_dir)]
-    failed = failures(jobs)
     said = f"None of its {len(jobs)} job(s) completed." if jobs else "It left no job folder."
-    markdown = "\n".join(
-        [f"# Sweep report: {sweep_dir}", "", f"**No winner.** {said}", "", "## Failed jobs", ""]
-        + [f"- `{label}`: {reason}" for label, reason in failed]
-    )
-    items = "".join(f"<li><code>{html.escape(a)}</code>: {html.escape(b)}</li>" for a, b in failed)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title></head><body>"
-        f"<h1>Sweep report</h1><p>{html.escape(str(sweep_dir))}</p><p><b>No winner.</b> {html.escape(said)}</p>"
-        f"<h2>Failed jobs</h2><ul>{items}</ul></body></html>\n"
-    )
-    markdown_path = sweep_dir / "report.md"
-    write_atomic(markdown_path, redact(markdown + "\n"))
-    write_atomic(sweep_dir / "report.html", redact(page))
+    context = _context(sweep_dir, {"selection_split": None, "said": said, "failed": failures(jobs)}, None)
+    markdown_path, _ = _write_renderings(sweep_dir, context, [])
     return markdown_path
 
 
