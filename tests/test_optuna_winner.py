@@ -79,6 +79,10 @@ def test_search_plots_skip_what_they_cannot_draw(tmp_path):
     trial.suggest_int("k", 1, 8)
     study.tell(trial, 0.5)
     assert [path.name for path in write_search_plots(tmp_path)] == ["search_history.png"]  # one trial: no importance
+    k = optuna.distributions.IntDistribution(1, 8)
+    other = 1 + study.trials[0].params["k"] % 8  # another k, the same score: nothing for importance to explain
+    study.add_trial(optuna.trial.create_trial(params={"k": other}, distributions={"k": k}, value=0.5))
+    assert [path.name for path in write_search_plots(tmp_path)] == ["search_history.png"]
     (tmp_path / "optuna.db").write_bytes(b"not a database")
     assert write_search_plots(tmp_path) == []
 
@@ -98,3 +102,23 @@ def test_floats_in_names_and_labels_show_3_significant_digits(tmp_path):
     [row] = [row for row in report.rows if "reranker.learning_rate" in row.knobs]
     assert row.label == "reranker.learning_rate=1.22e-05"  # the swept knob only (miner is the same in both)
     assert row.job.overrides["reranker.learning_rate"] == "1.2184186502221756e-05"  # the value as given
+
+
+def test_a_run_name_shows_a_searched_float_to_3_significant_digits(tmp_path):
+    """The name of a trial's run (MLflow's run name) rounds the float it was given; its config keeps all digits."""
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from experiments.app import hydra_option_knobs
+
+    overrides = ["reranker.learning_rate=1.2184186502221756e-05", "reranker.epochs=2"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert hydra_option_knobs() == ["learning_rate=1.22e-05", "epochs=2"]
+    finally:
+        HydraConfig.instance().cfg = previous
+    assert cfg.reranker.learning_rate == 1.2184186502221756e-05

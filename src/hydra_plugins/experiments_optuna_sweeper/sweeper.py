@@ -135,9 +135,6 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         hold_study(self.storage, sweep_dir)  # taken by the guard before the sweep opened; here when it is not set
         study = self.open_study()
-        write_atomic(
-            sweep_dir / STUDY_FILE, json.dumps({"storage": redact(str(self.storage)), "study_name": self.study_name})
-        )
         # Seeded by what the study holds: a resumed search proposes anew, not its first trials again.
         study.sampler = optuna.samplers.TPESampler(seed=self.seed + len(study.trials))
         resume(study, list(space))
@@ -148,6 +145,10 @@ class OptunaSweeper(Sweeper):
                 f"spent; up to {left} more"
             )
         metric = str(self.config.get("optimized_metric", "mrr@1"))
+        # Where the report finds the study again (an in-memory one, storage None, is not found again).
+        storage = redact(self.storage) if self.storage else None
+        note = {"storage": storage, "study_name": self.study_name, "objective": f"validation {metric}"}
+        write_atomic(sweep_dir / STUDY_FILE, json.dumps(note) + "\n")
         returns, in_a_row, size = [], 0, space_size(space)
         while (used := len(spent(study))) < self.n_trials:
             if size is not None and len(tried(study)) >= size:
