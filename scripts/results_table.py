@@ -1,6 +1,8 @@
 """Re-measure the README's results table: each row is one run of ``run.py``, printed as a markdown row.
 
 Usage: ``.venv/bin/python scripts/results_table.py [--outputs DIR] [--rows NAME ...] [-- extra overrides]``.
+The rows are the default run, then every single-run preset in ``conf/experiment/`` (``python run.py
++experiment=<name>`` reproduces one; the presets that sweep, ``hydra.mode: MULTIRUN``, are not rows).
 Rows share one outputs folder (default ``outputs/results-table``), so models and embeddings are reused by content
 across rows and reruns. Every number comes from the rows' ``metrics.json``: the eval split only reports; every
 choice (epochs, fusion weights) was made on the validation split carved from train.
@@ -11,23 +13,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from runs import ROOT, run_once
 
 from experiments.run_folder import Estimate, RunRecord
 
-#: name → overrides. The default run first; the baseline is every run's baseline column.
-ROWS: dict[str, list[str]] = {
-    "default": [],
-    "default-replicates": ["replicates=3"],
-    "select-epochs": ["reranker.select_epochs=true", "reranker.epochs=4"],
-    "label_memory": ["reranker=label_memory"],
-    "fused": ["reranker=fused"],
-    **{
-        f"miner={miner}": [f"miner={miner}"] for miner in ("cosine", "random", "adversarial", "positive_aware", "mixed")
-    },
-    "cross_encoder_finetuned": ["reranker=cross_encoder_finetuned"],
-    "split=random": ["dataset.split=random"],
-}
+PRESETS = ROOT / "conf" / "experiment"
+#: The row without a preset: the config as it is. It comes first; its baseline is every run's baseline column.
+DEFAULT = "default"
+
+
+def rows(presets: Path = PRESETS) -> dict[str, list[str]]:
+    """Row name -> overrides: the default, then each single-run preset by name."""
+    single = [
+        path.stem
+        for path in sorted(presets.glob("*.yaml"))
+        if OmegaConf.select(OmegaConf.load(path), "hydra.mode") != "MULTIRUN"
+    ]
+    return {DEFAULT: [], **{name: [f"+experiment={name}"] for name in single}}
 
 
 def cell(value: Estimate, sign: str = "") -> str:
@@ -55,7 +58,8 @@ def row(name: str, record: RunRecord) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs" / "results-table")
-    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    named = rows()
+    parser.add_argument("--rows", nargs="*", default=list(named), choices=list(named))
     parser.add_argument("extra", nargs="*", help="overrides added to every row")
     args = parser.parse_args()
     print(
@@ -64,7 +68,7 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for index, name in enumerate(args.rows):
-        _, record, _ = run_once(args.outputs, ["trackers=none", *ROWS[name], *args.extra])
+        _, record, _ = run_once(args.outputs, ["trackers=none", *named[name], *args.extra])
         if index == 0:
             baseline = record.metrics.baseline
             print(

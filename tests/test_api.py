@@ -21,8 +21,7 @@ def small_overrides(tmp_path: Path, tiny_model_dir: Path, data: dict[str, str]) 
         f"dataset.eval_path={data['eval.jsonl']}",
         f"dataset.categories_path={data['categories.json']}",
         f"embedder.model={tiny_model_dir}",
-        "progress=false",
-        "evaluation.bootstrap_resamples=100",
+        "debug=fast",
     ]
 
 

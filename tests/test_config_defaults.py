@@ -21,8 +21,9 @@ from omegaconf import OmegaConf
 
 from experiments.schema import Knobs
 
-# hparams_search and experiment hold global deltas (a search space, a named sweep), not options naming a class.
-DELTAS = ("paths", "hparams_search", "experiment")
+# hparams_search, experiment and debug hold global deltas (a search space, a named sweep, a tiny run), not options
+# naming a class.
+DELTAS = ("paths", "hparams_search", "experiment", "debug")
 GROUPS = sorted(path.name for path in CONF.iterdir() if path.is_dir() and path.name not in DELTAS)
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
