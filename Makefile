@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run peers test test-fast lint format typecheck ui bench hardness mpnet clean
+.PHONY: setup run peers notebook test test-fast lint format typecheck ui bench hardness mpnet clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ $(PEERS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[peers]"
 	touch $(PEERS_STAMP)
 
+# The notebook's extra (a Jupyter kernel, widgets, the headless runner) on top of the project: what `make notebook` needs.
+NOTEBOOK_STAMP := $(VENV)/.installed-notebook
+
+$(NOTEBOOK_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[notebook]"
+	touch $(NOTEBOOK_STAMP)
+
 $(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(DEV_STAMP)
@@ -40,6 +47,13 @@ run: $(STAMP)
 ## The peers on the same data, side by side (make peers ARGS="dataset=banking77 --against outputs/runs/<date>/<time>").
 peers: $(PEERS_STAMP)
 	$(PY) -m experiments.peers $(ARGS)
+
+## examples/quickstart.ipynb, run headless on its small settings; the executed copy is outputs/quickstart.ipynb.
+notebook: $(NOTEBOOK_STAMP)
+	mkdir -p outputs
+	cp examples/quickstart.ipynb outputs/quickstart.ipynb
+	$(VENV)/bin/jupyter-execute --inplace --kernel_name=python3 outputs/quickstart.ipynb
+	@echo "executed: outputs/quickstart.ipynb"
 
 ## Lint, type-check and run the whole test suite (slow tests included).
 test: $(DEV_STAMP) lint typecheck

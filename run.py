@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 os.environ.setdefault("EXPERIMENTS_ROOT", str(Path(__file__).resolve().parent))
@@ -22,15 +20,9 @@ choose_wait_policy()  # before torch loads: OpenMP's default on an idle machine,
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from experiments.app import main as run_app
+    from experiments.api import task
 
-    hydra_cfg = HydraConfig.get()
-    return run_app(
-        cfg,
-        Path(hydra_cfg.runtime.output_dir),
-        in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
-        parallel_jobs=hydra_cfg.launcher.get("n_jobs"),
-    )
+    return task(cfg)
 
 
 if __name__ == "__main__":

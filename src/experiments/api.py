@@ -1,19 +1,27 @@
-"""The Python API: one experiment from a notebook or a script, as ``python run.py`` would run it.
+"""The Python API: one experiment (or a sweep) from a notebook or a script, as ``python run.py`` would run it.
 
 ``experiments.run(overrides=["miner=cosine", "k=2"])`` composes the project's configs with Hydra's compose API
 (the same ``conf/`` and the same overrides as the command line), runs the experiment into a fresh run folder, and
 returns a ``RunResult``: the headline metrics, the run folder, the MLflow run and its logged model's URI.
+
+``experiments.sweep(["miner=random,cosine", "k=2"])`` runs a sweep in the same process, as ``python run.py -m``
+would (its sweeper, launcher and callbacks), and returns a ``SweepResult``: the sweep folder, its exit code and its
+report.
 
 A bad option or file raises ``UserError`` with the same one-line message the command line prints.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from experiments.errors import UserError
 
@@ -185,3 +193,130 @@ def _mlflow_run(folder: Path) -> tuple[str | None, str | None]:
         return run_id, run_model_uri(run_id)
     except UserError:
         return run_id, None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one sweep produced (its report files are those ``python run.py -m`` writes).
+
+    Attributes:
+        sweep_dir: the sweep's folder: one folder per job, ``report.md``, ``report.html``, ``report.json``, plots.
+        exit_code: what ``python run.py -m`` would exit with: 0 when every job completed, 1 when any failed or did
+            not finish (``report.md`` lists them; the same call again redoes only those).
+        report: ``report.json`` as written (the winner, its folder and value, the rows, the plots); {} when no job
+            completed.
+    """
+
+    sweep_dir: Path
+    exit_code: int
+    report: dict[str, Any]
+
+    @property
+    def markdown(self) -> str:
+        """``report.md``: the table, the winner, the caveats (the failures alone when no job completed)."""
+        return (self.sweep_dir / "report.md").read_text(encoding="utf-8")
+
+    @property
+    def plots(self) -> list[Path]:
+        """The report's plots (PNG files), in the report's order."""
+        return [Path(plot) for plot in self.report.get("plots", [])]
+
+
+def sweep(overrides: Sequence[str] = (), *, conf: str | Path | None = None) -> SweepResult:
+    """Run a sweep in this process, exactly as ``python run.py -m <overrides>`` would, and return its report.
+
+    Args:
+        overrides: Hydra overrides as typed after ``-m`` (``["miner=random,cosine", "k=2"]``, ``+experiment=<name>``,
+            ``hparams_search=optuna``, ``hydra/launcher=joblib``, ``hydra.sweep.dir=<folder>`` to resume one).
+        conf: the config folder; default: ``$EXPERIMENTS_ROOT/conf`` or the checkout's ``conf/``.
+
+    Raises:
+        UserError: a bad option, key or file that stops the whole sweep before any job (a job's own failure is
+            recorded in its folder and counted in ``exit_code`` instead, as on the command line).
+    """
+    from experiments.secrets import redacted
+
+    with redacted():
+        return _sweep(overrides, conf)
+
+
+def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
+    import json
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    from experiments.extras import check_extras
+    from experiments.hydra_errors import one_line
+    from experiments.secrets import refuse_secret_overrides
+    from experiments.sweeps import callback
+
+    listed = [str(override) for override in overrides]
+    refuse_secret_overrides(listed)
+    check_extras(listed)
+    folder = config_dir(conf)
+    os.environ.setdefault("EXPERIMENTS_ROOT", str(folder.parent))
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    previous = HydraConfig.instance().cfg
+    try:
+        # job_name: Hydra names each job's log after it (run.log, as under run.py).
+        with initialize_config_dir(str(folder), job_name="run", version_base="1.3"), _process_restored():
+            hydra = GlobalHydra.instance().hydra
+            assert hydra is not None
+            # The sweep folder is named once (its default holds the time), so the result can point at it.
+            cfg = hydra.compose_config("config", listed, run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+            sweep_dir = Path(str(cfg.hydra.sweep.dir))
+            # Hydra has no public in-process multirun: this is the call ``@hydra.main`` makes for ``-m`` (sweeper,
+            # launcher and the sweep callbacks included), without reconfiguring this process's logging up front.
+            # hydra.mode: what ``-m`` adds (a job tells a sweep by it: a failing job is recorded, not fatal).
+            swept = [*listed, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"]
+            hydra.multirun("config", task, swept, False)
+    except HydraException as error:
+        raise UserError(one_line(str(error))) from None
+    finally:
+        HydraConfig.instance().cfg = previous
+    report_file = sweep_dir / "report.json"
+    report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+    return SweepResult(sweep_dir=sweep_dir, exit_code=callback.exit_code, report=report)
+
+
+def task(cfg: DictConfig) -> float:
+    """Hydra's task function, for ``run.py`` and ``sweep`` alike: one run (or one job of a sweep) into Hydra's output
+    folder; prints the table, returns ``optimized_metric``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from experiments.app import main as run_app
+
+    hydra_cfg = HydraConfig.get()
+    return run_app(
+        cfg,
+        Path(hydra_cfg.runtime.output_dir),
+        in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
+        parallel_jobs=hydra_cfg.launcher.get("n_jobs"),
+    )
+
+
+@contextmanager
+def _process_restored() -> Iterator[None]:
+    """The root logger and the SIGTERM handler as they were before: Hydra gives every job a console handler and a
+    file handler (its ``run.log``), and a job sets its own SIGTERM handler; none of them may outlive the sweep in the
+    caller's process (a notebook's later cells, its kernel's shutdown)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        if on_sigterm is not None:  # None: a handler not set from Python, which no job replaced either
+            signal.signal(signal.SIGTERM, on_sigterm)

@@ -38,8 +38,10 @@ ModelT = TypeVar("ModelT")
 
 log = logging.getLogger(__name__)
 
-#: Training loss is logged every this many optimiser steps (kept in the fit record as a loss curve).
-LOSS_LOG_STEPS = 10
+#: How often the training loss is logged (kept in the fit record as a loss curve), as transformers' ``logging_steps``:
+#: below 1, a share of the run's optimiser steps, rounded up. 0.01: every step of a run of up to 100 steps (a short
+#: run still draws a curve), about 100 points, each the mean loss since the last, however long the run.
+LOSS_LOG_STEPS = 0.01
 #: The key under which a cached epoch choice records the digest of the rest of its content.
 DIGEST = "sha256"
 
