@@ -232,3 +232,23 @@ def test_a_reason_names_files_relative_to_the_sweep_folder_given_either_way(tmp_
     reason = f"{sweep}/k=2/per_query.jsonl:1: bad"
     assert relative(reason, Path("outputs/multirun/d/t")) == "k=2/per_query.jsonl:1: bad"
     assert relative(reason, sweep) == "k=2/per_query.jsonl:1: bad"
+
+
+def test_runs_evaluated_on_a_validation_split_of_train_choose_on_validation(tmp_path: Path) -> None:
+    """A grid run with dataset.evaluate_on=validation scores left-out train queries: its winner is chosen on
+    validation (registrable, no test-set caveat); one job scored on test makes the whole sweep's choice eval."""
+    folder = tmp_path / "multirun" / "2026-12-07" / "20-00-00"
+    rng = np.random.default_rng(1)
+    strong = list((rng.random(N_QUERIES) < 0.9).astype(float))
+    weak = [0.0, 0.0, 0.0, *strong[3:]]
+    jobs = [fake_job(folder, "kmeans", 4, strong), fake_job(folder, "random", 4, weak)]
+    for job in jobs:
+        config = json.loads((job / "config.json").read_text())
+        config["dataset"] = {"_target_": "experiments.datasets.banking77.Banking77", "evaluate_on": "validation"}
+        (job / "config.json").write_text(json.dumps(config))
+    report = write_report(folder)
+    assert report.selection_split == "validation"
+    assert "test-set tuning" not in report.markdown_path.read_text()
+    config["dataset"]["evaluate_on"] = "test"
+    (jobs[-1] / "config.json").write_text(json.dumps(config))
+    assert write_report(folder).selection_split == "eval"

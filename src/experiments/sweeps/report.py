@@ -80,7 +80,8 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None
     swept = [key for key in keys if len({job.overrides.get(key) for job in completed}) > 1]
     # Every row is chosen on the same split: validation only when every run reports it.
     on_validation = all(validation_score(job, metric) is not None for job in completed)
-    split = "validation" if on_validation else "eval"
+    # Runs whose eval split is itself a validation split of train (dataset.evaluate_on=validation) choose there.
+    split = "validation" if on_validation or all(_evaluates_validation(job) for job in completed) else "eval"
     seeds = {len(job.record.replicates.seeds) for job in completed if job.record and job.record.replicates}
     over_seeds = on_validation and all(
         job.record and job.record.replicates and job.record.replicates.validation for job in completed
@@ -103,6 +104,17 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None
         Row(**{**row.__dict__, "p_adjusted": next(adjusted)}) if row.p_value is not None else row for row in compared
     ]
     return final, split, n_seeds
+
+
+def _evaluates_validation(job: Job) -> bool:
+    """Whether the job's eval split was a validation split carved from train (``dataset.evaluate_on=validation``,
+    as recorded in its ``config.json``), never the test split."""
+    try:
+        config = json.loads((job.folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    return isinstance(dataset, dict) and dataset.get("evaluate_on") == "validation"
 
 
 def ties(rows: list[Row]) -> list[list[Row]]:
