@@ -111,6 +111,38 @@ def test_distinct_positive_batches_never_repeat_a_category() -> None:
     assert all(len(batch) == 5 for batch in dropped)
 
 
+def test_length_grouped_batches_pad_less_and_visit_every_row_once() -> None:
+    import random
+
+    from datasets import Dataset
+
+    from experiments.rerankers.samplers import LengthGroupedBatchSampler
+
+    rng = random.Random(0)
+    queries = ["x" * rng.choice([5, 10, 20, 80]) for _ in range(300)]
+    dataset = Dataset.from_dict({"query": queries, "positive": ["cat"] * 300})
+    sampler = LengthGroupedBatchSampler(dataset, batch_size=8, drop_last=False, seed=3)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) and sorted(i for batch in batches for i in batch) == list(range(300))
+        epochs.append(batches)
+    assert epochs[0] != epochs[1]
+    assert list(LengthGroupedBatchSampler(dataset, batch_size=8, drop_last=False, seed=3)) == epochs[0]
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(batch) * max(len(queries[i]) for i in batch) for batch in batches)
+
+    order = list(range(300))
+    rng.shuffle(order)
+    random_batches = [order[i : i + 8] for i in range(0, 300, 8)]
+    assert padded(epochs[0]) < 0.6 * padded(random_batches)
+    # not sorted end to end: the batch order is shuffled, so long and short batches alternate
+    first = [max(len(queries[i]) for i in batch) for batch in epochs[0]]
+    assert first != sorted(first, reverse=True) and first != sorted(first)
+
+
 def test_random_batches_do_repeat_categories() -> None:
     """The situation the sampler removes: 32 random rows over 30 categories share positives (birthday bound)."""
     import random
@@ -149,7 +181,10 @@ def test_k_zero_trains_on_in_batch_negatives_only(
         FinetunedBiEncoder(str(tiny_model_dir), in_batch_negatives=False, **FAST).fit(k_zero_set(), tmp_path, seed=0)
 
 
-@pytest.mark.parametrize("knobs", [{"in_batch_negatives": False}, {"guide_margin": 0.0}, {"distinct_positives": True}])
+@pytest.mark.parametrize(
+    "knobs",
+    [{"in_batch_negatives": False}, {"guide_margin": 0.0}, {"batches": "distinct_positives"}, {"batches": "by_length"}],
+)
 def test_each_ablation_trains_under_its_own_fine_tune_id(
     tiny_model_dir: Path, tmp_path: Path, knobs: dict[str, object]
 ) -> None:

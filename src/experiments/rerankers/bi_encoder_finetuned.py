@@ -1,8 +1,8 @@
 """A bi-encoder fine-tuned on the mined set: ``reranker=bi_encoder_finetuned``.
 
 Recipe: base model → ``(query, positive, negative_1..k)`` rows → a MultipleNegativesRankingLoss variant from
-``rerankers.losses`` (by default ``DistinctMNRL``: in-batch duplicates of a row's positive masked out), random
-batches or ``DistinctPositivesBatchSampler`` → ``SentenceTransformerTrainer`` → save under the fine-tune id.
+``rerankers.losses`` (by default ``DistinctMNRL``: in-batch duplicates of a row's positive masked out), batches
+from ``rerankers.samplers`` (``batches``) → ``SentenceTransformerTrainer`` → save under the fine-tune id.
 Scoring is the cosine similarity of the fine-tuned query and document embeddings.
 """
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from torch import nn
+
+#: Batch compositions (``batches``): each but ``random`` is a batch sampler of ``rerankers.samplers``.
+BATCHES = ("random", "by_length", "distinct_positives")
 
 #: Texts per forward pass when scoring (training batches are ``batch_size`` rows).
 ENCODE_BATCH_SIZE = 64
@@ -79,8 +82,9 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
             ``k >= 1``); true: every other document of the batch counts too (``DistinctMNRL``).
         guide_margin: when set, drop the in-batch negatives that a frozen copy of the base model scores above the
             row's positive minus this margin (``GuidedMNRL``, GISTEmbed-style); ``None``: no filtering.
-        distinct_positives: build batches in which no two rows share a positive category
-            (``DistinctPositivesBatchSampler``) instead of random batches.
+        batches: ``random``; ``by_length``: batches of queries of similar length, in a random order
+            (``LengthGroupedBatchSampler``: fewer padded tokens per step); ``distinct_positives``: no two rows of a
+            batch share a positive category (``DistinctPositivesBatchSampler``).
         device: ``auto``, ``cpu``, ``cuda``. Not part of the fine-tune id.
         progress: show the training progress bar.
         backend: ``onnx`` scores with an ONNX Runtime export of the fine-tuned model (exact to about 1e-7,
@@ -106,7 +110,7 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         embed_once: bool = True,
         in_batch_negatives: bool = True,
         guide_margin: float | None = None,
-        distinct_positives: bool = False,
+        batches: str = "random",
         device: str = "auto",
         progress: bool = False,
         backend: str = "onnx",
@@ -123,7 +127,9 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         self.embed_once = embed_once
         self.in_batch_negatives = in_batch_negatives
         self.guide_margin = guide_margin
-        self.distinct_positives = distinct_positives
+        if batches not in BATCHES:
+            raise ConfigError(f"{type(self).__name__}: batches={batches!r} must be one of {', '.join(BATCHES)}.")
+        self.batches = batches
         self.device = device
         self.progress = progress
         self._check_schedule()
@@ -152,15 +158,14 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
             "scale": self.scale,
             **({"embed_once": "no_dropout"} if self.embed_once else {}),
             **({"guide_margin": self.guide_margin} if self.guide_margin is not None else {}),
-            **({"batches": "distinct_positives"} if self.distinct_positives else {}),
+            **({"batches": self.batches} if self.batches != "random" else {}),
         }
 
     def _arguments_extra(self) -> dict[str, Any]:
-        if not self.distinct_positives:
-            return {}
-        from experiments.rerankers.samplers import DistinctPositivesBatchSampler
+        from experiments.rerankers.samplers import DistinctPositivesBatchSampler, LengthGroupedBatchSampler
 
-        return {"batch_sampler": DistinctPositivesBatchSampler}
+        samplers = {"by_length": LengthGroupedBatchSampler, "distinct_positives": DistinctPositivesBatchSampler}
+        return {"batch_sampler": samplers[self.batches]} if self.batches in samplers else {}
 
     def _trainer_classes(self) -> tuple[Any, Any]:
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments

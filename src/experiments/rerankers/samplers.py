@@ -1,10 +1,16 @@
-"""Batch composition for the fine-tuned bi-encoder: ``reranker.distinct_positives=true``.
+"""Batch composition for the fine-tuned bi-encoder: ``reranker.batches=distinct_positives`` or ``by_length``.
 
 With random batches, two rows of one batch often share their positive category (a batch of 32 rows over ~30
 categories almost always does). The loss masks those copies (``DistinctMNRL``), so each such row loses a
 negative, and the batch holds fewer distinct categories. ``DistinctPositivesBatchSampler`` builds batches in
 which every row has a different positive, so a batch of ``B`` rows always offers ``B - 1`` distinct in-batch
 negatives per row.
+
+A batch's queries are padded to its longest: random batches of 32 Banking77 queries hold 2.9x their real tokens
+(one long query pads 31 short ones). ``LengthGroupedBatchSampler`` (as ``group_by_length`` does in transformers'
+trainer) cuts each shuffled run of ``MEGABATCH`` batches into batches of similar query length, then shuffles the
+batches, so every epoch still visits each row once in a seeded random order. The documents of a batch are the
+categories, whatever the queries' lengths, so the in-batch negatives stay as random as before.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ if TYPE_CHECKING:
 
 #: The dataset column whose value names a row's positive category (see ``mnrl_rows``).
 POSITIVE_COLUMN = "positive"
+#: The dataset column holding a row's query.
+QUERY_COLUMN = "query"
+#: Batches per shuffled run that ``LengthGroupedBatchSampler`` sorts by query length.
+MEGABATCH = 8
 
 
 def pack_distinct(keys: list[str], order: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
@@ -96,3 +106,55 @@ class DistinctPositivesBatchSampler(DefaultBatchSampler):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def group_by_length(lengths: list[int], order: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    """Cut ``order`` into runs of ``MEGABATCH * batch_size`` rows, sort each run by length (longest first) and cut
+    it into batches of ``batch_size``; a short last batch is dropped with ``drop_last``. Every row lands in exactly
+    one batch unless it is in a dropped tail batch."""
+    batches: list[list[int]] = []
+    run = MEGABATCH * batch_size
+    for start in range(0, len(order), run):
+        members = sorted(order[start : start + run], key=lambda index: -lengths[index])
+        batches += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+class LengthGroupedBatchSampler(DistinctPositivesBatchSampler):
+    """Batches of queries of similar length (fewer padded tokens per step), in a seeded random order per epoch.
+
+    The batches of an epoch depend only on ``seed + epoch`` and the data (``__len__`` is exact). Lengths are
+    counted in characters, a close proxy of tokens that needs no tokenizer.
+
+    Args:
+        dataset: rows with a ``query`` column (``mnrl_rows``).
+        batch_size: the most rows per batch.
+        drop_last: drop a last batch smaller than ``batch_size``.
+        valid_label_columns: unused (the rows have no label column); part of the sampler interface.
+        generator: unused; the shuffles use their own generator seeded by ``seed + epoch``.
+        seed: the training seed.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        drop_last: bool,
+        valid_label_columns: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+        if QUERY_COLUMN not in dataset.column_names:
+            raise ValueError(f"{type(self).__name__} needs a {QUERY_COLUMN!r} column; got {dataset.column_names}.")
+        self.lengths = [len(query) for query in dataset[QUERY_COLUMN]]
+
+    def _batches(self) -> list[list[int]]:
+        if self._packed is None or self._packed[0] != self.epoch:
+            shuffle = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.lengths), generator=shuffle).tolist()
+            batches = group_by_length(self.lengths, order, self.batch_size, self.drop_last)
+            self._packed = (self.epoch, [batches[i] for i in torch.randperm(len(batches), generator=shuffle)])
+        return self._packed[1]
