@@ -146,3 +146,8 @@ def test_a_run_name_shows_the_option_knobs_set_on_the_command_line(tmp_path):
     assert run_name(None, knobs, choices) == "kmeans-k3-d2-bi_encoder_finetuned"  # type: ignore[arg-type]
     long = run_name(None, knobs, choices, [f"weights=[{','.join(['0.05'] * 200)}]"])  # type: ignore[arg-type]
     assert len(long) == 250 and long.startswith("kmeans-k3-d2-bi_encoder_finetuned weights=[0.05,") and long[-1] == "…"
+
+
+def test_the_console_table_names_the_reranker_option_not_its_class(api_run):
+    header = api_run.table.splitlines()[0].split()
+    assert "none" in header and "NoReranker" not in header

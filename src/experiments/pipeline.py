@@ -323,7 +323,8 @@ def _run_steps(
     fits = [fit, *(replicate[1] for replicate in reversed(replicates))]
 
     categoriser = package(parts, splits, vectors, fit) if knobs.log_model else None
-    table = format_table(evaluation.summary, reranker_label=parts.reranker.name)
+    # The option as the user typed it (``bi_encoder_finetuned``), not its class (``FinetunedBiEncoder``).
+    table = format_table(evaluation.summary, reranker_label=str(params.get("reranker") or parts.reranker.name))
     outcome = RunOutcome(
         name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings, categoriser
     )
