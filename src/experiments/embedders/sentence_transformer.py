@@ -86,7 +86,11 @@ class SentenceTransformerEmbedder:
         cache = VectorCache(Path(self.cache_dir), "embeddings") if self.cache_dir else None
         found = cache.get(keys) if cache else {}
         todo = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in found))
-        log.info("embedding %d texts (%d cached)", len(todo), len(texts) - len(todo))
+        # Repeats of a text are neither cache hits nor work: counted once, among the distinct texts.
+        distinct = len(set(keys))
+        log.info(
+            "embedding %d texts (%d distinct: %d cached, %d new)", len(texts), distinct, distinct - len(todo), len(todo)
+        )
         if todo:
             vectors = self._load().encode(
                 todo,
