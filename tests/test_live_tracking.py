@@ -277,3 +277,15 @@ def test_a_live_run_opened_after_the_final_record_began_is_deleted_not_doubled(t
         ("late", "FINISHED"),
     ]
     assert in_time.run_id == in_time.live_run_id and late.live_run_id is None
+
+
+def test_the_tracker_still_pickles_for_a_joblib_launcher():
+    """A joblib sweep pickles its callbacks, trackers included: the live run's lock and event are made anew."""
+    import pickle
+
+    from experiments.tracking.mlflow_tracker import MLflowTracker
+
+    copy = pickle.loads(pickle.dumps(MLflowTracker(experiment="x")))
+    assert copy.experiment == "x" and copy._live_settled.is_set()
+    with copy._live_lock:
+        pass

@@ -108,6 +108,16 @@ class MLflowTracker:
         self._opening: tuple[str, str] | None = None  # (experiment id, run uid) of the run being created
         self._sweep_run_id = ""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process gets (a joblib launcher pickles the sweep's callbacks): no lock, no event."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("_live_lock", "_live_settled")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._live_lock = threading.Lock()
+        self._live_settled = threading.Event()
+        self._live_settled.set()
+
     def _artifact_root(self) -> str | None:
         """Where a new experiment keeps its artifacts: ``artifact_location`` for a local store; toward a tracking
         server, wherever the server says (its ``--artifacts-destination``), never a folder on this client's disk
