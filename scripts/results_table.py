@@ -46,8 +46,9 @@ def row(name: str, record: RunRecord) -> str:
     selection = fit.selection if fit else {}
     chosen = ", ".join(f"{key}={selection[key]}" for key in ("epochs", "weight") if key in selection) or "—"
     seconds = f"{fit.train_seconds:.0f} s" if fit and not fit.reused else ("reused" if fit else "—")
-    # A rerun reuses scores by content: its latency measures the cache, not the model.
-    latency = "cached" if record.cached_pairs else f"{summary.latency_ms['rerank_p50']:.1f} ms"
+    # A rerun reuses scores by content: the cache's look-ups are not timed, so its latency is not measured.
+    p50 = summary.latency_ms.get("rerank_p50")
+    latency = "cached" if p50 is None else f"{p50:.1f} ms"
     return (
         f"| {name} | {cell(summary.reranker['mrr@1'])} | {cell(summary.reranker['recall@5'])} | "
         f"{cell(summary.delta['mrr@1'], '+')} | {spread} | {chosen} | {seconds} | "

@@ -31,12 +31,12 @@ SYSTEMS = ("baseline", "reranker")
 
 @dataclass(frozen=True)
 class QueryResult:
-    """One eval query: both rankings, their metrics and the reranking latency."""
+    """One eval query: both rankings, their metrics and the reranking latency (None when a cache answered)."""
 
     example: Example
     baseline: RankedList
     reranked: RankedList
-    rerank_ms: float
+    rerank_ms: float | None
 
     def metrics(self, system: str) -> dict[str, float]:
         ranking = self.baseline if system == "baseline" else self.reranked
@@ -53,7 +53,7 @@ class QueryResult:
             "reranked_scores": [round(score, 6) for score in self.reranked.scores[:cut]],
             "baseline": self.metrics("baseline"),
             "reranker": self.metrics("reranker"),
-            "rerank_ms": round(self.rerank_ms, 3),
+            "rerank_ms": None if self.rerank_ms is None else round(self.rerank_ms, 3),
         }
 
 
@@ -105,7 +105,8 @@ def run_queries(
     the first score: a paid service states and caps its requests before spending any.
 
     Baseline scores are cosine similarities; reranked scores are the reranker's. ``rerank_ms`` times the
-    rescoring of one query's candidates (the search is not counted).
+    rescoring of one query's candidates (the search is not counted); it is None when any of the query's scores
+    came from the score cache (a rerun of the same model): that timing measured a look-up, not the model.
     """
     found = [retriever.search(vector) for vector in vectors]
     # No first stage: the reranker reads every document in catalogue order, not in the baseline's order, so
@@ -127,8 +128,22 @@ def run_queries(
         scores = reranker.score(example.input, texts)
         reranked = ranked_by(labels, scores)
         elapsed = (time.perf_counter() - started) * 1000.0
-        results.append(QueryResult(example, baseline, reranked, elapsed))
+        results.append(QueryResult(example, baseline, reranked, None if reranker.last_cached else elapsed))
     return results
+
+
+def rerank_latency(timings: Sequence[float | None]) -> dict[str, float]:
+    """p50, p95 and mean of the timed rescorings, and how many were timed (``measured_queries``); without one
+    timed (every score came from the cache) only the count, 0: a look-up is no latency of the model."""
+    timed = np.array([ms for ms in timings if ms is not None])
+    latency: dict[str, float] = {"measured_queries": len(timed)}
+    if len(timed):
+        latency.update(
+            rerank_p50=float(np.percentile(timed, 50)),
+            rerank_p95=float(np.percentile(timed, 95)),
+            rerank_mean=float(timed.mean()),
+        )
+    return latency
 
 
 def summarize(results: Sequence[QueryResult], resamples: int = 1000, seed: int = 0) -> Summary:
@@ -143,12 +158,7 @@ def summarize(results: Sequence[QueryResult], resamples: int = 1000, seed: int =
         for system, columns in table.items()
     }
     delta = {name: estimate(table["reranker"][name] - table["baseline"][name], indices) for name in METRIC_NAMES}
-    latencies = np.array([result.rerank_ms for result in results]) if results else np.zeros(1)
-    latency = {
-        "rerank_p50": float(np.percentile(latencies, 50)),
-        "rerank_p95": float(np.percentile(latencies, 95)),
-        "rerank_mean": float(latencies.mean()),
-    }
+    latency = rerank_latency([result.rerank_ms for result in results])
     ceiling = [recall_at(r.baseline.labels, r.example.expected, len(r.baseline.labels)) for r in results]
     return Summary(
         n_queries=len(results),

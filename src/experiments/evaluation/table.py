@@ -18,6 +18,16 @@ def _relative(reranker: float, baseline: float) -> str:
     return f"{(reranker - baseline) / baseline:+.0%}"
 
 
+def _latency(latency: dict[str, float], n_queries: int) -> str:
+    measured = int(latency.get("measured_queries", n_queries))
+    if "rerank_p50" not in latency:
+        return "rerank latency not measured (every score came from the score cache)"
+    timed = f" ({measured} of {n_queries} queries timed; the rest came from the score cache)"
+    return f"rerank latency p50 {latency['rerank_p50']:.1f} ms, p95 {latency['rerank_p95']:.1f} ms per query" + (
+        timed if measured < n_queries else ""
+    )
+
+
 def format_table(summary: Summary, reranker_label: str) -> str:
     """A fixed-width table, one row per metric; intervals are 95% bootstrap, the delta's is paired.
 
@@ -42,10 +52,9 @@ def format_table(summary: Summary, reranker_label: str) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    latency = summary.latency_ms
     lines.append(
         f"{summary.n_queries} eval queries; 95% bootstrap intervals; * = delta interval excludes 0; "
-        f"rerank latency p50 {latency['rerank_p50']:.1f} ms, p95 {latency['rerank_p95']:.1f} ms per query"
+        + _latency(summary.latency_ms, summary.n_queries)
     )
     if summary.candidate_recall < 1.0:
         lines.append(

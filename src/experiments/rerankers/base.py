@@ -124,6 +124,9 @@ class Reranker(ABC):
     #: True for rerankers whose scores are paid for (a remote API): the score cache writes them at once, so a
     #: crash mid-evaluation never pays for the same call twice.
     paid: bool = False
+    #: How many pairs the last ``score`` call took from a cache instead of the model (``CachedScores``): a timing
+    #: of that call measured a look-up, so the evaluation leaves it out of the rerank latency.
+    last_cached: int = 0
 
     @property
     def name(self) -> str:

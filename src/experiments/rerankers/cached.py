@@ -76,7 +76,8 @@ class CachedScores(Reranker):
                 self._looked_up[query][1].update(computed)
             if self.inner.paid:
                 self.flush()
-        self.hits += len(keys) - len(missing)
+        self.last_cached = len(keys) - len(missing)
+        self.hits += self.last_cached
         self.misses += len(missing)
         return [float(found[key][0]) for key in keys]
 

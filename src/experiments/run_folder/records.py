@@ -179,7 +179,7 @@ class QueryRecord(_Record):
     reranked_scores: list[float]
     baseline: dict[str, float]
     reranker: dict[str, float]
-    rerank_ms: float
+    rerank_ms: float | None
 
 
 def validation_of(selection: Mapping[str, Any] | None) -> Validation | None:

@@ -225,7 +225,8 @@ def headline_metrics(record: RunRecord) -> dict[str, float]:
         for name, value in estimates.items():
             key = prefix + metric_key(name)
             metrics.update({key: value.mean, f"{key}_ci_low": value.ci_low, f"{key}_ci_high": value.ci_high})
-    metrics["latency_rerank_p50_ms"] = float(summary.latency_ms["rerank_p50"])
+    if "rerank_p50" in summary.latency_ms:  # not measured when every score came from the score cache
+        metrics["latency_rerank_p50_ms"] = float(summary.latency_ms["rerank_p50"])
     metrics["candidate_recall"] = float(summary.candidate_recall)
     return metrics
 
