@@ -406,7 +406,7 @@ def test_a_rerun_of_a_sweep_folder_reopens_its_parent_whatever_the_minute(tmp_pa
 
 
 def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_cfg, tmp_path, monkeypatch):
-    """A stop waits on a tracker only to mark its live run KILLED (at most 3 s): the run is kept pending as KILLED,
+    """A stop waits on a tracker only to mark its live run KILLED (at most 1 s): the run is kept pending as KILLED,
     and sync records it, in place of the live run."""
     import threading
 

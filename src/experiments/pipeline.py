@@ -41,7 +41,7 @@ from experiments.serving.package import CategoriserPackage
 from experiments.tracking.base import diagnostic_tags, tracked_params
 from experiments.tracking.live import start_live
 from experiments.tracking.record import start_tags, track, track_failure
-from experiments.tracking.trackers import ABORT_TIMEOUT_S, Trackers
+from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def run_experiment(
     try:
         outcome, record = _run_steps(parts, knobs, folders, config, splits, watch, name, params, live)
     except UserError:
-        live.end("FAILED", timeout_s=ABORT_TIMEOUT_S)
+        live.end("FAILED")
         raise
     except BaseException as error:
         track_failure(

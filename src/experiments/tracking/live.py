@@ -29,6 +29,9 @@ from experiments.tracking.trackers import Trackers, describe
 QUEUE_SIZE = 1000
 #: How long the end of a run waits for the live feeds to send what is queued (all feeds together).
 CLOSE_S = 2.0
+#: How long a stopped run (SIGTERM, Ctrl-C, a failure before the record) waits to mark its live runs ended (all
+#: feeds together): well inside the 2 s in which a stop ends the process, whatever the server does.
+END_S = 1.0
 #: The training loss of the run's own fine-tune (the same key as the final record's loss history).
 TRAIN_LOSS = "train_loss"
 
@@ -186,10 +189,11 @@ class LiveRun:
         for feed in self.feeds:
             feed.close(max(0.0, deadline - time.monotonic()))
 
-    def end(self, status: str, timeout_s: float) -> None:
-        """The process is being stopped: end each opened live run with ``status``, each within ``timeout_s``."""
+    def end(self, status: str, timeout_s: float = END_S) -> None:
+        """The process is being stopped: end each live run with ``status``, within ``timeout_s`` for them all."""
+        deadline = time.monotonic() + timeout_s
         for feed in self.feeds:
-            feed.end(status, timeout_s)
+            feed.end(status, max(0.0, deadline - time.monotonic()))
 
 
 def start_live(

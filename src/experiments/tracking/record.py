@@ -19,7 +19,7 @@ from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, run_metrics
 from experiments.tracking.context import run_context
 from experiments.tracking.live import LiveRun
-from experiments.tracking.trackers import ABORT_TIMEOUT_S, Trackers
+from experiments.tracking.trackers import Trackers
 
 RUN_UID = "experiments.run_uid"
 
@@ -85,7 +85,7 @@ def track_failure(
     """Record a run that failed after validation, with its params, diagnostic tags, start time and the reason, as
     FAILED (into the run opened ``live``); a run stopped (SIGTERM, Ctrl-C) is kept pending as KILLED in ``folder``
     instead, so the stop never waits on a tracker (``python -m experiments.sync`` records it): its live run gets
-    at most ``ABORT_TIMEOUT_S`` to be marked KILLED."""
+    at most ``live.END_S`` to be marked KILLED."""
     reason = redact(f"{type(error).__name__}: {error}")
     status = "FAILED" if isinstance(error, Exception) else "KILLED"
     run = FailedRun(name, params, reason, status, tags=dict(tags or {}), started_at=started_at)
@@ -95,5 +95,5 @@ def track_failure(
         trackers.log_failure(run)
     else:
         if live is not None:
-            live.end(status, ABORT_TIMEOUT_S)
+            live.end(status)
         trackers.keep_killed(run, folder)
