@@ -1,4 +1,4 @@
-"""Re-measure the README's results table: each row is one run of ``run.py``, printed as a markdown row.
+"""Re-measure the results table (docs/results.md): each row is one run of ``run.py``, printed as a markdown row.
 
 Usage: ``.venv/bin/python scripts/results_table.py [--outputs DIR] [--rows NAME ...] [-- extra overrides]``.
 The rows are the default run, then every single-run preset in ``conf/experiment/`` (``python run.py
