@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import getpass
 import logging
+import subprocess
 import sys
+from pathlib import Path
 
 #: The context tags a run carries (MLflow's names; the MLflow UI shows them as "Created by", "Source", "Git").
 CONTEXT_TAGS = (
@@ -22,6 +24,9 @@ CONTEXT_TAGS = (
     "mlflow.source.git.branch",
     "mlflow.source.git.repoURL",
 )
+#: Set to "true" when the checkout had uncommitted changes to tracked files: the commit tag alone would claim code
+#: that did not run.
+DIRTY_TAG = "experiments.git_dirty"
 
 
 def run_context() -> dict[str, str]:
@@ -36,7 +41,33 @@ def run_context() -> dict[str, str]:
         }
     logging.getLogger("mlflow.tracking.context.registry").setLevel(logging.ERROR)  # a provider that fails: no tag
     resolved = resolve_tags()
-    return {key: str(resolved[key]) for key in CONTEXT_TAGS if resolved.get(key)}
+    tags = {key: str(resolved[key]) for key in CONTEXT_TAGS if resolved.get(key)}
+    if "mlflow.source.git.commit" in tags and _dirty(_source_folder()):
+        tags[DIRTY_TAG] = "true"
+    return tags
+
+
+def _source_folder() -> Path:
+    """The folder of the script that runs (where MLflow looks for the git checkout), else the working folder."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    return script.resolve().parent if script is not None and script.is_file() else Path.cwd()
+
+
+def _dirty(folder: Path) -> bool:
+    """Whether the git checkout around ``folder`` has uncommitted changes to tracked files (False when git cannot
+    tell within 5 s)."""
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return status.returncode == 0 and bool(status.stdout.strip())
 
 
 def _user() -> str:
