@@ -113,15 +113,16 @@ def test_label_heads_bad_arguments_are_one_line_exit_2(
 
 
 def test_mining_grid_chooses_its_winner_on_validation() -> None:
-    """The preset says the winner is chosen on the validation split carved from train: its runs must score one
-    (the default fine-tune chooses nothing, so its runs report none and the sweep report falls back to eval)."""
+    """The preset chooses its winner on a validation split of train, never on test: its runs score the train
+    queries the 10-shot draw left out (dataset.evaluate_on=validation), and the sweep report chooses there."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=banking77_mining_grid"])
-    assert cfg.validation_fraction > 0 and cfg.replicates == 3
-    assert instantiate(cfg.reranker).chooses_on_validation()
+    assert cfg.replicates == 3 and cfg.dataset.evaluate_on == "validation"
+    splits = instantiate(cfg.dataset).load()
+    assert {example.metadata["split"] for example in splits.eval} == {"train"} and len(splits.eval) == 3080
 
 
 def _planted(project: Path, folder: Path, change) -> Path:
