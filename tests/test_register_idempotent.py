@@ -23,9 +23,12 @@ def logged(tmp_path, monkeypatch):
         def predict(self, context, model_input):
             return model_input
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # An experiment of this store: the process may still hold an active experiment id of an earlier test's store.
+    mlflow.set_experiment("register-once")
     folder = tmp_path / "run"
     shutil.copytree(RELEASE_0_1, folder)
     with mlflow.start_run() as run:
