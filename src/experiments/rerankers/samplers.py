@@ -57,20 +57,11 @@ def pack_distinct(keys: list[str], order: list[int], batch_size: int, drop_last:
     return batches
 
 
-class DistinctPositivesBatchSampler(DefaultBatchSampler):
-    """Batches in which no two rows share a positive category; the order is reshuffled every epoch.
+class _EpochBatchSampler(DefaultBatchSampler):
+    """Batches packed once per epoch from a shuffle seeded by ``seed + epoch`` (so ``__len__``, which the trainer
+    uses for its schedule, is exact); subclasses say which dataset column they read and how they pack."""
 
-    The batches of an epoch depend only on ``seed + epoch`` and the data, so ``__len__`` (which the trainer uses
-    for its schedule) is exact: it packs the epoch's batches once and caches them.
-
-    Args:
-        dataset: rows with a ``positive`` column (``mnrl_rows``).
-        batch_size: the most rows per batch.
-        drop_last: drop batches smaller than ``batch_size``.
-        valid_label_columns: unused (the rows have no label column); part of the sampler interface.
-        generator: unused; the shuffle uses its own generator seeded by ``seed + epoch``.
-        seed: the training seed.
-    """
+    column = POSITIVE_COLUMN
 
     def __init__(
         self,
@@ -89,16 +80,19 @@ class DistinctPositivesBatchSampler(DefaultBatchSampler):
             generator=generator,
             seed=seed,
         )
-        if POSITIVE_COLUMN not in dataset.column_names:
-            raise ValueError(f"{type(self).__name__} needs a {POSITIVE_COLUMN!r} column; got {dataset.column_names}.")
-        self.keys: list[str] = list(dataset[POSITIVE_COLUMN])
+        if self.column not in dataset.column_names:
+            raise ValueError(f"{type(self).__name__} needs a {self.column!r} column; got {dataset.column_names}.")
+        self.values: list[str] = list(dataset[self.column])
         self._packed: tuple[int, list[list[int]]] | None = None
+
+    def _pack(self, order: list[int], shuffle: torch.Generator) -> list[list[int]]:
+        raise NotImplementedError
 
     def _batches(self) -> list[list[int]]:
         if self._packed is None or self._packed[0] != self.epoch:
             shuffle = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(len(self.keys), generator=shuffle).tolist()
-            self._packed = (self.epoch, pack_distinct(self.keys, order, self.batch_size, self.drop_last))
+            order = torch.randperm(len(self.values), generator=shuffle).tolist()
+            self._packed = (self.epoch, self._pack(order, shuffle))
         return self._packed[1]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -106,6 +100,25 @@ class DistinctPositivesBatchSampler(DefaultBatchSampler):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+class DistinctPositivesBatchSampler(_EpochBatchSampler):
+    """Batches in which no two rows share a positive category; the order is reshuffled every epoch.
+
+    The batches of an epoch depend only on ``seed + epoch`` and the data, so ``__len__`` (which the trainer uses
+    for its schedule) is exact: it packs the epoch's batches once and caches them.
+
+    Args:
+        dataset: rows with a ``positive`` column (``mnrl_rows``).
+        batch_size: the most rows per batch.
+        drop_last: drop batches smaller than ``batch_size``.
+        valid_label_columns: unused (the rows have no label column); part of the sampler interface.
+        generator: unused; the shuffle uses its own generator seeded by ``seed + epoch``.
+        seed: the training seed.
+    """
+
+    def _pack(self, order: list[int], shuffle: torch.Generator) -> list[list[int]]:
+        return pack_distinct(self.values, order, self.batch_size, self.drop_last)
 
 
 def group_by_length(lengths: list[int], order: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
@@ -122,7 +135,7 @@ def group_by_length(lengths: list[int], order: list[int], batch_size: int, drop_
     return batches
 
 
-class LengthGroupedBatchSampler(DistinctPositivesBatchSampler):
+class LengthGroupedBatchSampler(_EpochBatchSampler):
     """Batches of queries of similar length (fewer padded tokens per step), in a seeded random order per epoch.
 
     The batches of an epoch depend only on ``seed + epoch`` and the data (``__len__`` is exact). Lengths are
@@ -137,24 +150,8 @@ class LengthGroupedBatchSampler(DistinctPositivesBatchSampler):
         seed: the training seed.
     """
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        drop_last: bool,
-        valid_label_columns: list[str] | None = None,
-        generator: torch.Generator | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-        if QUERY_COLUMN not in dataset.column_names:
-            raise ValueError(f"{type(self).__name__} needs a {QUERY_COLUMN!r} column; got {dataset.column_names}.")
-        self.lengths = [len(query) for query in dataset[QUERY_COLUMN]]
+    column = QUERY_COLUMN
 
-    def _batches(self) -> list[list[int]]:
-        if self._packed is None or self._packed[0] != self.epoch:
-            shuffle = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(len(self.lengths), generator=shuffle).tolist()
-            batches = group_by_length(self.lengths, order, self.batch_size, self.drop_last)
-            self._packed = (self.epoch, [batches[i] for i in torch.randperm(len(batches), generator=shuffle)])
-        return self._packed[1]
+    def _pack(self, order: list[int], shuffle: torch.Generator) -> list[list[int]]:
+        batches = group_by_length([len(query) for query in self.values], order, self.batch_size, self.drop_last)
+        return [batches[i] for i in torch.randperm(len(batches), generator=shuffle)]
