@@ -202,8 +202,9 @@ def test_each_ablation_trains_under_its_own_fine_tune_id(
 
 
 def test_default_train_args_carry_no_ablation_keys() -> None:
-    """The fine-tune id hashes these: the default recipe must keep the id it had before the ablations existed."""
-    args = FinetunedBiEncoder(device="cpu").train_args(0)
+    """The fine-tune id hashes these: random batches keep the id they had before the ablations existed (a fit
+    resolves ``batches=auto`` to random or by_length first: tests/test_batching.py)."""
+    args = FinetunedBiEncoder(device="cpu", batches="random").train_args(0)
     assert args["loss"] == "mnrl"
     assert set(args) == {
         *("kind", "loss", "epochs", "learning_rate", "batch_size", "warmup_ratio", "max_length", "seed"),

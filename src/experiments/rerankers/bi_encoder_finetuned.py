@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.errors import ConfigError
-from experiments.models import PACKAGED_MINILM, loading, pick_device
+from experiments.models import PACKAGED_MINILM, loading, pick_device, resolve_model
 from experiments.onnx import OnnxEncoder, check_backend, onnx_encoder
-from experiments.records import FinetuneItem
+from experiments.records import FinetuneItem, FinetuneSet
+from experiments.rerankers.base import FitContext, FitResult
+from experiments.rerankers.batching import BatchPlan, plan_batches
 from experiments.rerankers.trained import TrainedReranker, check_positive, mnrl_rows
 
 if TYPE_CHECKING:
@@ -24,8 +27,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from torch import nn
 
-#: Batch compositions (``batches``): each but ``random`` is a batch sampler of ``rerankers.samplers``.
-BATCHES = ("random", "by_length", "distinct_positives")
+#: Batch compositions (``batches``): ``auto`` picks ``by_length`` or ``random`` per set (``rerankers.batching``);
+#: ``by_length`` and ``distinct_positives`` are batch samplers of ``rerankers.samplers``.
+BATCHES = ("auto", "random", "by_length", "distinct_positives")
 
 #: Texts per forward pass when scoring (training batches are ``batch_size`` rows).
 ENCODE_BATCH_SIZE = 64
@@ -71,7 +75,10 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
     Args:
         base_model: model reference to start from.
         epochs, learning_rate, warmup_ratio: optimiser schedule (linear decay after warmup).
-        batch_size: rows (query, positive, k negatives) per step; other rows' passages are extra negatives.
+        batch_size: rows (query, positive, k negatives) per step at most; other rows' passages are extra
+            negatives.
+        min_steps_per_epoch: a set with fewer rows than this many full batches is cut into smaller batches
+            (``rows // min_steps_per_epoch`` rows), so a small set still takes enough optimiser steps.
         max_length: tokens per text.
         scale: MNRL temperature inverse (cosine similarities are multiplied by it before the softmax).
         select_epochs: treat ``epochs`` as an upper bound and choose the count on the validation split (see
@@ -82,9 +89,11 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
             ``k >= 1``); true: every other document of the batch counts too (``DistinctMNRL``).
         guide_margin: when set, drop the in-batch negatives that a frozen copy of the base model scores above the
             row's positive minus this margin (``GuidedMNRL``, GISTEmbed-style); ``None``: no filtering.
-        batches: ``random``; ``by_length``: batches of queries of similar length, in a random order
-            (``LengthGroupedBatchSampler``: fewer padded tokens per step); ``distinct_positives``: no two rows of a
-            batch share a positive category (``DistinctPositivesBatchSampler``).
+        batches: ``auto``: ``by_length`` where random batches would be padded to at least 1.5x their real tokens,
+            else ``random`` (``rerankers.batching``); ``random``; ``by_length``: batches of queries of similar
+            length, in a random order (``LengthGroupedBatchSampler``: fewer padded tokens per step);
+            ``distinct_positives``: no two rows of a batch share a positive category
+            (``DistinctPositivesBatchSampler``). What a fit used is in its record (``batches``, ``batch_size``).
         device: ``auto``, ``cpu``, ``cuda``. Not part of the fine-tune id.
         progress: show the training progress bar.
         backend: ``onnx`` scores with an ONNX Runtime export of the fine-tuned model (exact to about 1e-7,
@@ -101,8 +110,9 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         self,
         base_model: str = PACKAGED_MINILM,
         epochs: float = 3,
-        learning_rate: float = 5e-5,
-        batch_size: int = 32,
+        learning_rate: float = 1e-4,
+        batch_size: int = 64,
+        min_steps_per_epoch: int = 8,
         warmup_ratio: float = 0.1,
         max_length: int = 128,
         scale: float = 20.0,
@@ -110,7 +120,7 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         embed_once: bool = True,
         in_batch_negatives: bool = True,
         guide_margin: float | None = None,
-        batches: str = "random",
+        batches: str = "auto",
         device: str = "auto",
         progress: bool = False,
         backend: str = "onnx",
@@ -120,6 +130,7 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.min_steps_per_epoch = min_steps_per_epoch
         self.warmup_ratio = warmup_ratio
         self.max_length = max_length
         self.scale = scale
@@ -134,6 +145,8 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
         self.progress = progress
         self._check_schedule()
         check_positive(self, "scale", scale)
+        if not min_steps_per_epoch >= 0:
+            raise ConfigError(f"{self.name}: min_steps_per_epoch={min_steps_per_epoch} must be at least 0.")
         if guide_margin is not None and not guide_margin >= 0:
             raise ConfigError(f"{self.name}: guide_margin={guide_margin} must be at least 0, or null for no guide.")
         if guide_margin is not None and not in_batch_negatives:
@@ -160,6 +173,37 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
             **({"guide_margin": self.guide_margin} if self.guide_margin is not None else {}),
             **({"batches": self.batches} if self.batches != "random" else {}),
         }
+
+    def plan(self, items: Sequence[FinetuneItem]) -> BatchPlan:
+        """The batching a fit on ``items`` uses: ``batches`` and ``batch_size`` resolved for this set."""
+        from transformers import AutoTokenizer
+
+        path = resolve_model(self.base_model)
+        with loading(path):
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        queries = mnrl_rows(items)["query"]
+        lengths = [len(ids) for ids in tokenizer(queries, truncation=True, max_length=self.max_length)["input_ids"]]
+        return plan_batches(lengths, self.batches, self.batch_size, self.min_steps_per_epoch)
+
+    def fit(
+        self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext | None = None
+    ) -> FitResult:
+        """Train as ``TrainedReranker.fit`` does, with ``batches`` and ``batch_size`` resolved for this set first.
+
+        The fine-tune id and the record name the resolved batching, so ``auto`` and the setting it chose train and
+        store the same model.
+        """
+        plan = self.plan(finetune_set.items) if finetune_set.items else None
+        configured = (self.batches, self.batch_size)
+        if plan is not None:
+            self.batches, self.batch_size = plan.batches, plan.batch_size
+        try:
+            result = super().fit(finetune_set, cache_dir, seed, context)
+        finally:
+            self.batches, self.batch_size = configured
+        if plan is not None:
+            result.extra.update(batches=plan.batches, batch_size=plan.batch_size, random_batch_padding=plan.padding)
+        return result
 
     def _arguments_extra(self) -> dict[str, Any]:
         from experiments.rerankers.samplers import DistinctPositivesBatchSampler, LengthGroupedBatchSampler
