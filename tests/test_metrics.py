@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.evaluation.bootstrap import bootstrap_indices, estimate
-from experiments.evaluation.metrics import METRIC_NAMES, mrr_at, recall_at, score_query
+from experiments.metrics import METRIC_NAMES, mrr_at, recall_at, score_query
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from experiments.errors import UserError
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.sweeps.callback import planned_jobs
 from experiments.sweeps.jobs import read_job, record_failure
 from experiments.sweeps.report import main as report_main

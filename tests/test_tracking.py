@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.tracking.base import flatten, metric_key, scrub
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.errors import UserError
+from experiments.metrics import DEFAULT_METRIC
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -157,7 +158,7 @@ def _run(overrides: Sequence[str], output_dir: str | Path | None, conf: str | Pa
     finally:
         HydraConfig.instance().cfg = previous
     with_mlflow = "mlflow" in (cfg.get("trackers") or {})
-    return _result(outcome, str(cfg.get("optimized_metric", "mrr@1")), with_mlflow)
+    return _result(outcome, str(cfg.get("optimized_metric", DEFAULT_METRIC)), with_mlflow)
 
 
 def _result(outcome: RunOutcome, optimized: str, with_mlflow: bool) -> RunResult:

@@ -19,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from experiments.errors import UserError
 from experiments.folders import disk_error, surveyed, written_folders
+from experiments.metrics import DEFAULT_METRIC
 from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
 from experiments.schema import check_groups, read_knobs
 from experiments.secrets import redact_folder, redact_logs, refuse_resolved_secrets, refuse_secret_options, scrub
@@ -185,7 +186,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     a job whose folder already holds a completed run of the same config returns that run's value (a rerun of the
     same sweep redoes only what failed or never finished).
     """
-    metric = str(cfg.get("optimized_metric", "mrr@1"))
+    metric = str(cfg.get("optimized_metric", DEFAULT_METRIC))
     redact_folder(output_dir / ".hydra")  # Hydra's copy of the config and overrides, before anything reads it
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)

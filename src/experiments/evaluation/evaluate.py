@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments.evaluation.bootstrap import Estimate, bootstrap_indices, estimate
-from experiments.evaluation.metrics import METRIC_NAMES, recall_at, score_query
+from experiments.metrics import METRIC_NAMES, recall_at, score_query
 from experiments.records import Example, RankedList, ranked_by
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from experiments.evaluation.bootstrap import Estimate
 from experiments.evaluation.evaluate import Summary
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 
 
 def _cell(value: Estimate, signed: bool = False) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.peers.results import Comparison
 from experiments.run_folder import Estimate
 

@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from experiments.errors import UserError
-from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.files import write_atomic
+from experiments.metrics import METRIC_NAMES
 from experiments.run_folder.records import (
     DatasetInfo,
     Estimate,

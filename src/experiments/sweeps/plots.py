@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.metrics import metric_key
+from experiments.metrics import metric_key
 from experiments.sweeps.rows import Row
 
 if TYPE_CHECKING:

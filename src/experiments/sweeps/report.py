@@ -24,8 +24,8 @@ from typing import Any
 from experiments import run_folder
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.files import write_atomic
+from experiments.metrics import DEFAULT_METRIC, METRIC_NAMES
 from experiments.secrets import redact
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
@@ -236,7 +236,7 @@ def tie_sentence(report: dict[str, Any]) -> str:
     return f"Tie on {where}: {'; '.join(parts)}; ordered by {report['tie_rule']}."
 
 
-def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
+def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC) -> SweepReport:
     """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``sweep_dir``."""
 
     if metric not in METRIC_NAMES:
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=main.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (outputs/multirun/<date>/<time>)")
     parser.add_argument(
-        "--metric", default="mrr@1", choices=list(METRIC_NAMES), help="the metric that picks the winner"
+        "--metric", default=DEFAULT_METRIC, choices=list(METRIC_NAMES), help="the metric that picks the winner"
     )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():

@@ -16,7 +16,7 @@ import yaml
 from experiments import run_folder
 from experiments.errors import UserError
 from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.records import sha256_json
 from experiments.run_folder import Fit, RunRecord
 from experiments.sweeps.jobs import Job

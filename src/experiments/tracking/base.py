@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from experiments.evaluation.metrics import METRIC_NAMES, metric_key
+from experiments.metrics import METRIC_NAMES, metric_key
 from experiments.secrets import REDACTED, scrub
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.evaluation.evaluate import Summary
-from experiments.evaluation.metrics import metric_key
+from experiments.metrics import DEFAULT_METRIC, metric_key
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
 from experiments.run_folder import METRICS_FILE, read
@@ -81,7 +81,7 @@ class MLflowTracker:
         parent_run_id: str | None = None,
         strict: bool = False,
         timeout_s: float = 300.0,
-        primary_metric: str = "mrr@1",
+        primary_metric: str = DEFAULT_METRIC,
         register_winner: str | None = None,
     ) -> None:
         self.experiment = experiment
