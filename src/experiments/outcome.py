@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from experiments.evaluation.evaluate import QueryResult, Summary
+    from experiments.evaluation.evaluate import QueryResult
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.records.run import Summary
     from experiments.rerankers.base import FitResult
     from experiments.serving.package import CategoriserPackage
 
@@ -78,4 +79,4 @@ class RunOutcome:
         """The reranker's ``name`` (``mrr@1``): its mean over seeds when the run has replicates."""
         if self.replicates:
             return float(self.replicates[name]["mean"])
-        return self.summary.systems["reranker"][name].mean
+        return self.summary.reranker[name].mean

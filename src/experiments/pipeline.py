@@ -31,7 +31,7 @@ from experiments.files import write_atomic
 from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.outcome import Embeddings, Evaluation, Folders, RunOutcome
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
-from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
+from experiments.rerankers.base import FitContext, FitResult, Holdout, Reranker
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.retrieval.prototypes import category_documents
@@ -154,7 +154,7 @@ def fit_context(
     validation = None
     if held_out:
         keep = [row for row in range(len(splits.train)) if row not in held_out]
-        validation = Validation(
+        validation = Holdout(
             fit_examples=[splits.train[row] for row in keep],
             fit_set=mine(miner, splits, vectors, knobs, keep, documents),
             examples=[splits.train[row] for row in sorted(held_out)],

@@ -47,7 +47,7 @@ class FitResult:
 
 
 @dataclass(frozen=True)
-class Validation:
+class Holdout:
     """A holdout carved from the train split (whole groups), for the choices a reranker makes.
 
     Attributes:
@@ -76,7 +76,7 @@ class FitContext:
 
     examples: list[Example]
     documents: dict[str, str]
-    validation: Validation | None = None
+    validation: Holdout | None = None
 
     def for_selection(self) -> FitContext:
         """The context of a fit on ``validation.fit_examples`` alone (no nested holdout)."""

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from experiments.errors import UserError
 from experiments.files import write_atomic
 from experiments.metrics import METRIC_NAMES
-from experiments.run_folder.records import (
+from experiments.records.run import (
+    ChosenScores,
     DatasetInfo,
     Estimate,
     FinetuneSetInfo,
@@ -31,7 +32,6 @@ from experiments.run_folder.records import (
     RunRecord,
     Summary,
     Timings,
-    Validation,
     ValidationScore,
     validation_of,
 )
@@ -48,6 +48,7 @@ __all__ = [
     "METRICS_FILE",
     "PER_QUERY_FILE",
     "TABLE_FILE",
+    "ChosenScores",
     "DatasetInfo",
     "Estimate",
     "FinetuneSetInfo",
@@ -58,7 +59,6 @@ __all__ = [
     "RunRecord",
     "Summary",
     "Timings",
-    "Validation",
     "ValidationScore",
     "read",
     "read_queries",
@@ -132,7 +132,7 @@ def record_of(
     finetune_set: FinetuneSetInfo,
     fit: Fit | None,
     finetune_id: str | None,
-    summary: Mapping[str, Any],
+    summary: Summary,
     replicates: Mapping[str, Any] | None,
     scored_pairs: int | None,
     cached_pairs: int | None,
@@ -151,7 +151,7 @@ def record_of(
         finetune_set=finetune_set,
         finetune_id=finetune_id,
         fit=fit,
-        metrics=Summary.model_validate(summary),
+        metrics=summary,
         **optional,
         scored_pairs=scored_pairs,
         cached_pairs=cached_pairs,
@@ -171,7 +171,7 @@ def replicate_summary(
     the validation scores of the settings chosen, when every seed's fit chose on validation (``fits``)."""
     block: dict[str, Any] = {"n": len(seeds), "seeds": list(seeds)}
     for name in METRIC_NAMES:
-        block[name] = _stat([evaluation.summary.systems["reranker"][name].mean for evaluation in evaluations])
+        block[name] = _stat([evaluation.summary.reranker[name].mean for evaluation in evaluations])
     chosen = [scores for fit in fits if fit and (scores := validation_of(fit.selection)) is not None]
     if fits and len(chosen) == len(fits):
         names = [name for name in chosen[0].reranker if all(name in scores.reranker for scores in chosen)]
@@ -204,12 +204,12 @@ def write_run(outcome: RunOutcome) -> RunRecord:
             selection=fit.selection,
         ),
         finetune_id=fit.finetune_id if fit else None,
-        summary=evaluation.summary.as_dict(),
+        summary=evaluation.summary,
         replicates=outcome.replicates,
         scored_pairs=evaluation.scored_pairs,
         cached_pairs=evaluation.cached_pairs,
         timings=outcome.timings,
     )
-    queries = [QueryRecord.model_validate(result.row()) for result in evaluation.results]
+    queries = [result.record() for result in evaluation.results]
     write(outcome.output_dir, record, queries, outcome.table)
     return record

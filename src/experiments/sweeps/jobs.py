@@ -18,10 +18,12 @@ from typing import Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
+from pydantic import ValidationError
 
 from experiments import run_folder
 from experiments.errors import UserError
 from experiments.files import write_atomic
+from experiments.records.sweep import FailedJob
 from experiments.run_folder import METRICS_FILE, RunRecord
 from experiments.secrets import redact
 
@@ -122,11 +124,12 @@ def read_job(folder: Path) -> Job:
 
 def _failure_reason(path: Path) -> str:
     try:
-        record = json.loads(path.read_text("utf-8"))
+        record = FailedJob.model_validate(json.loads(path.read_text("utf-8")))
+    except ValidationError:
+        return f"{path}: names no reason; the job failed"
     except (OSError, UnicodeDecodeError, ValueError) as error:
         return f"{path}: unreadable ({type(error).__name__}); the job failed"
-    reason = record.get("reason") if isinstance(record, dict) else None
-    return str(reason) if reason else f"{path}: names no reason; the job failed"
+    return record.reason or f"{path}: names no reason; the job failed"
 
 
 def sweep_jobs(sweep_dir: Path) -> list[Job]:
@@ -139,14 +142,14 @@ def record_failure(folder: Path, error: BaseException, user_error: bool) -> str:
     """Write ``failed.json`` (the reason, and the traceback for a bug) into a job's folder; returns the reason."""
     reason = str(error) if user_error else f"{type(error).__name__}: {error}"
     reason = redact(" ".join(reason.split()))
-    record = {
-        "reason": reason,
-        "kind": "user_error" if user_error else "exception",
-        "traceback": None if user_error else redact("".join(traceback.format_exception(error))),
-    }
+    record = FailedJob(
+        reason=reason,
+        kind="user_error" if user_error else "exception",
+        traceback=None if user_error else redact("".join(traceback.format_exception(error))),
+    )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / FAILED_FILE, json.dumps(record, indent=2) + "\n")
+        write_atomic(folder / FAILED_FILE, record.to_json())
     except OSError:  # a full or read-only disk: the console line is all that can be said
         pass
     return reason

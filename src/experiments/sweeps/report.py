@@ -23,9 +23,9 @@ from typing import Any
 
 from experiments import run_folder
 from experiments.errors import UserError
-from experiments.evaluation.bootstrap import Estimate
 from experiments.files import write_atomic
 from experiments.metrics import DEFAULT_METRIC, METRIC_NAMES
+from experiments.records.sweep import SweepRecord, SweepRow, Tie
 from experiments.secrets import redact
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
@@ -147,11 +147,6 @@ def _break_ties(rows: list[Row]) -> list[Row]:
     return ordered
 
 
-def _cell(value: Estimate, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
-
-
 def _over_seeds(row: Row, metric: str) -> str:
     """``0.787 ± 0.014 (3)``: the row's eval ``metric`` over its replicate seeds, or — without replicates."""
     replicates = row.record.replicates
@@ -182,14 +177,14 @@ def _table(rows: list[Row], metric: str, where: str) -> list[list[str]]:
             versus, p_text = "n/a (other eval queries)", "n/a"
         else:
             mark = " *" if row.p_adjusted is not None and row.p_adjusted < ALPHA else ""
-            versus, p_text = _cell(row.vs_best, signed=True), f"{row.p_adjusted:.3f}{mark}"
+            versus, p_text = row.vs_best.cell(signed=True), f"{row.p_adjusted:.3f}{mark}"
         table.append(
             [
                 row.label,
                 f"{row.selection_value:.3f}",
-                *(_cell(row.metrics[name]) for name in METRIC_NAMES),
+                *(row.metrics[name].cell() for name in METRIC_NAMES),
                 *([_over_seeds(row, metric)] if seeded else []),
-                _cell(row.delta_baseline[metric], signed=True),
+                row.delta_baseline[metric].cell(signed=True),
                 versus,
                 p_text,
                 row.training.cell if row.training else "—",
@@ -247,44 +242,42 @@ def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC) -> SweepReport:
     plots = write_plots(sweep_dir, rows, metric)
     plots = [*plots, *write_search_plots(sweep_dir)]
     winner = rows[0]
-    report: dict[str, Any] = {
-        "sweep_dir": str(sweep_dir),
-        "metric": metric,
-        "selection_split": split,
-        "selection_seeds": n_seeds,
-        "winner": winner.label,
-        "winner_folder": str(winner.job.folder),
-        "winner_value": winner.selection_value,
-        "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
-        "winner_overrides": winner.job.overrides,
-        "winner_choices": winner.choices,
-        "ties": [
-            {"value": group[0].selection_value, "configurations": [row.label for row in group]} for group in ties(rows)
-        ],
-        "tie_rule": TIE_RULE,
-        "n_queries": len(winner.queries),
-        "rows": [
-            {
-                "configuration": row.label,
-                "folder": str(row.job.folder),
-                "selection_value": row.selection_value,
-                "metrics": {name: row.metrics[name].__dict__ for name in METRIC_NAMES},
-                "delta_vs_best": None if row.vs_best is None else row.vs_best.__dict__,
-                "p_value": row.p_value,
-                "p_holm": row.p_adjusted,
-                "finetune_id": row.record.finetune_id,
-                "reused": bool(row.training and row.training.reused),
-                "train_seconds": row.training.seconds if row.training else None,
-            }
+    record = SweepRecord(
+        sweep_dir=str(sweep_dir),
+        metric=metric,
+        selection_split=split,
+        selection_seeds=n_seeds,
+        winner=winner.label,
+        winner_folder=str(winner.job.folder),
+        winner_value=winner.selection_value,
+        winner_metrics={name: winner.metrics[name] for name in METRIC_NAMES},
+        winner_overrides=winner.job.overrides,
+        winner_choices=winner.choices,
+        ties=[Tie(value=group[0].selection_value, configurations=[row.label for row in group]) for group in ties(rows)],
+        tie_rule=TIE_RULE,
+        n_queries=len(winner.queries),
+        rows=[
+            SweepRow(
+                configuration=row.label,
+                folder=str(row.job.folder),
+                selection_value=row.selection_value,
+                metrics={name: row.metrics[name] for name in METRIC_NAMES},
+                delta_vs_best=row.vs_best,
+                p_value=row.p_value,
+                p_holm=row.p_adjusted,
+                finetune_id=row.record.finetune_id,
+                reused=bool(row.training and row.training.reused),
+                train_seconds=row.training.seconds if row.training else None,
+            )
             for row in rows
         ],
-        "failed": [list(failure) for failure in failures(jobs)],
-        "plots": [str(path) for path in plots],
-    }
+        failed=failures(jobs),
+        plots=[str(path) for path in plots],
+    )
     table = _table(rows, metric, selection_where(split, n_seeds))
-    markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, report, table), plots)
+    markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, record.model_dump(), table), plots)
     # Folder names in a report never carry a secret (a sweep dir read from the environment, say).
-    write_atomic(sweep_dir / "report.json", redact(json.dumps(report, indent=2) + "\n"))
+    write_atomic(sweep_dir / "report.json", redact(record.to_json()))
     return SweepReport(
         sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs))
     )

@@ -15,9 +15,9 @@ import yaml
 
 from experiments import run_folder
 from experiments.errors import UserError
-from experiments.evaluation.bootstrap import Estimate
 from experiments.metrics import METRIC_NAMES
 from experiments.records import sha256_json
+from experiments.records.run import Estimate
 from experiments.run_folder import Fit, RunRecord
 from experiments.sweeps.jobs import Job
 from experiments.sweeps.labels import shown
@@ -103,10 +103,6 @@ def training(folder: Path, record: RunRecord) -> Training | None:
     return Training(True, None if seconds is None else float(seconds), kept if len(kept) > len(history) else history)
 
 
-def _estimate(block: run_folder.Estimate) -> Estimate:
-    return Estimate(block.mean, block.ci_low, block.ci_high)
-
-
 def _choices(folder: Path) -> dict[str, str]:
     hydra_file = folder / ".hydra" / "hydra.yaml"
     if not hydra_file.is_file():
@@ -134,8 +130,8 @@ def read_row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Ro
         job=job,
         knobs={key: job.overrides[key] for key in swept if key in job.overrides},
         choices=_choices(job.folder),
-        metrics={name: _estimate(summary.reranker[name]) for name in METRIC_NAMES},
-        delta_baseline={name: _estimate(summary.delta[name]) for name in METRIC_NAMES},
+        metrics={name: summary.reranker[name] for name in METRIC_NAMES},
+        delta_baseline={name: summary.delta[name] for name in METRIC_NAMES},
         selection_value=float(selection),
         per_query={name: np.array([q.reranker[name] for q in queries], dtype=float) for name in METRIC_NAMES},
         queries=[q.query for q in queries],

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.evaluation.evaluate import Summary
 from experiments.metrics import DEFAULT_METRIC, metric_key
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
+from experiments.records.run import Summary
 from experiments.run_folder import METRICS_FILE, read
 from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params

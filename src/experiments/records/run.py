@@ -1,5 +1,8 @@
 """The run folder's records as pydantic models: ``RunRecord`` (``metrics.json``) and ``QueryRecord`` (a
-``per_query.jsonl`` row), with the nested blocks they are made of. The data contract is ``docs/run-folder.md``."""
+``per_query.jsonl`` row), with the nested blocks they are made of. The data contract is ``docs/run-folder.md``.
+
+The evaluation step builds ``Estimate`` and ``Summary`` itself: what it computes is what the file holds.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import ConfigDict, Field, model_serializer
+
+from experiments.metrics import METRIC_NAMES
+from experiments.records.base import Record
 
 #: A number as written: an int stays an int and a float a float, so a record reads and writes back byte for byte.
 Number = int | float
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class DatasetInfo(_Record):
+class DatasetInfo(Record):
     """The data set a run read: its name, a content hash of examples and categories, and the split sizes."""
 
     name: str
@@ -27,7 +29,7 @@ class DatasetInfo(_Record):
     categories: int
 
 
-class FinetuneSetInfo(_Record):
+class FinetuneSetInfo(Record):
     """The fine-tuning set: item count, the sha256 of ``finetune.jsonl``, negatives each strategy topped up."""
 
     items: int
@@ -35,7 +37,7 @@ class FinetuneSetInfo(_Record):
     fill_notes: dict[str, int]
 
 
-class Fit(_Record):
+class Fit(Record):
     """What training did (``null`` in ``metrics.json`` for rerankers that do not train).
 
     The reranker's own details (``loss``, ``train_loss``, ``steps``, ``epochs``...) are extra keys, between
@@ -48,8 +50,8 @@ class Fit(_Record):
     reused: bool
     train_seconds: Number
     train_pairs: int
-    loss_history: list[tuple[int, Number]] = []
-    selection: dict[str, Any] = {}
+    loss_history: list[tuple[int, Number]] = Field(default_factory=list)
+    selection: dict[str, Any] = Field(default_factory=dict)
 
     @model_serializer(mode="wrap")
     def _extras_before_history(self, handler: Any) -> dict[str, Any]:
@@ -64,16 +66,25 @@ class Fit(_Record):
         return dict(self.model_extra or {})
 
 
-class Estimate(_Record):
-    """A mean with its 95% bootstrap interval."""
+class Estimate(Record):
+    """A mean with its 95% bootstrap interval (``ci_low``, ``ci_high``: in every file that holds one)."""
 
     mean: float
     ci_low: float
     ci_high: float
 
+    def cell(self, signed: bool = False) -> str:
+        """``0.733 [0.700, 0.766]`` (``+0.033 [+0.010, +0.056]`` signed): how every table shows an estimate."""
+        sign = "+" if signed else ""
+        return f"{self.mean:{sign}.3f} [{self.ci_low:{sign}.3f}, {self.ci_high:{sign}.3f}]"
 
-class Summary(_Record):
-    """``metrics.json["metrics"]``: every metric for the baseline, the reranker and their paired delta."""
+
+class Summary(Record):
+    """``metrics.json["metrics"]``: every metric for the baseline, the reranker and their paired delta.
+
+    ``candidate_recall`` is the share of expected labels among the first stage's candidates: the ceiling of any
+    reranker's recall.
+    """
 
     n_queries: int
     baseline: dict[str, Estimate]
@@ -82,12 +93,23 @@ class Summary(_Record):
     latency_ms: dict[str, Number]
     candidate_recall: float
 
+    def table_rows(self) -> list[dict[str, object]]:
+        """One row per metric (``recall@1`` ...): each system and the delta, with their intervals."""
+        rows: list[dict[str, object]] = []
+        for name in METRIC_NAMES:
+            row: dict[str, object] = {"metric": name}
+            columns = {"baseline": self.baseline[name], "reranker": self.reranker[name], "delta": self.delta[name]}
+            for column, value in columns.items():
+                row.update({column: value.mean, f"{column}_ci_low": value.ci_low, f"{column}_ci_high": value.ci_high})
+            rows.append(row)
+        return rows
 
-class ValidationScore(_Record):
+
+class ValidationScore(Record):
     mean: float
 
 
-class Validation(_Record):
+class ChosenScores(Record):
     """The chosen setting's scores on the validation split carved from train (what a sweep picks winners by)."""
 
     reranker: dict[str, ValidationScore]
@@ -95,7 +117,7 @@ class Validation(_Record):
     chosen: Number
 
 
-class ReplicateStat(_Record):
+class ReplicateStat(Record):
     """One reranked metric over the replicate seeds: mean, sample standard deviation, the per-seed values."""
 
     mean: float
@@ -103,7 +125,7 @@ class ReplicateStat(_Record):
     values: list[float]
 
 
-class Replicates(_Record):
+class Replicates(Record):
     """``replicates=N``: the seeds and, under each metric name (``mrr@1``...), its ``ReplicateStat``; with
     ``validation``, the chosen settings' validation scores over the same seeds (each seed chose its own)."""
 
@@ -118,7 +140,7 @@ class Replicates(_Record):
         return (self.model_extra or {})[metric]
 
 
-class Timings(_Record):
+class Timings(Record):
     """Seconds per step of the run (the first seed's, with replicates)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -131,7 +153,7 @@ class Timings(_Record):
     evaluate_s: float | None = None
 
 
-class RunRecord(_Record):
+class RunRecord(Record):
     """``metrics.json``: a completed run's aggregates (see ``docs/run-folder.md``).
 
     ``validation`` and ``replicates`` are absent from the file when the run has none; ``scored_pairs`` and
@@ -143,7 +165,7 @@ class RunRecord(_Record):
     finetune_id: str | None
     fit: Fit | None
     metrics: Summary
-    validation: Validation | None = None
+    validation: ChosenScores | None = None
     replicates: Replicates | None = None
     scored_pairs: int | None
     cached_pairs: int | None
@@ -168,7 +190,7 @@ class RunRecord(_Record):
         return json.dumps(self.model_dump(exclude_unset=True), indent=2) + "\n"
 
 
-class QueryRecord(_Record):
+class QueryRecord(Record):
     """One ``per_query.jsonl`` row: an eval example, both top-5 rankings with scores, and their metrics."""
 
     query: str
@@ -182,7 +204,7 @@ class QueryRecord(_Record):
     rerank_ms: float | None
 
 
-def validation_of(selection: Mapping[str, Any] | None) -> Validation | None:
+def validation_of(selection: Mapping[str, Any] | None) -> ChosenScores | None:
     """The chosen setting's validation scores from a fit's ``selection``, when the reranker chose on the
     validation split (a model trained without it) and recorded the curve it chose from."""
     if not selection or not selection.get("curve") or not selection.get("criterion"):
@@ -191,7 +213,7 @@ def validation_of(selection: Mapping[str, Any] | None) -> Validation | None:
     for point in selection["curve"]:
         if point[0] == chosen:
             scores = dict(zip(selection["criterion"], point[1:], strict=True))
-            return Validation(
+            return ChosenScores(
                 reranker={name: ValidationScore(mean=float(value)) for name, value in scores.items()},
                 queries=selection.get("validation_queries"),
                 chosen=chosen,
