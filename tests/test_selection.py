@@ -17,6 +17,7 @@ from experiments.datasets.splits import group_holdout, holdout
 from experiments.datasets.synthetic import SyntheticTransactions
 from experiments.errors import DataError, UserError
 from experiments.records import Example, FinetuneSet
+from experiments.records.run import Selection
 from experiments.rerankers.base import FitContext, Holdout, Reranker
 from experiments.rerankers.fused import FusedReranker
 from experiments.rerankers.label_memory import LabelMemory
@@ -85,9 +86,9 @@ def poison_eval_labels(small_data: dict[str, str]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def choice(selection: dict) -> dict:
+def choice(selection: Selection) -> dict:
     """A selection record without what describes the computation rather than the choice."""
-    return {key: value for key, value in selection.items() if key not in ("reused", "select_seconds")}
+    return selection.model_dump(exclude_unset=True, exclude={"reused", "select_seconds"})
 
 
 @pytest.mark.parametrize(
@@ -106,12 +107,12 @@ def test_choices_do_not_read_eval_labels(make_cfg, tmp_path, small_data, tiny_mo
     poisoned = app.run(make_cfg("trackers=none", fresh, *overrides, *extra, reranker=reranker), run_dir(tmp_path, "p"))
     assert clean.fit is not None and poisoned.fit is not None
     chosen = clean.fit.selection
-    assert chosen and chosen["curve"] and choice(chosen) == choice(poisoned.fit.selection)
+    assert chosen.curve and choice(chosen) == choice(poisoned.fit.selection)
     assert not poisoned.fit.reused and clean.fit.finetune_id == poisoned.fit.finetune_id
     # the eval metrics did change: the poison reached the evaluation, just not the choice
     assert clean.summary.reranker != poisoned.summary.reranker
     recorded = json.loads((clean.output_dir / "metrics.json").read_text())["fit"]["selection"]
-    assert recorded["curve"] == [list(point) for point in chosen["curve"]]
+    assert recorded["curve"] == [list(point) for point in chosen.curve]
 
 
 def test_selected_epochs_are_the_best_on_validation_and_refit_on_all_of_train(make_cfg, tmp_path):
@@ -120,11 +121,11 @@ def test_selected_epochs_are_the_best_on_validation_and_refit_on_all_of_train(ma
         run_dir(tmp_path),
     )
     selection = outcome.fit.selection
-    curve = selection["curve"]
+    curve = selection.curve
     assert [point[0] for point in curve] == [1, 2, 3]
-    assert max(tuple(point[1:]) for point in curve) == tuple(next(p for p in curve if p[0] == selection["epochs"])[1:])
-    assert outcome.fit.extra["epochs"] == selection["epochs"]
-    assert selection["validation_queries"] > 0 and selection["fit_items"] < len(outcome.finetune_set)
+    assert max(tuple(point[1:]) for point in curve) == tuple(next(p for p in curve if p[0] == selection.epochs)[1:])
+    assert outcome.fit.extra["epochs"] == selection.epochs
+    assert selection.validation_queries > 0 and selection.fit_items < len(outcome.finetune_set)
 
 
 def test_replicates_report_every_seed_with_mean_and_sd(make_cfg, tmp_path):

@@ -26,6 +26,7 @@ from experiments.datasets.splits import eval_groups_in_train, eval_in_train, hol
 from experiments.embedders.base import Embedder
 from experiments.errors import UserError
 from experiments.evaluation.evaluate import run_queries, summarize
+from experiments.evaluation.replicates import replicate_summary
 from experiments.evaluation.table import format_table
 from experiments.files import write_atomic
 from experiments.miners.base import Miner, MiningContext, check_knobs
@@ -317,7 +318,7 @@ def _run_steps(
         name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings, categoriser
     )
     if knobs.replicates > 1:
-        outcome.replicates = run_folder.replicate_summary(knobs.seeds(), evaluations, fits)
+        outcome.replicates = replicate_summary(knobs.seeds(), [evaluation.summary for evaluation in evaluations], fits)
     return outcome, run_folder.write_run(outcome)
 
 

@@ -7,7 +7,6 @@ The evaluation step builds ``Estimate`` and ``Summary`` itself: what it computes
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ConfigDict, Field, model_serializer
@@ -37,12 +36,64 @@ class FinetuneSetInfo(Record):
     fill_notes: dict[str, int]
 
 
+class ValidationScore(Record):
+    mean: float
+
+
+class ChosenScores(Record):
+    """The chosen setting's scores on the validation split carved from train (what a sweep picks winners by)."""
+
+    reranker: dict[str, ValidationScore]
+    queries: int | None
+    chosen: Number
+
+
+class Selection(Record):
+    """What a fit chose on the validation split, and the curve it chose from; no field set when nothing was chosen.
+
+    ``epochs`` (an epoch count, ``rerankers.trained``) or ``weight`` (the fusion weight, ``rerankers.fused``) is the
+    choice; ``curve`` holds ``[option, *criterion values]`` per option tried, ``criterion`` names those values.
+    ``category`` is the selection of a fused reranker's category part. Only the fields a reranker set are written.
+    """
+
+    epochs: Number | None = None
+    max_epochs: Number | None = None
+    weight: Number | None = None
+    criterion: list[str] = Field(default_factory=list)
+    curve: list[list[Number]] = Field(default_factory=list)
+    fit_items: int | None = None
+    validation_queries: int | None = None
+    select_seconds: float | None = None
+    reused: bool | None = None
+    category: Selection | None = None
+
+    @property
+    def chosen(self) -> Number | None:
+        """The option chosen: the epoch count, else the fusion weight (None when nothing was chosen)."""
+        return self.epochs if self.epochs is not None else self.weight
+
+    def scores(self) -> ChosenScores | None:
+        """The chosen option's validation scores, when the reranker chose on the validation split (a model trained
+        without it) and recorded the curve it chose from."""
+        if not self.curve or not self.criterion:
+            return None
+        for point in self.curve:
+            if point[0] == self.chosen:
+                values = dict(zip(self.criterion, point[1:], strict=True))
+                return ChosenScores(
+                    reranker={name: ValidationScore(mean=float(value)) for name, value in values.items()},
+                    queries=self.validation_queries,
+                    chosen=self.chosen,
+                )
+        return None
+
+
 class Fit(Record):
     """What training did (``null`` in ``metrics.json`` for rerankers that do not train).
 
     The reranker's own details (``loss``, ``train_loss``, ``steps``, ``epochs``...) are extra keys, between
     ``train_pairs`` and ``loss_history``; ``selection`` is what was chosen on the validation split (``{}`` when
-    nothing was): its keys depend on the reranker (``epochs`` or ``weight``, ``criterion``, ``curve``...).
+    nothing was; see ``Selection``).
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -51,7 +102,7 @@ class Fit(Record):
     train_seconds: Number
     train_pairs: int
     loss_history: list[tuple[int, Number]] = Field(default_factory=list)
-    selection: dict[str, Any] = Field(default_factory=dict)
+    selection: Selection = Field(default_factory=Selection)
 
     @model_serializer(mode="wrap")
     def _extras_before_history(self, handler: Any) -> dict[str, Any]:
@@ -103,18 +154,6 @@ class Summary(Record):
                 row.update({column: value.mean, f"{column}_ci_low": value.ci_low, f"{column}_ci_high": value.ci_high})
             rows.append(row)
         return rows
-
-
-class ValidationScore(Record):
-    mean: float
-
-
-class ChosenScores(Record):
-    """The chosen setting's scores on the validation split carved from train (what a sweep picks winners by)."""
-
-    reranker: dict[str, ValidationScore]
-    queries: int | None
-    chosen: Number
 
 
 class ReplicateStat(Record):
@@ -202,20 +241,3 @@ class QueryRecord(Record):
     baseline: dict[str, float]
     reranker: dict[str, float]
     rerank_ms: float | None
-
-
-def validation_of(selection: Mapping[str, Any] | None) -> ChosenScores | None:
-    """The chosen setting's validation scores from a fit's ``selection``, when the reranker chose on the
-    validation split (a model trained without it) and recorded the curve it chose from."""
-    if not selection or not selection.get("curve") or not selection.get("criterion"):
-        return None
-    chosen = selection.get("epochs", selection.get("weight"))
-    for point in selection["curve"]:
-        if point[0] == chosen:
-            scores = dict(zip(selection["criterion"], point[1:], strict=True))
-            return ChosenScores(
-                reranker={name: ValidationScore(mean=float(value)) for name, value in scores.items()},
-                queries=selection.get("validation_queries"),
-                chosen=chosen,
-            )
-    return None

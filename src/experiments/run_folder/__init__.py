@@ -10,16 +10,14 @@ unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from experiments.errors import UserError
 from experiments.files import write_atomic
-from experiments.metrics import METRIC_NAMES
 from experiments.records.run import (
     ChosenScores,
     DatasetInfo,
@@ -33,12 +31,10 @@ from experiments.records.run import (
     Summary,
     Timings,
     ValidationScore,
-    validation_of,
 )
 
 if TYPE_CHECKING:
-    from experiments.outcome import Evaluation, RunOutcome
-    from experiments.rerankers.base import FitResult
+    from experiments.outcome import RunOutcome
 
 METRICS_FILE = "metrics.json"
 PER_QUERY_FILE = "per_query.jsonl"
@@ -63,8 +59,6 @@ __all__ = [
     "read",
     "read_queries",
     "record_of",
-    "replicate_summary",
-    "validation_of",
     "write",
     "write_run",
 ]
@@ -133,7 +127,7 @@ def record_of(
     fit: Fit | None,
     finetune_id: str | None,
     summary: Summary,
-    replicates: Mapping[str, Any] | None,
+    replicates: Replicates | None,
     scored_pairs: int | None,
     cached_pairs: int | None,
     timings: Mapping[str, float],
@@ -141,11 +135,11 @@ def record_of(
     """Assemble a run's ``RunRecord``; ``validation`` comes from the fit's selection, ``replicates`` is left out of
     the record (and the file) when the run has none."""
     optional: dict[str, Any] = {}
-    validation = validation_of(fit.selection) if fit else None
+    validation = fit.selection.scores() if fit else None
     if validation is not None:
         optional["validation"] = validation
-    if replicates:
-        optional["replicates"] = Replicates.model_validate(replicates)
+    if replicates is not None:
+        optional["replicates"] = replicates
     return RunRecord(
         dataset=dataset,
         finetune_set=finetune_set,
@@ -157,26 +151,6 @@ def record_of(
         cached_pairs=cached_pairs,
         timings=Timings.model_validate(timings),
     )
-
-
-def _stat(values: Sequence[float]) -> dict[str, Any]:
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return {"mean": float(np.mean(values)), "sd": sd, "values": list(values)}
-
-
-def replicate_summary(
-    seeds: Sequence[int], evaluations: Sequence[Evaluation], fits: Sequence[FitResult | None] = ()
-) -> dict[str, Any]:
-    """Mean and sample standard deviation over seeds of every reranked metric, with the per-seed values; and of
-    the validation scores of the settings chosen, when every seed's fit chose on validation (``fits``)."""
-    block: dict[str, Any] = {"n": len(seeds), "seeds": list(seeds)}
-    for name in METRIC_NAMES:
-        block[name] = _stat([evaluation.summary.reranker[name].mean for evaluation in evaluations])
-    chosen = [scores for fit in fits if fit and (scores := validation_of(fit.selection)) is not None]
-    if fits and len(chosen) == len(fits):
-        names = [name for name in chosen[0].reranker if all(name in scores.reranker for scores in chosen)]
-        block["validation"] = {name: _stat([scores.reranker[name].mean for scores in chosen]) for name in names}
-    return block
 
 
 def write_run(outcome: RunOutcome) -> RunRecord:
