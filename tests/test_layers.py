@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"evaluation"},  # the loop: retrieve, rerank, score
     {"serving"},
     {"outcome"},  # what a run produced, in memory
-    {"run_folder"},  # that outcome written as metrics.json and per_query.jsonl, and read back
+    {"run_folder"},  # that outcome written as its files, and every run and sweep file read back
     {"register"},  # the trackers register a sweep's winner through it
     {"tracking"},
     {"sync", "sweeps"},

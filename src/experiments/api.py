@@ -250,6 +250,7 @@ def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
+    from experiments import run_folder
     from experiments.extras import check_extras
     from experiments.hydra_errors import one_line
     from experiments.secrets import refuse_secret_overrides
@@ -280,8 +281,8 @@ def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
         raise UserError(one_line(str(error))) from None
     finally:
         HydraConfig.instance().cfg = previous
-    report_file = sweep_dir / "report.json"
-    report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+    record = run_folder.read_report(sweep_dir)
+    report = json.loads(record.to_json()) if record is not None else {}
     return SweepResult(sweep_dir=sweep_dir, exit_code=callback.exit_code, report=report)
 
 

@@ -241,3 +241,49 @@ class QueryRecord(Record):
     baseline: dict[str, float]
     reranker: dict[str, float]
     rerank_ms: float | None
+
+
+class RunConfig(Record):
+    """``config.json``: the run's resolved config, secret values redacted (``values``, the whole file). What code
+    reads from it is a method here, so no reader walks the file by its keys."""
+
+    values: dict[str, Any]
+
+    def _block(self, name: str) -> dict[str, Any] | None:
+        block = self.values.get(name)
+        return block if isinstance(block, dict) else None
+
+    @property
+    def dataset(self) -> dict[str, Any] | None:
+        """The ``dataset`` node (None when the file has none)."""
+        return self._block("dataset")
+
+    @property
+    def models_dir(self) -> str | None:
+        """``paths.models_dir``: where the run's trained models are stored."""
+        paths = self._block("paths") or {}
+        value = paths.get("models_dir")
+        return None if value is None else str(value)
+
+    @property
+    def k(self) -> Any:
+        """The ``k`` knob as written (negatives per fine-tuning item), or None."""
+        return self.values.get("k")
+
+    @property
+    def seed(self) -> Any:
+        """The ``seed`` knob as written, or None."""
+        return self.values.get("seed")
+
+    def evaluates_validation(self) -> bool:
+        """Whether the eval split was a validation split carved from train (``dataset.evaluate_on=validation``),
+        never the test split."""
+        return (self.dataset or {}).get("evaluate_on") == "validation"
+
+    def tracker(self, key: str) -> Any:
+        """The ``trackers.<key>`` node.
+
+        Raises:
+            KeyError, TypeError: the file has no such tracker.
+        """
+        return self.values["trackers"][key]

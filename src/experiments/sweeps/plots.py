@@ -5,11 +5,11 @@ the axes, where they cover no bar or point."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments import run_folder
 from experiments.metrics import metric_key
 from experiments.records.run import Estimate
 from experiments.sweeps.rows import Row
@@ -23,7 +23,8 @@ DPI = 110
 def _k(row: Row) -> float | None:
     value = row.job.overrides.get("k")
     if value is None:
-        value = json.loads((row.job.folder / "config.json").read_text("utf-8")).get("k")
+        config = run_folder.read_config(row.job.folder)
+        value = config.k if config is not None else None
     try:
         return float(value) if value is not None else None
     except ValueError:

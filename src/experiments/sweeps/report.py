@@ -16,7 +16,6 @@ that for code).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from experiments.errors import UserError
 from experiments.files import write_atomic
 from experiments.metrics import DEFAULT_METRIC, METRIC_NAMES
 from experiments.records.sweep import SweepRecord, SweepRow, Tie
-from experiments.secrets import redact
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
 from experiments.sweeps.render import relative, render, sweep_name
@@ -81,7 +79,7 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None
     # Every row is chosen on the same split: validation only when every run reports it.
     on_validation = all(validation_score(job, metric) is not None for job in completed)
     # Runs whose eval split is itself a validation split of train (dataset.evaluate_on=validation) choose there.
-    split = "validation" if on_validation or all(_evaluates_validation(job) for job in completed) else "eval"
+    split = "validation" if on_validation or all(_evaluates_validation(job.folder) for job in completed) else "eval"
     seeds = {len(job.record.replicates.seeds) for job in completed if job.record and job.record.replicates}
     over_seeds = on_validation and all(
         job.record and job.record.replicates and job.record.replicates.validation for job in completed
@@ -106,15 +104,10 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None
     return final, split, n_seeds
 
 
-def _evaluates_validation(job: Job) -> bool:
-    """Whether the job's eval split was a validation split carved from train (``dataset.evaluate_on=validation``,
-    as recorded in its ``config.json``), never the test split."""
-    try:
-        config = json.loads((job.folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    dataset = config.get("dataset") if isinstance(config, dict) else None
-    return isinstance(dataset, dict) and dataset.get("evaluate_on") == "validation"
+def _evaluates_validation(folder: Path) -> bool:
+    """Whether the job's eval split was a validation split carved from train (``dataset.evaluate_on=validation``)."""
+    config = run_folder.read_config(folder)
+    return config is not None and config.evaluates_validation()
 
 
 def ties(rows: list[Row]) -> list[list[Row]]:
@@ -276,8 +269,7 @@ def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC) -> SweepReport:
     )
     table = _table(rows, metric, selection_where(split, n_seeds))
     markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, record.model_dump(), table), plots)
-    # Folder names in a report never carry a secret (a sweep dir read from the environment, say).
-    write_atomic(sweep_dir / "report.json", redact(record.to_json()))
+    run_folder.write_report(sweep_dir, record)
     return SweepReport(
         sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs))
     )

@@ -6,7 +6,6 @@ module, neither imports the other.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,10 +90,8 @@ def training(folder: Path, record: RunRecord) -> Training | None:
     history = [(int(step), float(loss)) for step, loss in fit.loss_history]
     if not fit.reused:
         return Training(False, float(fit.train_seconds), history)
-    config_file = folder / "config.json"
-    models_dir = None
-    if config_file.is_file() and record.finetune_id:
-        models_dir = (json.loads(config_file.read_text("utf-8")).get("paths") or {}).get("models_dir")
+    config = run_folder.read_config(folder) if record.finetune_id else None
+    models_dir = config.models_dir if config is not None else None
     stored = read_marker(Path(models_dir) / record.finetune_id) if models_dir and record.finetune_id else None
     if not stored:
         return Training(True, None, history)
@@ -146,12 +143,9 @@ def eval_set(folder: Path, expected: list[list[str]]) -> str:
     The same transactions formatted with other query lines (a sweep over ``dataset.query_fields``) come in the same
     order with the same labels, so their per-query scores pair although the texts differ.
     """
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    dataset = config.get("dataset") if isinstance(config, dict) else None
-    if not isinstance(dataset, dict):
+    config = run_folder.read_config(folder)
+    dataset = config.dataset if config is not None else None
+    if dataset is None:
         return ""
     source = {key: value for key, value in dataset.items() if key != "query_fields"}
     return sha256_json({"dataset": source, "expected": expected})

@@ -346,7 +346,7 @@ def validation_score(result: Any) -> float | None:
     if result.status.name != "COMPLETED" or result.hydra_cfg is None or result.cfg is None:
         return None
     folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
-    if not (folder / "metrics.json").is_file():
+    if not run_folder.completed(folder):
         return None
     metric = str(result.cfg.get("optimized_metric", DEFAULT_METRIC))
     try:
