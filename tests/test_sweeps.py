@@ -256,7 +256,7 @@ def test_a_cache_folder_added_or_moved_is_the_same_configuration(tmp_path: Path,
 
     config = {"k": 4, "miner": {"_target_": "KMeansMiner", "n_clusters": 6}, "paths": {"cache_dir": "/a"}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / jobs.METRICS_FILE).write_text("{}")
+    (tmp_path / jobs.run_folder.METRICS_FILE).write_text("{}")
 
     class Record:
         def reranked(self, metric: str) -> float:
