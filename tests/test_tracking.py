@@ -71,12 +71,16 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
 
             time.sleep(5)
 
-    from experiments.evaluation.evaluate import Summary
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.records.run import Summary
     from experiments.tracking.base import TrackedRun
 
     (tmp_path / "metrics.json").write_text("{}")
-    nothing = DatasetSplits("empty", [], [], []), FinetuneSet([]), Summary(0, {}, {}, {}, 0.0)
+    nothing = (
+        DatasetSplits("empty", [], [], []),
+        FinetuneSet([]),
+        Summary(n_queries=0, baseline={}, reranker={}, delta={}, latency_ms={}, candidate_recall=0.0),
+    )
     run = TrackedRun("r", {}, {}, {}, *nothing, [], None, tmp_path, tmp_path)
     recorder = Recorder()
     Trackers({"broken": Broken(), "hanging": Hanging(), "recorder": recorder}).log_run(run)
