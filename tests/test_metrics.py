@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.evaluation.bootstrap import bootstrap_indices, estimate
-from experiments.evaluation.metrics import METRIC_NAMES, mrr_at, recall_at, score_query
+from experiments.metrics import METRIC_NAMES, mrr_at, recall_at, score_query
 
 
 @pytest.mark.parametrize(
@@ -75,12 +75,12 @@ def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
     values = np.random.default_rng(0).binomial(1, 0.4, size=200).astype(float)
     indices = bootstrap_indices(len(values), 1000, seed=3)
     first = estimate(values, indices)
-    assert first.low < first.mean < first.high
-    assert 0.05 < first.high - first.low < 0.2  # ~ 2 * 1.96 * sqrt(.24/200) = 0.136
+    assert first.ci_low < first.mean < first.ci_high
+    assert 0.05 < first.ci_high - first.ci_low < 0.2  # ~ 2 * 1.96 * sqrt(.24/200) = 0.136
     assert estimate(values, bootstrap_indices(len(values), 1000, seed=3)) == first
 
 
 def test_constant_values_give_a_zero_width_interval():
     values = np.ones(50)
     result = estimate(values, bootstrap_indices(50, 200, seed=0))
-    assert (result.mean, result.low, result.high) == (1.0, 1.0, 1.0)
+    assert (result.mean, result.ci_low, result.ci_high) == (1.0, 1.0, 1.0)

@@ -132,12 +132,12 @@ def test_each_peer_is_paired_with_the_project_run_on_the_same_queries(tmp_path, 
     assert comparison.deltas is not None and comparison.p_values is not None
     probe, baseline = comparison.deltas
     # The project run ranked with the embedding baseline: no difference with that peer, p = 1.
-    assert (baseline.mean, baseline.low, baseline.high) == (0.0, 0.0, 0.0) and comparison.p_values[1] == 1.0
+    assert (baseline.mean, baseline.ci_low, baseline.ci_high) == (0.0, 0.0, 0.0) and comparison.p_values[1] == 1.0
     difference = per_query(project_run) - per_query(tmp_path / "peers" / "logistic_regression")
-    assert probe.mean == pytest.approx(difference.mean()) and probe.low <= probe.mean <= probe.high
+    assert probe.mean == pytest.approx(difference.mean()) and probe.ci_low <= probe.mean <= probe.ci_high
     table = (tmp_path / "peers" / "table.md").read_text()
     assert f"| project ({project_run.name}) |" in table and "Holm-adjusted over the 2 peers" in table
-    assert f"{probe.mean:+.3f} [{probe.low:+.3f}, {probe.high:+.3f}]" in table
+    assert f"{probe.mean:+.3f} [{probe.ci_low:+.3f}, {probe.ci_high:+.3f}]" in table
     # A peer's folder is a run folder: compare_runs pairs it with the project run (peer minus project there).
     assert compare_runs.main([str(project_run), str(tmp_path / "peers" / "logistic_regression")]) == 0
 

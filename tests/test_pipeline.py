@@ -60,9 +60,9 @@ def test_baseline_matches_an_independent_ranking(make_cfg, tmp_path, tiny_model_
         categories[int(np.argmax(row))]["category"] in example.expected
         for row, example in zip(similarity, outcome.splits.eval, strict=True)
     ]
-    assert outcome.summary.systems["baseline"]["mrr@1"].mean == pytest.approx(np.mean(hits), abs=1e-9)
+    assert outcome.summary.baseline["mrr@1"].mean == pytest.approx(np.mean(hits), abs=1e-9)
     # reranker=none reports that same ranking as the "reranker" row
-    assert outcome.summary.systems["reranker"]["mrr@1"].mean == pytest.approx(np.mean(hits), abs=1e-9)
+    assert outcome.summary.reranker["mrr@1"].mean == pytest.approx(np.mean(hits), abs=1e-9)
 
 
 def test_same_seed_same_finetune_set_and_metrics_without_caches(make_cfg, tmp_path):
@@ -76,7 +76,7 @@ def test_same_seed_same_finetune_set_and_metrics_without_caches(make_cfg, tmp_pa
     assert second.evaluation.cached_pairs == 0
     assert first.finetune_set.digest() == second.finetune_set.digest()
     assert first.fit is not None and first.fit.finetune_id == second.fit.finetune_id
-    assert first.summary.systems == second.summary.systems
+    assert (first.summary.baseline, first.summary.reranker) == (second.summary.baseline, second.summary.reranker)
     assert first.summary.delta == second.summary.delta
     other = app.run(make_cfg("miner=random", "seed=7"), run_dir(tmp_path, "c"))
     assert other.finetune_set.digest() != first.finetune_set.digest()
@@ -108,7 +108,7 @@ def test_mlflow_run_holds_params_inputs_metrics_and_table(make_cfg, tmp_path):
     assert run.data.tags["finetune_id"] == outcome.fit.finetune_id
     for name in ("recall_at_1", "mrr_at_5", "baseline_mrr_at_1", "delta_mrr_at_1_ci_low", "mrr_at_1_ci_high"):
         assert name in run.data.metrics, name
-    assert run.data.metrics["mrr_at_1"] == pytest.approx(outcome.summary.systems["reranker"]["mrr@1"].mean)
+    assert run.data.metrics["mrr_at_1"] == pytest.approx(outcome.summary.reranker["mrr@1"].mean)
     contexts = {dataset_input.tags[0].value for dataset_input in run.inputs.dataset_inputs}
     assert contexts == {"train", "eval", "training"}
     digests = {dataset_input.dataset.name: dataset_input.dataset.digest for dataset_input in run.inputs.dataset_inputs}
@@ -157,7 +157,7 @@ def test_a_small_candidate_pool_caps_recall_and_says_so(make_cfg, tmp_path):
     )
     ceiling = outcome.summary.candidate_recall
     assert ceiling < 1.0
-    assert outcome.summary.systems["reranker"]["recall@5"].mean <= ceiling + 1e-9
+    assert outcome.summary.reranker["recall@5"].mean <= ceiling + 1e-9
     assert "raise retrieval.top_k" in outcome.table
     rows = [json.loads(line) for line in (outcome.output_dir / "per_query.jsonl").read_text().splitlines()]
     assert all(len(row["baseline_top"]) == 3 for row in rows)
@@ -223,4 +223,4 @@ def test_a_warm_rerun_takes_every_score_from_the_cache(make_cfg, tmp_path):
     second = app.run(make_cfg("trackers=none", reranker="bi_encoder_finetuned"), run_dir(tmp_path, "b"))
     assert first.evaluation.scored_pairs and first.evaluation.cached_pairs == 0
     assert second.evaluation.scored_pairs == 0 and second.evaluation.cached_pairs == first.evaluation.scored_pairs
-    assert second.summary.systems == first.summary.systems
+    assert (second.summary.baseline, second.summary.reranker) == (first.summary.baseline, first.summary.reranker)

@@ -103,6 +103,6 @@ def test_a_run_with_prototypes_trains_chooses_and_ships_them(make_cfg, tmp_path)
         "retrieval.prototypes=2", "reranker.select_epochs=true", "trackers=none", reranker="bi_encoder_finetuned"
     )
     outcome = app.run(cfg, tmp_path / "outputs" / "runs" / "a")
-    assert outcome.fit is not None and outcome.fit.selection["epochs"] >= 1
+    assert outcome.fit is not None and outcome.fit.selection.epochs >= 1
     assert outcome.categoriser is not None and any(HEADER in text for text in outcome.categoriser.documents)
     assert all(HEADER in item.relevant_passages[0] for item in outcome.finetune_set.items)

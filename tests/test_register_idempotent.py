@@ -8,8 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from sweep_records import sweep_record
 
 from experiments import register
+from experiments.records.sweep import SweepRecord, Tie
 
 RELEASE_0_1 = Path(__file__).parent / "data" / "run-folder-0.1"
 
@@ -63,16 +65,9 @@ def test_registering_a_run_again_makes_no_second_version(logged, capsys):
     assert str(mlflow.MlflowClient().get_model_version_by_alias("once", "staging").version) == "1"
 
 
-def report(logged, ties: bool) -> dict:
-    group = [{"value": 0.733, "configurations": ["k=2,miner=cosine", "k=4,miner=kmeans"]}] if ties else []
-    return {
-        "selection_split": "validation",
-        "metric": "mrr@1",
-        "winner": "k=2,miner=cosine",
-        "winner_folder": str(logged.folder),
-        "ties": group,
-        "tie_rule": "the shorter stored training time first, then the configuration name",
-    }
+def report(logged, ties: bool, selection_split: str = "validation") -> SweepRecord:
+    group = [Tie(value=0.733, configurations=["k=2,miner=cosine", "k=4,miner=kmeans"])] if ties else []
+    return sweep_record("k=2,miner=cosine", logged.folder, ties=group, selection_split=selection_split)
 
 
 def test_a_tied_winner_is_registered_once_by_the_stated_rule(logged):
@@ -87,5 +82,5 @@ def test_a_tied_winner_is_registered_once_by_the_stated_rule(logged):
         == f"registered: models:/tied@champion (version 1, already registered from run {logged.run_id}, no new version)"
     )
     assert versions("tied") == ["1"]
-    on_eval = register.register_winner({**report(logged, ties=False), "selection_split": "eval"}, "eval-chosen")
+    on_eval = register.register_winner(report(logged, ties=False, selection_split="eval"), "eval-chosen")
     assert on_eval.startswith("note: the winner was chosen on the eval split") and versions("eval-chosen") == []

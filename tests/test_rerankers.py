@@ -436,7 +436,7 @@ def test_default_bi_encoder_raises_mrr_at_1_on_a_learnable_set(tmp_path: Path) -
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from experiments.evaluation.metrics import mrr_at
+    from experiments.metrics import mrr_at
 
     names = ["Legal Fees", "Team Meals", "Cloud Hosting", "Office Supplies", "Lodging", "Shipping"]
     rule = dict(zip(COLOURS, names, strict=True))

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from experiments import run_folder
 from experiments.errors import UserError
 from experiments.files import write_atomic
+from experiments.records.sweep import FailedJob, SweepRecord
 from experiments.run_folder import QueryRecord, RunRecord
 from experiments.tracking.base import headline_metrics, run_metrics
 
@@ -74,18 +75,19 @@ def test_the_documented_metrics_json_example_is_a_valid_record():
     RunRecord.model_validate(_without_ellipses(_documented_example()))
 
 
-def _fields(model: type[BaseModel]) -> set[str]:
+def _fields(model: type[BaseModel], seen: frozenset[type] = frozenset()) -> set[str]:
+    """Every field name of ``model`` and of the records nested in it (a record nested in itself counted once)."""
     names: set[str] = set()
     for name, info in model.model_fields.items():
         names.add(name)
         for inner in getattr(info.annotation, "__args__", ()) or (info.annotation,):
             for candidate in (inner, *getattr(inner, "__args__", ())):
-                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                    names |= _fields(candidate)
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate not in seen | {model}:
+                    names |= _fields(candidate, seen | {model})
     return names
 
 
-@pytest.mark.parametrize("model", [RunRecord, QueryRecord])
+@pytest.mark.parametrize("model", [RunRecord, QueryRecord, SweepRecord, FailedJob])
 def test_every_field_of_the_records_is_documented(model):
     text = DOC.read_text("utf-8")
     missing = sorted(name for name in _fields(model) if f"`{name}`" not in text and f'"{name}"' not in text)

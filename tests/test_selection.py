@@ -17,7 +17,8 @@ from experiments.datasets.splits import group_holdout, holdout
 from experiments.datasets.synthetic import SyntheticTransactions
 from experiments.errors import DataError, UserError
 from experiments.records import Example, FinetuneSet
-from experiments.rerankers.base import FitContext, Reranker, Validation
+from experiments.records.run import Selection
+from experiments.rerankers.base import FitContext, Holdout, Reranker
 from experiments.rerankers.fused import FusedReranker
 from experiments.rerankers.label_memory import LabelMemory
 
@@ -85,9 +86,9 @@ def poison_eval_labels(small_data: dict[str, str]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def choice(selection: dict) -> dict:
+def choice(selection: Selection) -> dict:
     """A selection record without what describes the computation rather than the choice."""
-    return {key: value for key, value in selection.items() if key not in ("reused", "select_seconds")}
+    return selection.model_dump(exclude_unset=True, exclude={"reused", "select_seconds"})
 
 
 @pytest.mark.parametrize(
@@ -106,12 +107,12 @@ def test_choices_do_not_read_eval_labels(make_cfg, tmp_path, small_data, tiny_mo
     poisoned = app.run(make_cfg("trackers=none", fresh, *overrides, *extra, reranker=reranker), run_dir(tmp_path, "p"))
     assert clean.fit is not None and poisoned.fit is not None
     chosen = clean.fit.selection
-    assert chosen and chosen["curve"] and choice(chosen) == choice(poisoned.fit.selection)
+    assert chosen.curve and choice(chosen) == choice(poisoned.fit.selection)
     assert not poisoned.fit.reused and clean.fit.finetune_id == poisoned.fit.finetune_id
     # the eval metrics did change: the poison reached the evaluation, just not the choice
-    assert clean.summary.systems["reranker"] != poisoned.summary.systems["reranker"]
+    assert clean.summary.reranker != poisoned.summary.reranker
     recorded = json.loads((clean.output_dir / "metrics.json").read_text())["fit"]["selection"]
-    assert recorded["curve"] == [list(point) for point in chosen["curve"]]
+    assert recorded["curve"] == [list(point) for point in chosen.curve]
 
 
 def test_selected_epochs_are_the_best_on_validation_and_refit_on_all_of_train(make_cfg, tmp_path):
@@ -120,11 +121,11 @@ def test_selected_epochs_are_the_best_on_validation_and_refit_on_all_of_train(ma
         run_dir(tmp_path),
     )
     selection = outcome.fit.selection
-    curve = selection["curve"]
+    curve = selection.curve
     assert [point[0] for point in curve] == [1, 2, 3]
-    assert max(tuple(point[1:]) for point in curve) == tuple(next(p for p in curve if p[0] == selection["epochs"])[1:])
-    assert outcome.fit.extra["epochs"] == selection["epochs"]
-    assert selection["validation_queries"] > 0 and selection["fit_items"] < len(outcome.finetune_set)
+    assert max(tuple(point[1:]) for point in curve) == tuple(next(p for p in curve if p[0] == selection.epochs)[1:])
+    assert outcome.fit.extra["epochs"] == selection.epochs
+    assert selection.validation_queries > 0 and selection.fit_items < len(outcome.finetune_set)
 
 
 def test_replicates_report_every_seed_with_mean_and_sd(make_cfg, tmp_path):
@@ -136,7 +137,7 @@ def test_replicates_report_every_seed_with_mean_and_sd(make_cfg, tmp_path):
         assert len(values) == 3
         assert block[name]["mean"] == pytest.approx(np.mean(values))
         assert block[name]["sd"] == pytest.approx(np.std(values, ddof=1))
-    assert values[0] == pytest.approx(outcome.summary.systems["reranker"]["mrr@5"].mean)
+    assert values[0] == pytest.approx(outcome.summary.reranker["mrr@5"].mean)
     assert len(set(block["mrr@5"]["values"])) > 1  # the seeds really trained different models
     assert outcome.metric("mrr@1") == pytest.approx(block["mrr@1"]["mean"])
 
@@ -198,7 +199,7 @@ class AlwaysSoftware(Reranker):
 
 def test_fusion_chooses_its_weight_on_validation_and_ranks_the_toy_set(tiny_model_dir, tmp_path):
     train = examples(TRAIN)
-    validation = Validation(fit_examples=train[::2], fit_set=FinetuneSet([]), examples=train[1::2])
+    validation = Holdout(fit_examples=train[::2], fit_set=FinetuneSet([]), examples=train[1::2])
     fused = FusedReranker(AlwaysSoftware(), LabelMemory(str(tiny_model_dir), neighbours=1, device="cpu"))
     fused.fit(FinetuneSet([]), tmp_path, 0, FitContext(train, DOCS, validation))
     # the memory alone is right on validation and the category scorer is wrong for 2 of 3: w must stay low

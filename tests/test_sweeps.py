@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from experiments.errors import UserError
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.sweeps.callback import planned_jobs
 from experiments.sweeps.jobs import read_job, record_failure
 from experiments.sweeps.report import main as report_main
@@ -82,7 +82,7 @@ def test_sign_flip_test_separates_a_real_difference_from_noise() -> None:
     noise = np.random.default_rng(1).random(40) < 0.5
     assert sign_flip_p_value(noise.astype(float), np.roll(noise, 1).astype(float)) > 0.05
     delta = paired_delta(np.zeros(40), better)
-    assert (delta.mean, delta.low, delta.high) == (-1.0, -1.0, -1.0)
+    assert (delta.mean, delta.ci_low, delta.ci_high) == (-1.0, -1.0, -1.0)
 
 
 def test_report_ranks_tests_and_plots_from_folders_alone(sweep: Path) -> None:
@@ -256,7 +256,7 @@ def test_a_cache_folder_added_or_moved_is_the_same_configuration(tmp_path: Path,
 
     config = {"k": 4, "miner": {"_target_": "KMeansMiner", "n_clusters": 6}, "paths": {"cache_dir": "/a"}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / jobs.METRICS_FILE).write_text("{}")
+    (tmp_path / jobs.run_folder.METRICS_FILE).write_text("{}")
 
     class Record:
         def reranked(self, metric: str) -> float:

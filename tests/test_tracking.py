@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sweep_records import sweep_record
 
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.tracking.base import flatten, metric_key, scrub
 
 
@@ -70,12 +71,16 @@ def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, cap
 
             time.sleep(5)
 
-    from experiments.evaluation.evaluate import Summary
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.records.run import Summary
     from experiments.tracking.base import TrackedRun
 
     (tmp_path / "metrics.json").write_text("{}")
-    nothing = DatasetSplits("empty", [], [], []), FinetuneSet([]), Summary(0, {}, {}, {}, 0.0)
+    nothing = (
+        DatasetSplits("empty", [], [], []),
+        FinetuneSet([]),
+        Summary(n_queries=0, baseline={}, reranker={}, delta={}, latency_ms={}, candidate_recall=0.0),
+    )
     run = TrackedRun("r", {}, {}, {}, *nothing, [], None, tmp_path, tmp_path)
     recorder = Recorder()
     Trackers({"broken": Broken(), "hanging": Hanging(), "recorder": recorder}).log_run(run)
@@ -144,13 +149,12 @@ def test_a_rerun_sweep_with_a_new_winner_updates_its_parent_run(tmp_path, capsys
     client = mlflow.MlflowClient()
     parent = client.create_run(client.create_experiment("sweeps")).info.run_id
     for name in ("first", "second"):
-        report = {"winner": f"k={name}", "winner_folder": str(tmp_path / name), "selection_split": "validation"}
-        log_sweep_report(client, parent, report, tmp_path)
+        log_sweep_report(client, parent, sweep_record(f"k={name}", tmp_path / name), tmp_path)
     run = client.get_run(parent)
     assert run.data.params["winner"] == "k=first"
     assert run.data.tags["winner"] == "k=second"
     assert "keeps its first winner's params (winner: MLflow params cannot change)" in capsys.readouterr().out
-    long = {"winner": "w=" + "9" * 7000, "winner_folder": str(tmp_path / "x"), "selection_split": "validation"}
+    long = sweep_record("w=" + "9" * 7000, tmp_path / "x")
     other = client.create_run(client.get_run(parent).info.experiment_id).info.run_id
     for _ in range(2):  # the same long winner twice: MLflow keeps 6,000 characters, and it is not a new winner
         log_sweep_report(client, other, long, tmp_path)

@@ -130,8 +130,8 @@ def test_an_edited_epoch_choice_is_made_again(make_cfg, tmp_path: Path, caplog: 
     cached.write_text(json.dumps(record))
     with caplog.at_level(logging.WARNING):
         second = app.run(make_cfg(*overrides, reranker="bi_encoder_finetuned"), tmp_path / "outputs" / "runs" / "b")
-    assert second.fit is not None and not second.fit.selection["reused"]
-    assert second.fit.selection["epochs"] == first.fit.selection["epochs"]
+    assert second.fit is not None and not second.fit.selection.reused
+    assert second.fit.selection.epochs == first.fit.selection.epochs
     assert any(str(cached) in warning and "choosing the epochs again" in warning for warning in warnings_of(caplog))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.errors import UserError
+from experiments.metrics import DEFAULT_METRIC
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -157,7 +158,7 @@ def _run(overrides: Sequence[str], output_dir: str | Path | None, conf: str | Pa
     finally:
         HydraConfig.instance().cfg = previous
     with_mlflow = "mlflow" in (cfg.get("trackers") or {})
-    return _result(outcome, str(cfg.get("optimized_metric", "mrr@1")), with_mlflow)
+    return _result(outcome, str(cfg.get("optimized_metric", DEFAULT_METRIC)), with_mlflow)
 
 
 def _result(outcome: RunOutcome, optimized: str, with_mlflow: bool) -> RunResult:
@@ -249,6 +250,7 @@ def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
+    from experiments import run_folder
     from experiments.extras import check_extras
     from experiments.hydra_errors import one_line
     from experiments.secrets import refuse_secret_overrides
@@ -279,8 +281,8 @@ def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
         raise UserError(one_line(str(error))) from None
     finally:
         HydraConfig.instance().cfg = previous
-    report_file = sweep_dir / "report.json"
-    report = json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file() else {}
+    record = run_folder.read_report(sweep_dir)
+    report = json.loads(record.to_json()) if record is not None else {}
     return SweepResult(sweep_dir=sweep_dir, exit_code=callback.exit_code, report=report)
 
 

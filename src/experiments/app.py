@@ -17,12 +17,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from experiments import run_folder
 from experiments.errors import UserError
 from experiments.folders import disk_error, surveyed, written_folders
+from experiments.metrics import DEFAULT_METRIC
 from experiments.pipeline import Components, Folders, RunOutcome, run_experiment
 from experiments.schema import check_groups, read_knobs
 from experiments.secrets import redact_folder, redact_logs, refuse_resolved_secrets, refuse_secret_options, scrub
-from experiments.sweeps.jobs import clear_failure, completed_metric, record_failure
+from experiments.sweeps.jobs import completed_metric, record_failure
 from experiments.sweeps.labels import shown_knob
 from experiments.tracking.trackers import Trackers
 
@@ -185,7 +187,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     a job whose folder already holds a completed run of the same config returns that run's value (a rerun of the
     same sweep redoes only what failed or never finished).
     """
-    metric = str(cfg.get("optimized_metric", "mrr@1"))
+    metric = str(cfg.get("optimized_metric", DEFAULT_METRIC))
     redact_folder(output_dir / ".hydra")  # Hydra's copy of the config and overrides, before anything reads it
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -196,7 +198,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
             if previous is not None:
                 print(f"reused: {output_dir} already holds this configuration's completed run")
                 return previous
-            clear_failure(output_dir)
+            run_folder.clear_failure(output_dir)
         outcome = run(cfg, output_dir)
     except UserError as error:
         if not in_sweep:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from experiments.evaluation.evaluate import QueryResult, Summary
+    from experiments.evaluation.evaluate import QueryResult
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.records.run import Replicates, Summary
     from experiments.rerankers.base import FitResult
     from experiments.serving.package import CategoriserPackage
 
@@ -62,8 +63,8 @@ class RunOutcome:
     table: str
     timings: dict[str, float] = field(default_factory=dict)
     categoriser: CategoriserPackage | None = None
-    #: With ``replicates > 1``: ``{"n", "seeds", <metric>: {"mean", "sd", "values"}}`` of the reranked metrics.
-    replicates: dict[str, Any] | None = None
+    #: With ``replicates > 1``: each reranked metric over the seeds (``evaluation.replicates``).
+    replicates: Replicates | None = None
     #: Diagnostics for trackers (digests, leakage counts, data paths): tags, never params.
     tags: dict[str, str] = field(default_factory=dict)
     #: Wall-clock start and end of the run (seconds since the epoch): the tracked run's own times.
@@ -77,5 +78,5 @@ class RunOutcome:
     def metric(self, name: str) -> float:
         """The reranker's ``name`` (``mrr@1``): its mean over seeds when the run has replicates."""
         if self.replicates:
-            return float(self.replicates[name]["mean"])
-        return self.summary.systems["reranker"][name].mean
+            return self.replicates.stat(name).mean
+        return self.summary.reranker[name].mean

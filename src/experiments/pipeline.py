@@ -11,7 +11,6 @@ failing tracker never loses the folder. The files a run writes are described in 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,12 +25,12 @@ from experiments.datasets.splits import eval_groups_in_train, eval_in_train, hol
 from experiments.embedders.base import Embedder
 from experiments.errors import UserError
 from experiments.evaluation.evaluate import run_queries, summarize
+from experiments.evaluation.replicates import replicate_summary
 from experiments.evaluation.table import format_table
-from experiments.files import write_atomic
 from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.outcome import Embeddings, Evaluation, Folders, RunOutcome
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
-from experiments.rerankers.base import FitContext, FitResult, Reranker, Validation
+from experiments.rerankers.base import FitContext, FitResult, Holdout, Reranker
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.retrieval.prototypes import category_documents
@@ -154,7 +153,7 @@ def fit_context(
     validation = None
     if held_out:
         keep = [row for row in range(len(splits.train)) if row not in held_out]
-        validation = Validation(
+        validation = Holdout(
             fit_examples=[splits.train[row] for row in keep],
             fit_set=mine(miner, splits, vectors, knobs, keep, documents),
             examples=[splits.train[row] for row in sorted(held_out)],
@@ -283,7 +282,7 @@ def _run_steps(
     params: dict[str, object],
 ) -> tuple[RunOutcome, run_folder.RunRecord]:
     folders.output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(folders.output_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    run_folder.write_config(folders.output_dir, config)
 
     started = time.perf_counter()
     vectors = embed(parts.embedder, parts.retrieval, splits)
@@ -306,7 +305,7 @@ def _run_steps(
         for seed in knobs.seeds()[:0:-1]
     ]
     finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, (held_out, documents), watch)
-    write_atomic(folders.output_dir / "finetune.jsonl", finetune_set.to_jsonl())
+    run_folder.write_finetune_set(folders.output_dir, finetune_set)
     evaluations = [evaluation, *(replicate[2] for replicate in reversed(replicates))]
     fits = [fit, *(replicate[1] for replicate in reversed(replicates))]
 
@@ -317,7 +316,7 @@ def _run_steps(
         name, folders.output_dir, params, splits, finetune_set, fit, evaluation, table, watch.timings, categoriser
     )
     if knobs.replicates > 1:
-        outcome.replicates = run_folder.replicate_summary(knobs.seeds(), evaluations, fits)
+        outcome.replicates = replicate_summary(knobs.seeds(), [evaluation.summary for evaluation in evaluations], fits)
     return outcome, run_folder.write_run(outcome)
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from experiments import run_folder
 from experiments.errors import UserError
+from experiments.records.sweep import SweepRecord
 from experiments.serving.mlflow_model import DEFAULT_ALIAS, MODEL_NAME, RUN_ID
 
 
@@ -28,13 +28,13 @@ def run_of_folder(folder: Path) -> str:
     """The MLflow run that recorded a run folder (its ``run_folder`` tag)."""
     import mlflow
 
-    if not (folder / run_folder.METRICS_FILE).is_file():
+    if not run_folder.completed(folder):
         if any(folder.glob(f"*/{run_folder.METRICS_FILE}")):
             raise UserError(
                 f"{folder} is a sweep folder: pass the folder (or MLflow run id) of the run to register; choose "
                 "it on validation data, not on the eval split's metrics."
             )
-        raise UserError(f"{folder}: no metrics.json; not a completed run folder.")
+        raise UserError(f"{folder}: no {run_folder.METRICS_FILE}; not a completed run folder.")
     run_folder.read(folder)  # a corrupt record is one line naming the file, not a registered model
     path = str(folder.resolve())
     runs = mlflow.search_runs(
@@ -105,30 +105,29 @@ def said(registration: Registration, alias: str) -> str:
     return f"registered: models:/{registration.name}@{alias} (version {registration.version}, {how})"
 
 
-def register_winner(report: Mapping[str, Any], name: str, alias: str = DEFAULT_ALIAS) -> str:
+def register_winner(report: SweepRecord, name: str, alias: str = DEFAULT_ALIAS) -> str:
     """Register a sweep's winner (its ``report.json``) as ``name@alias``; returns what to print.
 
     The rule: only a winner chosen on the validation split is registered; a winner that shares its validation score
-    with other rows is the first of them by the report's tie rule (``report["tie_rule"]``), and the message says
+    with other rows is the first of them by the report's tie rule (``report.tie_rule``), and the message says
     the tie and the rule. The same winning run registered again makes no second version.
     """
-    if report["selection_split"] != "validation":
+    if report.selection_split != "validation":
         return (
             f"note: the winner was chosen on the eval split, so it is not registered as {name}@{alias}; sweep with "
             "reranker.select_epochs=true (or another reranker that chooses on validation)"
         )
     try:
-        registration = register_once(run_of_folder(Path(str(report["winner_folder"]))), name, alias)
+        registration = register_once(run_of_folder(Path(report.winner_folder)), name, alias)
     except UserError as error:  # a winner run with log_model=false, say: the sweep's result stands, unregistered
         return f"note: the winner is not registered as {name}@{alias}: {error}"
-    tied = [group for group in report.get("ties") or [] if report["winner"] in group["configurations"]]
+    tied = [group for group in report.ties if report.winner in group.configurations]
     if not tied:
         return said(registration, alias)
     group = tied[0]
     return (
-        f"{said(registration, alias)}; a tie on validation {report['metric']}: {', '.join(group['configurations'])} "
-        f"at {group['value']:.3f}, registered {report['winner']}, the first by the report's rule "
-        f"({report['tie_rule']})"
+        f"{said(registration, alias)}; a tie on validation {report.metric}: {', '.join(group.configurations)} "
+        f"at {group.value:.3f}, registered {report.winner}, the first by the report's rule ({report.tie_rule})"
     )
 
 

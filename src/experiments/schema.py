@@ -23,7 +23,7 @@ from hydra.utils import get_class
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
 
 from experiments.errors import ConfigError
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 
 MetricName = Literal["recall@1", "recall@3", "recall@5", "mrr@1", "mrr@3", "mrr@5"]
 assert set(typing.get_args(MetricName)) == set(METRIC_NAMES)

@@ -14,7 +14,6 @@ run: each claims a pending file by renaming it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
+from experiments import run_folder
 from experiments.errors import UserError
 from experiments.processes import alive
 from experiments.secrets import guard_output
@@ -101,9 +101,9 @@ def tracker_node(folder: Path, key: str) -> Mapping[str, Any]:
         UserError: the file is unreadable, has no such tracker, or names a class elsewhere (any class would be
             called with the file's arguments), a nested ``_target_`` or another of Hydra's keys (``_args_``).
     """
-    path = folder / "config.json"
+    path = folder / run_folder.CONFIG_FILE
     try:
-        node = json.loads(path.read_text(encoding="utf-8"))["trackers"][key]
+        node = run_folder.load_config(folder).tracker(key)
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:  # RecursionError: nested too deep
         raise UserError(f"{path}: no trackers.{key} to send the pending run to ({describe(error)}).") from None
     target = node.get("_target_") if isinstance(node, dict) else None
@@ -124,7 +124,7 @@ def build_tracker(folder: Path, key: str) -> Any:
         return instantiate(node)
     except Exception as error:  # arguments the class refuses (a config.json edited by hand, or by another version)
         problem = describe(error.__cause__ or error)  # Hydra's own first line names only the class
-        raise UserError(f"{folder / 'config.json'}: trackers.{key} cannot be built ({problem}).") from None
+        raise UserError(f"{folder / run_folder.CONFIG_FILE}: trackers.{key} cannot be built ({problem}).") from None
 
 
 def main(argv: list[str] | None = None) -> int:

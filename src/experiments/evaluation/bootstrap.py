@@ -8,21 +8,9 @@ reranker help on this eval set?").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A mean with its bootstrap interval."""
-
-    mean: float
-    low: float
-    high: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "ci_low": self.low, "ci_high": self.high}
+from experiments.records.run import Estimate
 
 
 def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -34,8 +22,8 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
 def estimate(values: np.ndarray, indices: np.ndarray, confidence: float = 0.95) -> Estimate:
     """Mean of ``values`` and the percentile interval of the resampled means."""
     if values.size == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"))
+        return Estimate(mean=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
     means = values[indices].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
-    return Estimate(float(values.mean()), float(low), float(high))
+    return Estimate(mean=float(values.mean()), ci_low=float(low), ci_high=float(high))

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.evaluation.bootstrap import Estimate, bootstrap_indices, estimate
-from experiments.evaluation.metrics import METRIC_NAMES, recall_at, score_query
+from experiments.evaluation.bootstrap import bootstrap_indices, estimate
+from experiments.metrics import METRIC_NAMES, recall_at, score_query
 from experiments.records import Example, RankedList, ranked_by
+from experiments.records.run import QueryRecord, Summary
 
 if TYPE_CHECKING:
     from experiments.rerankers.base import Reranker
@@ -42,54 +43,19 @@ class QueryResult:
         ranking = self.baseline if system == "baseline" else self.reranked
         return score_query(ranking.labels, self.example.expected)
 
-    def row(self, cut: int = 5) -> dict[str, object]:
-        """The per-query record written to ``per_query.jsonl``."""
-        return {
-            "query": self.example.input,
-            "expected": self.example.expected,
-            "baseline_top": self.baseline.labels[:cut],
-            "baseline_scores": [round(score, 6) for score in self.baseline.scores[:cut]],
-            "reranked_top": self.reranked.labels[:cut],
-            "reranked_scores": [round(score, 6) for score in self.reranked.scores[:cut]],
-            "baseline": self.metrics("baseline"),
-            "reranker": self.metrics("reranker"),
-            "rerank_ms": None if self.rerank_ms is None else round(self.rerank_ms, 3),
-        }
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Aggregates: per system and metric a mean with its 95% interval, plus the paired delta."""
-
-    n_queries: int
-    systems: dict[str, dict[str, Estimate]]
-    delta: dict[str, Estimate]
-    latency_ms: dict[str, float]
-    #: Share of expected labels among the vector-search candidates: the ceiling of any reranker's recall.
-    candidate_recall: float
-
-    def table_rows(self) -> list[dict[str, object]]:
-        """One row per metric (``recall@1`` ...): each system and the delta, with their intervals."""
-        rows: list[dict[str, object]] = []
-        for name in METRIC_NAMES:
-            row: dict[str, object] = {"metric": name}
-            columns = {system: metrics[name] for system, metrics in self.systems.items()}
-            for column, value in {**columns, "delta": self.delta[name]}.items():
-                row.update({column: value.mean, f"{column}_ci_low": value.low, f"{column}_ci_high": value.high})
-            rows.append(row)
-        return rows
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "n_queries": self.n_queries,
-            **{
-                system: {name: value.as_dict() for name, value in metrics.items()}
-                for system, metrics in self.systems.items()
-            },
-            "delta": {name: value.as_dict() for name, value in self.delta.items()},
-            "latency_ms": self.latency_ms,
-            "candidate_recall": self.candidate_recall,
-        }
+    def record(self, cut: int = 5) -> QueryRecord:
+        """The query's row of ``per_query.jsonl``."""
+        return QueryRecord(
+            query=self.example.input,
+            expected=self.example.expected,
+            baseline_top=self.baseline.labels[:cut],
+            baseline_scores=[round(score, 6) for score in self.baseline.scores[:cut]],
+            reranked_top=self.reranked.labels[:cut],
+            reranked_scores=[round(score, 6) for score in self.reranked.scores[:cut]],
+            baseline=self.metrics("baseline"),
+            reranker=self.metrics("reranker"),
+            rerank_ms=None if self.rerank_ms is None else round(self.rerank_ms, 3),
+        )
 
 
 def run_queries(
@@ -162,7 +128,8 @@ def summarize(results: Sequence[QueryResult], resamples: int = 1000, seed: int =
     ceiling = [recall_at(r.baseline.labels, r.example.expected, len(r.baseline.labels)) for r in results]
     return Summary(
         n_queries=len(results),
-        systems=systems,
+        baseline=systems["baseline"],
+        reranker=systems["reranker"],
         delta=delta,
         latency_ms=latency,
         candidate_recall=float(np.mean(ceiling)) if ceiling else float("nan"),

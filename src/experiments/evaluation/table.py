@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.evaluate import Summary
-from experiments.evaluation.metrics import METRIC_NAMES
-
-
-def _cell(value: Estimate, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
+from experiments.metrics import METRIC_NAMES
+from experiments.records.run import Summary
 
 
 def _relative(reranker: float, baseline: float) -> str:
@@ -36,16 +30,16 @@ def format_table(summary: Summary, reranker_label: str) -> str:
     header = ("metric", "embedding baseline", reranker_label, "delta (paired 95% CI)", "rel.")
     rows = [header]
     for name in METRIC_NAMES:
-        baseline = summary.systems["baseline"][name]
-        reranked = summary.systems["reranker"][name]
+        baseline = summary.baseline[name]
+        reranked = summary.reranker[name]
         delta = summary.delta[name]
-        separated = "*" if delta.low > 0 or delta.high < 0 else " "
+        separated = "*" if delta.ci_low > 0 or delta.ci_high < 0 else " "
         rows.append(
             (
                 name,
-                _cell(baseline),
-                _cell(reranked),
-                _cell(delta, signed=True) + separated,
+                baseline.cell(),
+                reranked.cell(),
+                delta.cell(signed=True) + separated,
                 _relative(reranked.mean, baseline.mean),
             )
         )

@@ -15,7 +15,6 @@ Selection hygiene: no peer chooses anything, and nothing but the report reads th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -71,11 +70,8 @@ def check_same_data(project: ProjectRun, splits: DatasetSplits) -> None:
 def check_project(project: ProjectRun, metric: str, seed: int) -> None:
     """Refuse a project run made with another seed, or whose per-query scores lack ``metric`` or are not numbers (a
     hand-edited or damaged ``per_query.jsonl``): nothing would pair."""
-    config = project.folder / "config.json"
-    try:
-        ran = json.loads(config.read_text(encoding="utf-8")).get("seed") if config.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        ran = None
+    config = run_folder.read_config(project.folder)
+    ran = config.seed if config is not None else None
     if ran is not None and str(ran) != str(seed):
         raise UserError(
             f"{project.folder}: that run used seed={ran} and these peers seed={seed}: give the peers the run's seed."
@@ -124,7 +120,7 @@ def run(cfg: DictConfig, choices: Mapping[str, str], against: Path | None = None
     except OSError as error:
         raise UserError(f"peers_dir={folder}: cannot be made ({error.strerror}): choose another folder.") from None
     config = scrub(values)
-    write_atomic(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    run_folder.write_config(folder, config)
     data = TrainingData(
         examples=list(splits.train),
         labels=splits.category_names,

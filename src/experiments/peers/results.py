@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments import run_folder
-from experiments.evaluation.bootstrap import Estimate
 from experiments.peers.base import PeerFit
+from experiments.records.run import Estimate
 from experiments.run_folder import QueryRecord, RunRecord
 
 

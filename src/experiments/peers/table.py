@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.peers.results import Comparison
-from experiments.run_folder import Estimate
-
-
-def _cell(value: Estimate) -> str:
-    return f"{value.mean:.3f} [{value.ci_low:.3f}, {value.ci_high:.3f}]"
 
 
 def _seconds(value: float | None) -> str:
@@ -29,18 +24,18 @@ def rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     table: list[list[str]] = []
     project_seconds = project.fit_seconds if project is not None else None
     if project is not None:
-        cells = [_cell(project.record.metrics.reranker[name]) for name in metrics]
+        cells = [project.record.metrics.reranker[name].cell() for name in metrics]
         table.append([f"project ({project.folder.name})", *cells, _seconds(project_seconds), "1", "—", "—"])
     for index, peer in enumerate(comparison.peers):
         seconds = peer.fit.seconds if peer.fit is not None else 0.0
-        row = [f"peer:{peer.name}", *(_cell(peer.record.metrics.reranker[name]) for name in metrics), _seconds(seconds)]
+        row = [f"peer:{peer.name}", *(peer.record.metrics.reranker[name].cell() for name in metrics), _seconds(seconds)]
         if project is not None:
             ratio = f"{seconds / project_seconds:.2g}" if project_seconds else "—"
             assert comparison.deltas is not None and comparison.p_values is not None
             delta = comparison.deltas[index]
             row += [
                 ratio,
-                f"{delta.mean:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]",
+                delta.cell(signed=True),
                 f"{comparison.p_values[index]:.3g}",
             ]
         table.append(row)

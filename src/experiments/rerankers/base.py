@@ -11,10 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from experiments.models import Portable, portable
 from experiments.records import Example, FinetuneSet, sha256_json
+from experiments.records.run import Selection
 
 ModelT = TypeVar("ModelT")
 
@@ -32,8 +33,8 @@ class FitResult:
         train_pairs: number of (query, passage) pairs or training rows seen per epoch.
         extra: anything else worth logging (final loss, steps, epochs, ...).
         loss_history: ``(step, training loss)`` as logged during training, for a loss curve.
-        selection: what was chosen on the validation split and the curve it was chosen from (empty when the
-            reranker chose nothing), e.g. ``{"epochs": 2, "curve": [...]}``.
+        selection: what was chosen on the validation split and the curve it was chosen from (no field set when
+            the reranker chose nothing), e.g. ``Selection(epochs=2, curve=[...])``.
     """
 
     finetune_id: str
@@ -43,11 +44,11 @@ class FitResult:
     train_pairs: int = 0
     extra: dict[str, float | int | str] = field(default_factory=dict)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
-    selection: dict[str, Any] = field(default_factory=dict)
+    selection: Selection = field(default_factory=Selection)
 
 
 @dataclass(frozen=True)
-class Validation:
+class Holdout:
     """A holdout carved from the train split (whole groups), for the choices a reranker makes.
 
     Attributes:
@@ -76,7 +77,7 @@ class FitContext:
 
     examples: list[Example]
     documents: dict[str, str]
-    validation: Validation | None = None
+    validation: Holdout | None = None
 
     def for_selection(self) -> FitContext:
         """The context of a fit on ``validation.fit_examples`` alone (no nested holdout)."""

@@ -19,6 +19,7 @@ import numpy as np
 from experiments.errors import ConfigError
 from experiments.models import Portable, portable
 from experiments.records import FinetuneSet, sha256_json
+from experiments.records.run import Selection
 from experiments.rerankers.base import FitContext, FitResult, Reranker
 from experiments.rerankers.label_memory import LabelMemory, stored_model
 from experiments.rerankers.selection import CRITERION, best, quality
@@ -64,10 +65,11 @@ class FusedReranker(Reranker):
         """Choose ``w`` on ``context.validation`` (unless fixed), then fit both parts on all of train."""
         if context is None:
             raise ConfigError("FusedReranker: fit needs the labelled train examples (a FitContext).")
-        selection: dict[str, object] = {}
+        selection = Selection()
         if self.weight is None and context.validation is not None:
             selection = self._choose(context, cache_dir, seed)
-            self._chosen = float(selection["weight"])  # type: ignore[arg-type]
+            assert selection.weight is not None
+            self._chosen = float(selection.weight)
         fit = self._fit_parts(finetune_set, cache_dir, seed, context)
         self._key = (
             "fused-"
@@ -78,7 +80,7 @@ class FusedReranker(Reranker):
         )
         if fit is None:
             return None
-        return dataclasses.replace(fit, selection={**selection, "category": fit.selection})
+        return dataclasses.replace(fit, selection=selection.model_copy(update={"category": fit.selection}))
 
     def _fit_parts(
         self, finetune_set: FinetuneSet, cache_dir: Path, seed: int, context: FitContext
@@ -93,7 +95,7 @@ class FusedReranker(Reranker):
         self.memory.remember(context, model)
         return fit
 
-    def _choose(self, context: FitContext, cache_dir: Path, seed: int) -> dict[str, object]:
+    def _choose(self, context: FitContext, cache_dir: Path, seed: int) -> Selection:
         validation = context.validation
         assert validation is not None
         self._fit_parts(validation.fit_set, cache_dir, seed, context.for_selection())
@@ -105,12 +107,12 @@ class FusedReranker(Reranker):
         votes = self.memory.query_vectors(queries)
         memory = np.array([self.memory.votes(vector, documents) for vector in votes])
         curve = [(w, quality(w * category + (1 - w) * memory, validation.examples, labels)) for w in self.weights]
-        return {
-            "weight": best(curve),
-            "criterion": list(CRITERION),
-            "curve": [[w, *value] for w, value in curve],
-            "validation_queries": len(queries),
-        }
+        return Selection(
+            weight=best(curve),
+            criterion=list(CRITERION),
+            curve=[[w, *value] for w, value in curve],
+            validation_queries=len(queries),
+        )
 
     def score_key(self) -> str | None:
         return self._key

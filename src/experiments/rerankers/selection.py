@@ -12,13 +12,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from experiments.evaluation.metrics import score_query
+from experiments.metrics import DEFAULT_METRIC, score_query
 from experiments.records import Example
 
 OptionT = TypeVar("OptionT")
 
 #: What a choice is judged by on the validation split, in order (later metrics break ties).
-CRITERION = ("mrr@1", "mrr@5")
+CRITERION = (DEFAULT_METRIC, "mrr@5")
 
 
 def quality(scores: np.ndarray, examples: Sequence[Example], labels: Sequence[str]) -> tuple[float, ...]:

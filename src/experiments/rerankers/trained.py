@@ -22,6 +22,7 @@ from experiments.errors import ConfigError
 from experiments.files import write_atomic
 from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 from experiments.records import FinetuneItem, FinetuneSet, sha256_json
+from experiments.records.run import Selection
 from experiments.rerankers.base import FitContext, FitResult, ModelReranker, make_finetune_id
 from experiments.rerankers.selection import CRITERION, best, quality
 from experiments.store import build_once, set_aside
@@ -266,11 +267,12 @@ class TrainedReranker(ModelReranker[ModelT]):
         if not finetune_set.items:
             raise ConfigError(f"{self.name}: the fine-tuning set is empty; there is nothing to train on.")
         identity = model_identity(self.base_model)
-        selection: dict[str, Any] = {}
+        selection = Selection()
         epochs = self.epochs
         if self.select_epochs and context is not None and context.validation is not None:
             selection = self._select_epochs(context, Path(cache_dir), seed, identity)
-            epochs = selection["epochs"]
+            assert selection.epochs is not None
+            epochs = selection.epochs
         finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed, epochs))
         final_dir = Path(cache_dir) / finetune_id
         record, reused = build_once(
@@ -296,7 +298,7 @@ class TrainedReranker(ModelReranker[ModelT]):
             selection=selection,
         )
 
-    def _select_epochs(self, context: FitContext, cache_dir: Path, seed: int, identity: dict[str, Any]) -> dict:
+    def _select_epochs(self, context: FitContext, cache_dir: Path, seed: int, identity: dict[str, Any]) -> Selection:
         """Fine-tune on the train examples outside validation, score validation after each epoch, pick the best."""
         validation = context.validation
         assert validation is not None
@@ -311,7 +313,7 @@ class TrainedReranker(ModelReranker[ModelT]):
         path = cache_dir / f"selection-{key}.json"
         cached = read_selection(path)
         if cached is not None:
-            return {**cached, "reused": True}
+            return Selection.model_validate({**cached, "reused": True})
         curve: list[list[float]] = []
 
         def on_epoch(model: Any, epoch: float) -> None:
@@ -332,7 +334,7 @@ class TrainedReranker(ModelReranker[ModelT]):
         }
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps({**result, DIGEST: sha256_json(result)}, indent=2), unique=True)
-        return {**result, "reused": False}
+        return Selection.model_validate({**result, "reused": False})
 
     def _train(
         self,

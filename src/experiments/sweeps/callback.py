@@ -24,7 +24,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.sweeps.jobs import METRICS_FILE, sweep_jobs
+from experiments import run_folder
+from experiments.sweeps.jobs import sweep_jobs
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,9 @@ class SweepMonitor(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         value = job_return.return_value if job_return is not None and job_return.status.name == "COMPLETED" else None
         state = "failed" if value is None or (isinstance(value, float) and math.isnan(value)) else "done"
-        metrics_file = Path(config.hydra.runtime.output_dir) / METRICS_FILE
+        completed_at = run_folder.completed_at(Path(config.hydra.runtime.output_dir))
         ended, started = job_ended(sweep_dir, state)
-        if state == "done" and metrics_file.is_file() and metrics_file.stat().st_mtime < started:
+        if state == "done" and completed_at is not None and completed_at < started:
             state = "reused"  # completed by an earlier invocation of this sweep
         total = self._total or len(sweep_jobs(sweep_dir))
         print(

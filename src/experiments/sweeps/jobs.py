@@ -8,6 +8,7 @@ launchers, and lets a rerun of the same sweep skip what already completed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import traceback
@@ -21,13 +22,11 @@ from omegaconf import OmegaConf
 
 from experiments import run_folder
 from experiments.errors import UserError
-from experiments.files import write_atomic
-from experiments.run_folder import METRICS_FILE, RunRecord
+from experiments.records.sweep import FailedJob
+from experiments.run_folder import RunRecord
 from experiments.secrets import redact
 
 Status = Literal["completed", "failed", "unfinished"]
-
-FAILED_FILE = "failed.json"
 
 #: The resolver naming a sweep job's folder (``hydra.sweep.subdir`` in ``conf/config.yaml``).
 JOB_FOLDER_RESOLVER = "job_folder"
@@ -110,23 +109,14 @@ def read_job(folder: Path) -> Job:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         listed = []
     overrides = dict(str(item).split("=", 1) for item in listed if "=" in str(item)) if isinstance(listed, list) else {}
-    if (folder / FAILED_FILE).is_file():
-        return Job(folder, overrides, "failed", reason=_failure_reason(folder / FAILED_FILE))
-    if (folder / METRICS_FILE).is_file():
+    if run_folder.failed(folder):
+        return Job(folder, overrides, "failed", reason=run_folder.failure_reason(folder))
+    if run_folder.completed(folder):
         try:
             return Job(folder, overrides, "completed", record=run_folder.read(folder))
         except UserError as error:
             return Job(folder, overrides, "failed", reason=str(error))
     return Job(folder, overrides, "unfinished")
-
-
-def _failure_reason(path: Path) -> str:
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        return f"{path}: unreadable ({type(error).__name__}); the job failed"
-    reason = record.get("reason") if isinstance(record, dict) else None
-    return str(reason) if reason else f"{path}: names no reason; the job failed"
 
 
 def sweep_jobs(sweep_dir: Path) -> list[Job]:
@@ -139,22 +129,14 @@ def record_failure(folder: Path, error: BaseException, user_error: bool) -> str:
     """Write ``failed.json`` (the reason, and the traceback for a bug) into a job's folder; returns the reason."""
     reason = str(error) if user_error else f"{type(error).__name__}: {error}"
     reason = redact(" ".join(reason.split()))
-    record = {
-        "reason": reason,
-        "kind": "user_error" if user_error else "exception",
-        "traceback": None if user_error else redact("".join(traceback.format_exception(error))),
-    }
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / FAILED_FILE, json.dumps(record, indent=2) + "\n")
-    except OSError:  # a full or read-only disk: the console line is all that can be said
-        pass
+    record = FailedJob(
+        reason=reason,
+        kind="user_error" if user_error else "exception",
+        traceback=None if user_error else redact("".join(traceback.format_exception(error))),
+    )
+    with contextlib.suppress(OSError):  # a full or read-only disk: the console line is all that can be said
+        run_folder.write_failure(folder, record)
     return reason
-
-
-def clear_failure(folder: Path) -> None:
-    """Forget an earlier failure of this job (it is being run again)."""
-    (folder / FAILED_FILE).unlink(missing_ok=True)
 
 
 #: Config keys that change where a run is recorded or how it prints, not what it computes.
@@ -181,13 +163,12 @@ def completed_metric(folder: Path, config: dict[str, Any], metric: str) -> float
     ``config.json``, ``metrics.json`` or ``per_query.jsonl``, or a ``failed.json`` beside them, is no completed run:
     the job runs again.
     """
-    metrics_file, config_file = folder / METRICS_FILE, folder / "config.json"
-    if not (metrics_file.is_file() and config_file.is_file()) or (folder / FAILED_FILE).is_file():
+    if not run_folder.completed(folder) or run_folder.failed(folder):
+        return None
+    earlier = run_folder.read_config(folder)
+    if earlier is None or _results_config(earlier.values) != _results_config(json.loads(json.dumps(config))):
         return None
     try:
-        earlier = json.loads(config_file.read_text("utf-8"))
-        if not isinstance(earlier, dict) or _results_config(earlier) != _results_config(json.loads(json.dumps(config))):
-            return None
         value = run_folder.read(folder).reranked(metric)
         run_folder.read_queries(folder)  # a record the report could not read is no completed run either
         return value

@@ -5,13 +5,13 @@ the axes, where they cover no bar or point."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.metrics import metric_key
+from experiments import run_folder
+from experiments.metrics import metric_key
+from experiments.records.run import Estimate
 from experiments.sweeps.rows import Row
 
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ DPI = 110
 def _k(row: Row) -> float | None:
     value = row.job.overrides.get("k")
     if value is None:
-        value = json.loads((row.job.folder / "config.json").read_text("utf-8")).get("k")
+        config = run_folder.read_config(row.job.folder)
+        value = config.k if config is not None else None
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -45,7 +46,7 @@ def _means(estimates: list[Estimate]) -> list[float]:
 
 def _bars(estimates: list[Estimate]) -> list[list[float]]:
     """Matplotlib's asymmetric ``yerr``: each interval's distance below and above its mean."""
-    return [[e.mean - e.low for e in estimates], [e.high - e.mean for e in estimates]]
+    return [[e.mean - e.ci_low for e in estimates], [e.ci_high - e.mean for e in estimates]]
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -140,8 +141,7 @@ def learning_curve_series(rows: list[Row], metric: str) -> dict[str, list[tuple[
         others = [f"{key}={value}" for key, value in sorted(row.knobs.items()) if key not in named]
         name = f"{row.choices.get('miner', '?')} / {row.choices.get('reranker', '?')}"
         series[f"{name} ({','.join(others)})" if others else name].append((size, row.metrics[metric]))
-        base = row.record.metrics.baseline[metric]
-        baseline[size] = Estimate(base.mean, base.ci_low, base.ci_high)
+        baseline[size] = row.record.metrics.baseline[metric]
     series[BASELINE_SERIES] = sorted(baseline.items())
     return {name: sorted(points, key=lambda point: point[0]) for name, points in series.items()}
 
@@ -206,7 +206,7 @@ def per_configuration_figure(rows: list[Row], metric: str) -> Figure:
     bars[0].set(edgecolor="black", linewidth=2, hatch=WINNER_HATCH)
     axes.annotate(
         "winner",
-        (0, estimates[0].high),
+        (0, estimates[0].ci_high),
         xytext=(0, 3),
         textcoords="offset points",
         ha="center",

@@ -16,17 +16,15 @@ that for code).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from experiments import run_folder
 from experiments.errors import UserError
-from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.metrics import METRIC_NAMES
 from experiments.files import write_atomic
-from experiments.secrets import redact
+from experiments.metrics import DEFAULT_METRIC, METRIC_NAMES
+from experiments.records.sweep import SweepRecord, SweepRow, Tie
 from experiments.sweeps.jobs import Job, sweep_jobs
 from experiments.sweeps.plots import write_plots
 from experiments.sweeps.render import relative, render, sweep_name
@@ -81,7 +79,7 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None
     # Every row is chosen on the same split: validation only when every run reports it.
     on_validation = all(validation_score(job, metric) is not None for job in completed)
     # Runs whose eval split is itself a validation split of train (dataset.evaluate_on=validation) choose there.
-    split = "validation" if on_validation or all(_evaluates_validation(job) for job in completed) else "eval"
+    split = "validation" if on_validation or all(_evaluates_validation(job.folder) for job in completed) else "eval"
     seeds = {len(job.record.replicates.seeds) for job in completed if job.record and job.record.replicates}
     over_seeds = on_validation and all(
         job.record and job.record.replicates and job.record.replicates.validation for job in completed
@@ -106,15 +104,10 @@ def build_rows(jobs: list[Job], metric: str) -> tuple[list[Row], str, int | None
     return final, split, n_seeds
 
 
-def _evaluates_validation(job: Job) -> bool:
-    """Whether the job's eval split was a validation split carved from train (``dataset.evaluate_on=validation``,
-    as recorded in its ``config.json``), never the test split."""
-    try:
-        config = json.loads((job.folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    dataset = config.get("dataset") if isinstance(config, dict) else None
-    return isinstance(dataset, dict) and dataset.get("evaluate_on") == "validation"
+def _evaluates_validation(folder: Path) -> bool:
+    """Whether the job's eval split was a validation split carved from train (``dataset.evaluate_on=validation``)."""
+    config = run_folder.read_config(folder)
+    return config is not None and config.evaluates_validation()
 
 
 def ties(rows: list[Row]) -> list[list[Row]]:
@@ -147,11 +140,6 @@ def _break_ties(rows: list[Row]) -> list[Row]:
     return ordered
 
 
-def _cell(value: Estimate, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
-
-
 def _over_seeds(row: Row, metric: str) -> str:
     """``0.787 ± 0.014 (3)``: the row's eval ``metric`` over its replicate seeds, or — without replicates."""
     replicates = row.record.replicates
@@ -182,14 +170,14 @@ def _table(rows: list[Row], metric: str, where: str) -> list[list[str]]:
             versus, p_text = "n/a (other eval queries)", "n/a"
         else:
             mark = " *" if row.p_adjusted is not None and row.p_adjusted < ALPHA else ""
-            versus, p_text = _cell(row.vs_best, signed=True), f"{row.p_adjusted:.3f}{mark}"
+            versus, p_text = row.vs_best.cell(signed=True), f"{row.p_adjusted:.3f}{mark}"
         table.append(
             [
                 row.label,
                 f"{row.selection_value:.3f}",
-                *(_cell(row.metrics[name]) for name in METRIC_NAMES),
+                *(row.metrics[name].cell() for name in METRIC_NAMES),
                 *([_over_seeds(row, metric)] if seeded else []),
-                _cell(row.delta_baseline[metric], signed=True),
+                row.delta_baseline[metric].cell(signed=True),
                 versus,
                 p_text,
                 row.training.cell if row.training else "—",
@@ -236,7 +224,7 @@ def tie_sentence(report: dict[str, Any]) -> str:
     return f"Tie on {where}: {'; '.join(parts)}; ordered by {report['tie_rule']}."
 
 
-def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
+def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC) -> SweepReport:
     """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``sweep_dir``."""
 
     if metric not in METRIC_NAMES:
@@ -247,44 +235,41 @@ def write_report(sweep_dir: Path, metric: str = "mrr@1") -> SweepReport:
     plots = write_plots(sweep_dir, rows, metric)
     plots = [*plots, *write_search_plots(sweep_dir)]
     winner = rows[0]
-    report: dict[str, Any] = {
-        "sweep_dir": str(sweep_dir),
-        "metric": metric,
-        "selection_split": split,
-        "selection_seeds": n_seeds,
-        "winner": winner.label,
-        "winner_folder": str(winner.job.folder),
-        "winner_value": winner.selection_value,
-        "winner_metrics": {name: winner.metrics[name].__dict__ for name in METRIC_NAMES},
-        "winner_overrides": winner.job.overrides,
-        "winner_choices": winner.choices,
-        "ties": [
-            {"value": group[0].selection_value, "configurations": [row.label for row in group]} for group in ties(rows)
-        ],
-        "tie_rule": TIE_RULE,
-        "n_queries": len(winner.queries),
-        "rows": [
-            {
-                "configuration": row.label,
-                "folder": str(row.job.folder),
-                "selection_value": row.selection_value,
-                "metrics": {name: row.metrics[name].__dict__ for name in METRIC_NAMES},
-                "delta_vs_best": None if row.vs_best is None else row.vs_best.__dict__,
-                "p_value": row.p_value,
-                "p_holm": row.p_adjusted,
-                "finetune_id": row.record.finetune_id,
-                "reused": bool(row.training and row.training.reused),
-                "train_seconds": row.training.seconds if row.training else None,
-            }
+    record = SweepRecord(
+        sweep_dir=str(sweep_dir),
+        metric=metric,
+        selection_split=split,
+        selection_seeds=n_seeds,
+        winner=winner.label,
+        winner_folder=str(winner.job.folder),
+        winner_value=winner.selection_value,
+        winner_metrics={name: winner.metrics[name] for name in METRIC_NAMES},
+        winner_overrides=winner.job.overrides,
+        winner_choices=winner.choices,
+        ties=[Tie(value=group[0].selection_value, configurations=[row.label for row in group]) for group in ties(rows)],
+        tie_rule=TIE_RULE,
+        n_queries=len(winner.queries),
+        rows=[
+            SweepRow(
+                configuration=row.label,
+                folder=str(row.job.folder),
+                selection_value=row.selection_value,
+                metrics={name: row.metrics[name] for name in METRIC_NAMES},
+                delta_vs_best=row.vs_best,
+                p_value=row.p_value,
+                p_holm=row.p_adjusted,
+                finetune_id=row.record.finetune_id,
+                reused=bool(row.training and row.training.reused),
+                train_seconds=row.training.seconds if row.training else None,
+            )
             for row in rows
         ],
-        "failed": [list(failure) for failure in failures(jobs)],
-        "plots": [str(path) for path in plots],
-    }
+        failed=failures(jobs),
+        plots=[str(path) for path in plots],
+    )
     table = _table(rows, metric, selection_where(split, n_seeds))
-    markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, report, table), plots)
-    # Folder names in a report never carry a secret (a sweep dir read from the environment, say).
-    write_atomic(sweep_dir / "report.json", redact(json.dumps(report, indent=2) + "\n"))
+    markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, record.model_dump(), table), plots)
+    run_folder.write_report(sweep_dir, record)
     return SweepReport(
         sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs))
     )
@@ -326,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=main.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (outputs/multirun/<date>/<time>)")
     parser.add_argument(
-        "--metric", default="mrr@1", choices=list(METRIC_NAMES), help="the metric that picks the winner"
+        "--metric", default=DEFAULT_METRIC, choices=list(METRIC_NAMES), help="the metric that picks the winner"
     )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():

@@ -6,7 +6,6 @@ module, neither imports the other.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import yaml
 
 from experiments import run_folder
 from experiments.errors import UserError
-from experiments.evaluation.bootstrap import Estimate
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.metrics import METRIC_NAMES
 from experiments.records import sha256_json
+from experiments.records.run import Estimate
 from experiments.run_folder import Fit, RunRecord
 from experiments.sweeps.jobs import Job
 from experiments.sweeps.labels import shown
@@ -91,20 +90,14 @@ def training(folder: Path, record: RunRecord) -> Training | None:
     history = [(int(step), float(loss)) for step, loss in fit.loss_history]
     if not fit.reused:
         return Training(False, float(fit.train_seconds), history)
-    config_file = folder / "config.json"
-    models_dir = None
-    if config_file.is_file() and record.finetune_id:
-        models_dir = (json.loads(config_file.read_text("utf-8")).get("paths") or {}).get("models_dir")
+    config = run_folder.read_config(folder) if record.finetune_id else None
+    models_dir = config.models_dir if config is not None else None
     stored = read_marker(Path(models_dir) / record.finetune_id) if models_dir and record.finetune_id else None
     if not stored:
         return Training(True, None, history)
     kept = [(int(step), float(loss)) for step, loss in stored.get("loss_history") or []]
     seconds = stored.get("train_seconds")
     return Training(True, None if seconds is None else float(seconds), kept if len(kept) > len(history) else history)
-
-
-def _estimate(block: run_folder.Estimate) -> Estimate:
-    return Estimate(block.mean, block.ci_low, block.ci_high)
 
 
 def _choices(folder: Path) -> dict[str, str]:
@@ -134,8 +127,8 @@ def read_row(job: Job, swept: list[str], metric: str, on_validation: bool) -> Ro
         job=job,
         knobs={key: job.overrides[key] for key in swept if key in job.overrides},
         choices=_choices(job.folder),
-        metrics={name: _estimate(summary.reranker[name]) for name in METRIC_NAMES},
-        delta_baseline={name: _estimate(summary.delta[name]) for name in METRIC_NAMES},
+        metrics={name: summary.reranker[name] for name in METRIC_NAMES},
+        delta_baseline={name: summary.delta[name] for name in METRIC_NAMES},
         selection_value=float(selection),
         per_query={name: np.array([q.reranker[name] for q in queries], dtype=float) for name in METRIC_NAMES},
         queries=[q.query for q in queries],
@@ -150,12 +143,9 @@ def eval_set(folder: Path, expected: list[list[str]]) -> str:
     The same transactions formatted with other query lines (a sweep over ``dataset.query_fields``) come in the same
     order with the same labels, so their per-query scores pair although the texts differ.
     """
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    dataset = config.get("dataset") if isinstance(config, dict) else None
-    if not isinstance(dataset, dict):
+    config = run_folder.read_config(folder)
+    dataset = config.dataset if config is not None else None
+    if dataset is None:
         return ""
     source = {key: value for key, value in dataset.items() if key != "query_fields"}
     return sha256_json({"dataset": source, "expected": expected})

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from experiments.evaluation.metrics import METRIC_NAMES, metric_key
+from experiments.metrics import METRIC_NAMES, metric_key
 from experiments.secrets import REDACTED, scrub
 
 if TYPE_CHECKING:
-    from experiments.evaluation.evaluate import QueryResult, Summary
+    from experiments.evaluation.evaluate import QueryResult
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.records.run import Summary
     from experiments.run_folder import RunRecord
     from experiments.serving.package import CategoriserPackage
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import shutil
@@ -19,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.evaluation.evaluate import Summary
-from experiments.evaluation.metrics import metric_key
+from experiments import run_folder
+from experiments.metrics import DEFAULT_METRIC, metric_key
 from experiments.processes import gone, this_process
 from experiments.records import DatasetSplits, FinetuneSet
-from experiments.run_folder import METRICS_FILE, read
+from experiments.records.run import Summary
+from experiments.records.sweep import SweepRecord
+from experiments.run_folder import read
 from experiments.secrets import redact
 from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params
 from experiments.tracking.local_store import create_store, unusable_store
@@ -81,7 +82,7 @@ class MLflowTracker:
         parent_run_id: str | None = None,
         strict: bool = False,
         timeout_s: float = 300.0,
-        primary_metric: str = "mrr@1",
+        primary_metric: str = DEFAULT_METRIC,
         register_winner: str | None = None,
     ) -> None:
         self.experiment = experiment
@@ -173,17 +174,16 @@ class MLflowTracker:
         import mlflow
 
         client = mlflow.MlflowClient()
-        report_file = sweep_dir / "report.json"
         try:
-            if report_file.is_file():
-                report = json.loads(report_file.read_text("utf-8"))
+            report = run_folder.read_report(sweep_dir)
+            if report is not None:
                 log_sweep_report(client, self._sweep_run_id, report, sweep_dir)
                 if self.register_winner:
                     self._register(report)
         finally:  # a report or a registration that fails is the tracker's warning, never a parent left RUNNING
             client.set_terminated(self._sweep_run_id, status="FINISHED")
 
-    def _register(self, report: Mapping[str, Any]) -> None:
+    def _register(self, report: SweepRecord) -> None:
         """Register the winner's categoriser as ``register_winner@champion``: its rule (validation only, ties said,
         one version per run) is ``experiments.register.register_winner``'s."""
         from experiments.register import register_winner
@@ -395,38 +395,38 @@ def _previous_parent(client: Any, experiment_id: str, sweep_dir: str) -> str | N
     return runs[0].info.run_id if runs else None
 
 
-def log_sweep_report(client: Any, parent_id: str, report: Mapping[str, Any], sweep_dir: Path) -> None:
+def log_sweep_report(client: Any, parent_id: str, report: SweepRecord, sweep_dir: Path) -> None:
     """The winner's headline metrics and config as the parent's metrics and params, the report as its artifacts."""
     from mlflow.entities import Metric, Param, RunTag
 
-    winner = Path(str(report["winner_folder"]))
-    config_file = winner / "config.json"
+    winner = Path(report.winner_folder)
     now = int(time.time() * 1000)
     metrics: list[Metric] = []
     # Cut as every param is (MLflow would cut it itself), so a rerun compares what is stored with what is sent.
     params = [
-        Param("winner", str(report["winner"])[:MAX_PARAM_LENGTH]),
-        Param("selection_split", str(report["selection_split"])),
+        Param("winner", report.winner[:MAX_PARAM_LENGTH]),
+        Param("selection_split", report.selection_split),
     ]
-    if (winner / METRICS_FILE).is_file():
+    if run_folder.completed(winner):
         # The same RunRecord -> metrics road as the winner's own run (run_metrics), less its per-run extras.
         headline = headline_metrics(read(winner))
         metrics = [Metric(key, float(value), now, 0) for key, value in headline.items()]
-    if config_file.is_file():
-        winning = tracked_params(json.loads(config_file.read_text("utf-8")), report.get("winner_choices"))
+    config = run_folder.read_config(winner)
+    if config is not None:
+        winning = tracked_params(config.values, report.winner_choices)
         params += [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in winning.items()]
     # MLflow params never change, and a rerun of the sweep (redoing failed jobs) may crown another winner: the
     # parent keeps its first winner's params, and the tag ``winner`` and the metrics follow the latest report.
     logged = client.get_run(parent_id).data.params
     kept = sorted(param.key for param in params if logged.get(param.key, param.value) != param.value)
     fresh = [param for param in params if param.key not in logged]
-    tags = [RunTag("winner", str(report["winner"])), RunTag("selection_split", str(report["selection_split"]))]
+    tags = [RunTag("winner", report.winner), RunTag("selection_split", report.selection_split)]
     client.log_batch(parent_id, metrics=metrics, params=fresh, tags=tags)
     if kept:
         print(
             f"note: the sweep's parent run keeps its first winner's params ({', '.join(kept)}: MLflow params cannot "
-            f"change); its tag 'winner' and its metrics are the new winner's, {report['winner']}"
+            f"change); its tag 'winner' and its metrics are the new winner's, {report.winner}"
         )
-    for name in ("report.md", "report.html", "report.json", *(Path(path).name for path in report.get("plots", []))):
+    for name in ("report.md", "report.html", run_folder.REPORT_FILE, *(Path(path).name for path in report.plots)):
         if (sweep_dir / name).is_file():
             client.log_artifact(parent_id, str(sweep_dir / name), artifact_path="report")

@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from experiments.evaluation.metrics import METRIC_NAMES, metric_key
+from experiments.metrics import METRIC_NAMES, metric_key
 
 VIEW_KEY = "headline"
 KIND_TAG = "mlflow.experimentKind"

@@ -23,10 +23,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from experiments.errors import UserError
-from experiments.evaluation.evaluate import QueryResult, Summary
+from experiments.evaluation.evaluate import QueryResult
 from experiments.files import write_atomic
 from experiments.models import Portable
 from experiments.records import Category, DatasetSplits, FinetuneSet
+from experiments.records.run import Summary
 from experiments.serving.package import PART, CategoriserPackage
 from experiments.tracking.base import FailedRun, TrackedRun
 

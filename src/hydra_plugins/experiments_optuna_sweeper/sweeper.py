@@ -43,6 +43,7 @@ from omegaconf import DictConfig
 
 from experiments.errors import UserError
 from experiments.files import write_atomic
+from experiments.metrics import DEFAULT_METRIC
 from experiments.secrets import redact
 from experiments.sweeps.search_plots import STUDY_FILE
 from experiments.tracking.base import flatten
@@ -144,7 +145,7 @@ class OptunaSweeper(Sweeper):
                 f"search: study {self.study_name!r} resumed with {len(spent(study))} of its {self.n_trials} trials "
                 f"spent; up to {left} more"
             )
-        metric = str(self.config.get("optimized_metric", "mrr@1"))
+        metric = str(self.config.get("optimized_metric", DEFAULT_METRIC))
         # Where the report finds the study again (an in-memory one, storage None, is not found again).
         storage = redact(self.storage) if self.storage else None
         note = {"storage": storage, "study_name": self.study_name, "objective": f"validation {metric}"}
@@ -323,7 +324,7 @@ def no_score_reason(result: Any) -> str | None:
     if result.status.name != "COMPLETED" or result.hydra_cfg is None or result.cfg is None:
         return None
     folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
-    metric = str(result.cfg.get("optimized_metric", "mrr@1"))
+    metric = str(result.cfg.get("optimized_metric", DEFAULT_METRIC))
     try:
         if run_folder.read(folder).validation_score(metric) is not None:
             return None
@@ -345,9 +346,9 @@ def validation_score(result: Any) -> float | None:
     if result.status.name != "COMPLETED" or result.hydra_cfg is None or result.cfg is None:
         return None
     folder = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
-    if not (folder / "metrics.json").is_file():
+    if not run_folder.completed(folder):
         return None
-    metric = str(result.cfg.get("optimized_metric", "mrr@1"))
+    metric = str(result.cfg.get("optimized_metric", DEFAULT_METRIC))
     try:
         value = run_folder.read(folder).validation_score(metric)
     except UserError:  # an unreadable record: the trial failed

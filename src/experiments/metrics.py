@@ -36,6 +36,9 @@ METRIC_FUNCTIONS: dict[str, Callable[[Sequence[str], Sequence[str], int], float]
 #: Stable, lower-case metric names, in the order of every table: recall@1, recall@3, recall@5, mrr@1, ...
 METRIC_NAMES: tuple[str, ...] = tuple(f"{metric}@{k}" for metric in METRIC_FUNCTIONS for k in CUTOFFS)
 
+#: The metric a run returns and a sweep picks its winner by when ``optimized_metric`` is not set.
+DEFAULT_METRIC = "mrr@1"
+
 
 def metric_key(name: str) -> str:
     """MLflow forbids ``@`` in metric names: ``recall@1`` is tracked (and names plot files) as ``recall_at_1``."""
