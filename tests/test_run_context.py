@@ -40,3 +40,16 @@ def test_a_clean_checkout_names_its_commit_and_no_dirty_flag(checkout: Path) -> 
 def test_uncommitted_changes_to_tracked_files_are_flagged(checkout: Path) -> None:
     (checkout / "run.py").write_text("print('changed')\n")
     assert run_context()[DIRTY_TAG] == "true"
+
+
+def test_the_commit_is_the_running_scripts_not_the_first_one_resolved_in_the_process(
+    checkout: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's git provider keeps its first answer for the process; a later script's checkout is still named."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
+    elsewhere = tmp_path_factory.mktemp("no-checkout") / "other.py"
+    elsewhere.write_text("print('other')\n")
+    monkeypatch.setattr(sys, "argv", [str(elsewhere)])
+    assert "mlflow.source.git.commit" not in run_context()
+    monkeypatch.setattr(sys, "argv", [str(checkout / "run.py")])
+    assert run_context()["mlflow.source.git.commit"] == commit

@@ -40,11 +40,28 @@ def run_context() -> dict[str, str]:
             "mlflow.source.type": "LOCAL",
         }
     logging.getLogger("mlflow.tracking.context.registry").setLevel(logging.ERROR)  # a provider that fails: no tag
-    resolved = resolve_tags()
+    # MLflow's git provider resolves once per process and keeps the answer; this process's script may have changed
+    # since (a notebook, the tests), so the git tags are resolved afresh for it.
+    resolved = {**resolve_tags(), **_git_tags()}
     tags = {key: str(resolved[key]) for key in CONTEXT_TAGS if resolved.get(key)}
     if "mlflow.source.git.commit" in tags and _dirty(_source_folder()):
         tags[DIRTY_TAG] = "true"
     return tags
+
+
+def _git_tags() -> dict[str, str | None]:
+    """The git commit, branch and remote of the script that runs (``None`` each outside a git checkout), as
+    MLflow's git provider finds them (from ``sys.argv[0]``)."""
+    from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
+
+    script = sys.argv[0] if sys.argv else ""
+    if not script:
+        return {}
+    return {
+        "mlflow.source.git.commit": get_git_commit(script),
+        "mlflow.source.git.branch": get_git_branch(script),
+        "mlflow.source.git.repoURL": get_git_repo_url(script),
+    }
 
 
 def _source_folder() -> Path:
