@@ -289,3 +289,32 @@ def test_the_tracker_still_pickles_for_a_joblib_launcher():
     assert copy.experiment == "x" and copy._live_settled.is_set()
     with copy._live_lock:
         pass
+
+
+def test_a_finished_run_is_kept_pending_before_the_live_feeds_are_waited_on(tmp_path, monkeypatch):
+    """The feeds get up to CLOSE_S to send what is queued (a silent server takes all of it): a stop (SIGTERM,
+    ``kill -9``) in that window still finds the run pending in its folder, for ``sync``."""
+    from experiments.evaluation.evaluate import Summary
+    from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.tracking import record
+    from experiments.tracking.base import TrackedRun
+    from experiments.tracking.pending import PENDING
+
+    class Recorder:
+        strict, timeout_s = False, 5.0
+
+        def log_run(self, run) -> None:
+            pass
+
+    class Closing(LiveRun):
+        def close(self, timeout_s: float = CLOSE_S) -> None:
+            seen.append((tmp_path / PENDING / "recorder.json").is_file())
+
+    seen: list[bool] = []
+    (tmp_path / "metrics.json").write_text("{}")
+    nothing = DatasetSplits("empty", [], [], []), FinetuneSet([]), Summary(0, {}, {}, {}, 0.0)
+    run = TrackedRun("r", {}, {}, {}, *nothing, [], None, tmp_path, tmp_path)
+    monkeypatch.setattr(record, "tracked_run", lambda outcome, kept: run)
+    record.track(Trackers({"recorder": Recorder()}), None, None, Closing())  # type: ignore[arg-type, dict-item]
+    assert seen == [True]
+    assert not (tmp_path / PENDING).exists()  # recorded: no longer pending

@@ -66,10 +66,9 @@ def tracked_run(outcome: RunOutcome, record: RunRecord) -> TrackedRun:
 
 def track(trackers: Trackers, outcome: RunOutcome, record: RunRecord, live: LiveRun | None = None) -> None:
     """Record a finished run in every tracker (the run folder, ``record`` included, is already written), into the
-    run opened ``live`` when the run started (its feeds get ``live.CLOSE_S`` to send what is queued first)."""
-    if live is not None:
-        live.close()
-    trackers.log_run(tracked_run(outcome, record))
+    run opened ``live`` when the run started: once the run is kept pending, its feeds get ``live.CLOSE_S`` to send
+    what is queued, then the trackers record it."""
+    trackers.log_run(tracked_run(outcome, record), kept=None if live is None else live.close)
 
 
 def track_failure(
