@@ -70,7 +70,7 @@ def mlflow_server(store: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     with open(store / "server.log", "ab") as log:
         server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # a loaded 2-core CI machine: seen past 180 s at load 13
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
