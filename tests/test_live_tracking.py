@@ -209,6 +209,11 @@ def test_a_server_that_hangs_mid_training_neither_slows_it_nor_loses_the_run(
     assert "send it later with `python -m experiments.sync" in stderr
     [pending] = list((tmp_path / "outputs").rglob("pending-trackers/mlflow.json"))
     folder = pending.parent.parent
+    # The 5 s that kept the run's end short would bound sync too (it rebuilds the tracker from config.json); the
+    # server, resumed, still works through the requests it held, so sync gets the default 300 s.
+    config = json.loads((folder / "config.json").read_text())
+    config["trackers"]["mlflow"]["timeout_s"] = 300
+    (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert sync([str(tmp_path / "outputs")]) == 0
     [run] = runs_of(uri, "hung")
