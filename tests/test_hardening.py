@@ -70,7 +70,7 @@ def mlflow_server(store: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     with open(store / "server.log", "ab") as log:
         server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # a loaded 2-core CI machine: seen past 180 s at load 13
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
@@ -406,7 +406,10 @@ def test_a_rerun_of_a_sweep_folder_reopens_its_parent_whatever_the_minute(tmp_pa
 
 
 def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_cfg, tmp_path, monkeypatch):
-    """A stop never waits on a tracker: the run is kept pending as KILLED, and sync records it."""
+    """A stop waits on a tracker only to mark its live run KILLED (at most 1 s): the run is kept pending as KILLED,
+    and sync records it, in place of the live run."""
+    import threading
+
     from experiments import pipeline
 
     def interrupted(*args, **kwargs):
@@ -415,7 +418,10 @@ def test_sigterm_or_ctrl_c_before_recording_keeps_the_run_killed_for_sync(make_c
     monkeypatch.setattr(pipeline, "mine", interrupted)
     with pytest.raises(KeyboardInterrupt):
         app.run(make_cfg(), run_dir(tmp_path))
-    assert not mlflow_runs(tmp_path)
+    for thread in threading.enumerate():  # a live run still being opened (a slow store) is ended once open
+        if thread.name.startswith("live-"):
+            thread.join(60)
+    assert [run.info.status for run in mlflow_runs(tmp_path)] in ([], ["KILLED"])
     assert (run_dir(tmp_path) / PENDING / "mlflow.json").is_file()
     assert sync([str(tmp_path / "outputs")]) == 0
     [run] = mlflow_runs(tmp_path)

@@ -6,6 +6,7 @@ The only place that reads ``cfg``; library code receives plain arguments.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -121,8 +122,6 @@ def limit_threads(parallel_jobs: int | None) -> None:
 
         share_the_cpu(adaptive=False)
         return
-    import os
-
     from experiments.threads import set_torch_threads
 
     cores = os.cpu_count() or 1
@@ -149,18 +148,46 @@ class Terminated(BaseException):
 
 #: Seconds a SIGTERM's unwinding may take before the process is ended regardless (a signal lost in a ``__del__``).
 SIGTERM_GRACE_S = 10.0
+#: How long after a SIGTERM that a finalizer swallowed it is sent again (``_redeliver``).
+REDELIVER_S = 0.01
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    # Python ignores an exception raised in a __del__ or a weakref callback, so a signal landing there would be
-    # lost (seen with a GC'd regex object during training): a timer ends the process anyway if the unwinding
-    # has not done so within SIGTERM_GRACE_S. The normal unwinding (temporary files removed, the run kept pending
-    # as KILLED) takes well under a second; the grace is longer so that a loaded machine never cuts it short, and
-    # far inside a scheduler's 30 s. Temporary folders a cut-short exit leaves are removed by the next run.
+    # Python ignores an exception raised in a __del__ or a weakref callback (a garbage collection can run them in
+    # the main thread at any moment: a regex object, SQLAlchemy's class registry after a tracker's thread used a
+    # store), so a signal landing there would be lost: ``_redeliver`` sends it again, and a timer ends the process
+    # anyway if the unwinding has not done so within SIGTERM_GRACE_S. The normal unwinding (temporary files
+    # removed, the run kept pending as KILLED) takes well under a second; the grace is longer so that a loaded
+    # machine never cuts it short, and far inside a scheduler's 30 s. Temporary folders a cut-short exit leaves
+    # are removed by the next run.
     timer = threading.Timer(SIGTERM_GRACE_S, _terminate_now, args=(signum,))
     timer.daemon = True
     timer.start()
     raise Terminated(f"terminated by signal {signum}")
+
+
+def _redeliver(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a ``Terminated`` that Python ignored (raised inside a finalizer) is not printed with
+    its traceback but sent again, from another thread a moment later (sent from here, it would be raised inside
+    this hook and ignored too), so the main thread unwinds once the finalizer is over; anything else goes to the
+    hook that was there before."""
+    if isinstance(unraisable.exc_value, Terminated):
+        again = threading.Timer(REDELIVER_S, os.kill, args=(os.getpid(), signal.SIGTERM))
+        again.daemon = True
+        again.start()
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
+def on_sigterm_unwind() -> None:
+    """Make SIGTERM unwind the main thread like Ctrl-C (``Terminated``), even when it lands in a finalizer."""
+    global _previous_unraisablehook
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if sys.unraisablehook is not _redeliver:
+        _previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, _redeliver
 
 
 def _terminate_now(signum: int) -> None:
@@ -171,8 +198,6 @@ def _terminate_now(signum: int) -> None:
 def exit_now(code: int) -> None:
     """End the process at once: the stack has unwound (temporary files are gone, the run is kept pending), and
     nothing may wait on a tracker's threads or an upload pool at interpreter exit (a scheduler's grace period)."""
-    import os
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -190,7 +215,7 @@ def main(cfg: DictConfig, output_dir: Path, in_sweep: bool = False, parallel_job
     metric = str(cfg.get("optimized_metric", DEFAULT_METRIC))
     redact_folder(output_dir / ".hydra")  # Hydra's copy of the config and overrides, before anything reads it
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        on_sigterm_unwind()
     try:
         limit_threads(parallel_jobs)
         if in_sweep:

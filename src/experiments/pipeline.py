@@ -1,12 +1,13 @@
 """One run, as a short sequence of named steps.
 
-data → embed → index → mine (train only) → fine-tuning set → fit reranker → evaluate (with and without the
-reranker, on the eval split only) → package the categoriser → write the run folder (``run_folder.write_run``) →
-track (``tracking.record.track``; the package is logged as the run's model). Each step takes and returns plain
-records (``experiments.outcome``), so it can be tested alone; the components arrive already built
-(``experiments.app`` instantiates them from config). The trackers are called in one place, at the end, after the
-run folder is complete: a run that fails or is killed before then leaves no half-recorded tracker run, and a
-failing tracker never loses the folder. The files a run writes are described in ``docs/run-folder.md``.
+data → embed → index → mine (train only) → fine-tuning set → fit reranker → evaluate (with and without the reranker,
+on the eval split only) → package the categoriser → write the run folder (``run_folder.write_run``) → track
+(``tracking.record.track``; the package is logged as the run's model). Each step takes and returns plain records
+(``experiments.outcome``), so it can be tested alone; the components arrive already built (``experiments.app``
+instantiates them from config). The trackers' run opens when the run starts and follows the training live
+(``tracking.live``: best-effort, never waited on); the record itself is sent in one place, at the end, after the run
+folder is complete, so a failing tracker never loses the folder. The files a run writes are described in
+``docs/run-folder.md``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from experiments.evaluation.table import format_table
 from experiments.miners.base import Miner, MiningContext, check_knobs
 from experiments.outcome import Embeddings, Evaluation, Folders, RunOutcome
 from experiments.records import DatasetSplits, FinetuneSet, sha256_json
-from experiments.rerankers.base import FitContext, FitResult, Holdout, Reranker
+from experiments.rerankers.base import FitContext, FitProgress, FitResult, Holdout, Reranker
 from experiments.rerankers.cached import CachedScores
 from experiments.retrieval.base import Retriever
 from experiments.retrieval.prototypes import category_documents
 from experiments.schema import Knobs
 from experiments.serving.package import CategoriserPackage
 from experiments.tracking.base import diagnostic_tags, tracked_params
-from experiments.tracking.record import track, track_failure
+from experiments.tracking.live import start_live
+from experiments.tracking.record import start_tags, track, track_failure
 from experiments.tracking.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -147,9 +149,10 @@ def fit_context(
     knobs: Knobs,
     held_out: set[int],
     documents: Documents | None = None,
+    progress: FitProgress | None = None,
 ) -> FitContext:
     """The train examples, the category documents and the validation holdout (mined like the run's set, against
-    ``documents`` when the validation fit has its own, built from its rows)."""
+    ``documents`` when the validation fit has its own, built from its rows); the fit reports to ``progress``."""
     validation = None
     if held_out:
         keep = [row for row in range(len(splits.train)) if row not in held_out]
@@ -160,7 +163,7 @@ def fit_context(
             documents=dict(zip(splits.category_names, documents[0], strict=True)) if documents else None,
         )
     by_label = dict(zip(splits.category_names, vectors.documents, strict=True))
-    return FitContext(examples=list(splits.train), documents=by_label, validation=validation)
+    return FitContext(examples=list(splits.train), documents=by_label, validation=validation, progress=progress)
 
 
 def validation_documents(
@@ -258,16 +261,22 @@ def run_experiment(
         "embedder.weights_sha256": str(parts.embedder.identity().get("weights_sha256") or "")[:16],
         "eval_in_train": str(eval_in_train(splits)),
         "eval_groups_in_train": str(eval_groups_in_train(splits)),
+        **start_tags(),
     }
+    # The trackers' run opens now (RUNNING) and follows the training; it never waits on a tracker.
+    live = start_live(parts.trackers, name, params, tags, started_at)
     try:
-        outcome, record = _run_steps(parts, knobs, folders, config, splits, watch, name, params)
+        outcome, record = _run_steps(parts, knobs, folders, config, splits, watch, name, params, live)
     except UserError:
+        live.end("FAILED")
         raise
     except BaseException as error:
-        track_failure(parts.trackers, name, params, error, folders.output_dir, tags=tags, started_at=started_at)
+        track_failure(
+            parts.trackers, name, params, error, folders.output_dir, tags=tags, started_at=started_at, live=live
+        )
         raise
     outcome.tags, outcome.started_at, outcome.ended_at = tags, started_at, time.time()
-    track(parts.trackers, outcome, record)
+    track(parts.trackers, outcome, record, live)
     return outcome
 
 
@@ -280,6 +289,7 @@ def _run_steps(
     watch: _Stopwatch,
     name: str,
     params: dict[str, object],
+    progress: FitProgress | None = None,
 ) -> tuple[RunOutcome, run_folder.RunRecord]:
     folders.output_dir.mkdir(parents=True, exist_ok=True)
     run_folder.write_config(folders.output_dir, config)
@@ -304,7 +314,9 @@ def _run_steps(
         _replicate(parts, splits, vectors, folders, knobs.model_copy(update={"seed": seed}), (held_out, documents))
         for seed in knobs.seeds()[:0:-1]
     ]
-    finetune_set, fit, evaluation = _replicate(parts, splits, vectors, folders, knobs, (held_out, documents), watch)
+    finetune_set, fit, evaluation = _replicate(
+        parts, splits, vectors, folders, knobs, (held_out, documents), watch, progress
+    )
     run_folder.write_finetune_set(folders.output_dir, finetune_set)
     evaluations = [evaluation, *(replicate[2] for replicate in reversed(replicates))]
     fits = [fit, *(replicate[1] for replicate in reversed(replicates))]
@@ -328,13 +340,15 @@ def _replicate(
     knobs: Knobs,
     validation: tuple[set[int], Documents | None],
     watch: _Stopwatch | None = None,
+    progress: FitProgress | None = None,
 ) -> tuple[FinetuneSet, FitResult | None, Evaluation]:
     """Mine, fit and evaluate under ``knobs.seed`` (the validation holdout and its documents are the run's, the same
-    for every seed; the laps go to ``watch``, when given)."""
+    for every seed; the laps go to ``watch``, the fit's loss and validation scores to ``progress``, when given:
+    the run's own seed)."""
     watch = watch or _Stopwatch()
     started = time.perf_counter()
     finetune_set = mine(parts.miner, splits, vectors, knobs)
-    context = fit_context(parts.miner, splits, vectors, knobs, *validation)
+    context = fit_context(parts.miner, splits, vectors, knobs, *validation, progress=progress)
     watch.lap("mine", started)
     started = time.perf_counter()
     fit = parts.reranker.fit(finetune_set, folders.models_dir, knobs.seed, context)

@@ -6,7 +6,8 @@ earlier version's ``<tracker>.pickle`` is refused, never loaded, and a tracker i
 project). This command finds them under the outputs folder, rebuilds each tracker from
 the run's ``config.json`` (``trackers.<name>``; ``MLFLOW_TRACKING_URI`` in the environment still overrides the
 MLflow store, as in a run), and sends each run once: the tracker first deletes whatever an interrupted attempt
-recorded of the same run (tag ``experiments.run_uid``), and the pending file is removed when the run is sent. A
+or the run's live log recorded of the same run (tag ``experiments.run_uid``; the pending record holds all of it,
+loss curve included), and the pending file is removed when the run is sent. A
 second sync sends nothing; a run whose tracker fails again stays pending. Two syncs at once never send the same
 run: each claims a pending file by renaming it.
 """
@@ -27,7 +28,7 @@ from experiments import run_folder
 from experiments.errors import UserError
 from experiments.processes import alive
 from experiments.secrets import guard_output
-from experiments.tracking.base import FailedRun, TrackedRun
+from experiments.tracking.base import FailedRun
 from experiments.tracking.pending import LEGACY_SUFFIX, PENDING, SUFFIX, legacy_records, load_pending
 from experiments.tracking.trackers import Trackers, describe, in_thread
 
@@ -67,7 +68,7 @@ def send(pending: Path) -> bool:
         tracker = build_tracker(folder, key)
         tracker.strict = False
         discard = getattr(tracker, "discard", None)
-        uid = run.tags.get("experiments.run_uid") if isinstance(run, TrackedRun) else None
+        uid = run.tags.get("experiments.run_uid")  # a stopped run too: its live run was opened when it started
         if discard is not None and uid:
             outcome = in_thread(key, partial(discard, uid), tracker.timeout_s)
             if "value" not in outcome:

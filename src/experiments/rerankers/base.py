@@ -8,10 +8,10 @@ A reranker rescoring the vector-search candidates is the second stage of retriev
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from experiments.models import Portable, portable
 from experiments.records import Example, FinetuneSet, sha256_json
@@ -65,6 +65,23 @@ class Holdout:
     documents: dict[str, str] | None = None
 
 
+#: Which fine-tune a training loss comes from: the fit that chooses a setting on validation, or the run's own.
+FitStage = Literal["selection", "final"]
+
+
+class FitProgress(Protocol):
+    """Where a fit reports as it goes (the pipeline passes the run's live log). Best-effort and never blocking:
+    a call returns at once whatever the receiver does with it."""
+
+    def training_loss(self, step: int, loss: float, stage: FitStage) -> None:
+        """The training loss the trainer logged at optimiser step ``step`` of the ``stage`` fine-tune."""
+        ...
+
+    def validation(self, step: int, scores: Mapping[str, float]) -> None:
+        """Validation scores (``{"mrr@1": 0.61, ...}``) of the setting tried ``step``-th (the epochs so far)."""
+        ...
+
+
 @dataclass(frozen=True)
 class FitContext:
     """What a reranker may learn from besides the fine-tuning set. Everything in it comes from the train split.
@@ -73,11 +90,13 @@ class FitContext:
         examples: every labelled train example (the fine-tuning set was mined from these).
         documents: category label → the document text the reranker is asked to score for it.
         validation: the holdout for choices; None when the run has no validation split.
+        progress: where the fit reports its training loss and validation scores as they happen; None: nowhere.
     """
 
     examples: list[Example]
     documents: dict[str, str]
     validation: Holdout | None = None
+    progress: FitProgress | None = None
 
     def for_selection(self) -> FitContext:
         """The context of a fit on ``validation.fit_examples`` alone (no nested holdout)."""

@@ -23,7 +23,7 @@ from experiments.files import write_atomic
 from experiments.models import cache_identity, model_identity, pick_device, quiet_loading, resolve_model
 from experiments.records import FinetuneItem, FinetuneSet, sha256_json
 from experiments.records.run import Selection
-from experiments.rerankers.base import FitContext, FitResult, ModelReranker, make_finetune_id
+from experiments.rerankers.base import FitContext, FitProgress, FitResult, FitStage, ModelReranker, make_finetune_id
 from experiments.rerankers.selection import CRITERION, best, quality
 from experiments.store import build_once, set_aside
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Called after each training epoch with the model being trained and the epoch reached.
 EpochHook = Callable[[Any, float], None]
+#: Called with ``(optimiser step, training loss)`` each time the trainer logs the loss.
+LossHook = Callable[[int, float], None]
 
 ModelT = TypeVar("ModelT")
 
@@ -107,11 +109,12 @@ def without_model_card(trainer_class: Any) -> Any:
     return Trainer
 
 
-def run_trainer(trainer: Any, on_epoch: EpochHook | None = None) -> Any:
+def run_trainer(trainer: Any, on_epoch: EpochHook | None = None, on_loss: LossHook | None = None) -> Any:
     """``trainer.train()`` without per-log console lines (the progress bar follows the arguments).
 
-    The loss is still logged every ``LOSS_LOG_STEPS`` steps into the trainer's state, for the loss curve.
-    ``on_epoch(model, epoch)`` runs after every epoch (in eval mode, without gradients), for validation.
+    The loss is still logged every ``LOSS_LOG_STEPS`` steps into the trainer's state, for the loss curve, and
+    handed to ``on_loss(step, loss)`` as it is logged. ``on_epoch(model, epoch)`` runs after every epoch (in eval
+    mode, without gradients), for validation.
     """
     import torch
     from transformers import PrinterCallback, ProgressCallback, TrainerCallback
@@ -129,11 +132,18 @@ def run_trainer(trainer: Any, on_epoch: EpochHook | None = None) -> Any:
                 on_epoch(model, round(float(state.epoch), 2))
             model.train()
 
+    class LossLogged(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if on_loss is not None and logs and "loss" in logs:
+                on_loss(int(state.global_step), float(logs["loss"]))
+
     trainer.remove_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgress)
     if on_epoch is not None:
         trainer.add_callback(EpochEnd)
+    if on_loss is not None:
+        trainer.add_callback(LossLogged)
     return trainer.train()
 
 
@@ -269,14 +279,17 @@ class TrainedReranker(ModelReranker[ModelT]):
         identity = model_identity(self.base_model)
         selection = Selection()
         epochs = self.epochs
+        progress = context.progress if context is not None else None
         if self.select_epochs and context is not None and context.validation is not None:
             selection = self._select_epochs(context, Path(cache_dir), seed, identity)
             assert selection.epochs is not None
             epochs = selection.epochs
         finetune_id = make_finetune_id(finetune_set, cache_identity(identity), self.train_args(seed, epochs))
         final_dir = Path(cache_dir) / finetune_id
+        on_loss = _reporting(progress, "final")
         record, reused = build_once(
-            final_dir, lambda tmp: self._train(finetune_set.items, identity, tmp, seed, epochs, save=True)
+            final_dir,
+            lambda tmp: self._train(finetune_set.items, identity, tmp, seed, epochs, save=True, on_loss=on_loss),
         )
         self._model_path = final_dir
         self._forget_model()
@@ -315,13 +328,19 @@ class TrainedReranker(ModelReranker[ModelT]):
         if cached is not None:
             return Selection.model_validate({**cached, "reused": True})
         curve: list[list[float]] = []
+        progress = context.progress
 
         def on_epoch(model: Any, epoch: float) -> None:
             curve.append([epoch, *quality(self._score_matrix(model, queries, documents), validation.examples, labels)])
+            if progress is not None:
+                progress.validation(len(curve), dict(zip(CRITERION, curve[-1][1:], strict=True)))
 
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="select-") as tmp:
-            self._train(validation.fit_set.items, identity, Path(tmp), seed, self.epochs, save=False, on_epoch=on_epoch)
+            self._train(
+                validation.fit_set.items, identity, Path(tmp), seed, self.epochs, save=False, on_epoch=on_epoch,
+                on_loss=_reporting(progress, "selection"),
+            )  # fmt: skip
         chosen = best([(point[0], tuple(point[1:])) for point in curve])
         result = {
             "epochs": int(chosen) if chosen.is_integer() else chosen,
@@ -345,6 +364,7 @@ class TrainedReranker(ModelReranker[ModelT]):
         epochs: float,
         save: bool,
         on_epoch: EpochHook | None = None,
+        on_loss: LossHook | None = None,
     ) -> dict[str, Any]:
         """Train from the base model at ``identity["path"]`` for ``epochs``; with ``save``, save it into ``out_dir``."""
         from transformers import set_seed
@@ -366,7 +386,7 @@ class TrainedReranker(ModelReranker[ModelT]):
         loss = self._loss(model, items)
         trainer = without_model_card(trainer_class)(model=model, args=arguments, train_dataset=dataset, loss=loss)
         started = time.perf_counter()
-        output = run_trainer(trainer, on_epoch)
+        output = run_trainer(trainer, on_epoch, on_loss)
         seconds = time.perf_counter() - started
         shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
         if save:
@@ -382,3 +402,10 @@ class TrainedReranker(ModelReranker[ModelT]):
             "loss_history": loss_history(trainer),
             "extra": self._record_extra(items),
         }
+
+
+def _reporting(progress: FitProgress | None, stage: FitStage) -> LossHook | None:
+    """The loss hook that hands each logged loss of the ``stage`` fine-tune to ``progress`` (None: no hook)."""
+    if progress is None:
+        return None
+    return lambda step, loss: progress.training_loss(step, loss, stage)

@@ -35,6 +35,7 @@ __all__ = [
     "run_metrics",
     "scrub",
     "tracked_params",
+    "validation_key",
 ]
 
 
@@ -210,11 +211,17 @@ def diagnostic_tags(config: Mapping[str, Any]) -> dict[str, str]:
 def headline_metrics(record: RunRecord) -> dict[str, float]:
     """The headline numbers of a run, from its ``RunRecord``: what a run and a sweep's parent both track.
 
-    ``recall_at_1`` (reranker), ``baseline_recall_at_1``, ``delta_recall_at_1`` ..., each with ``_ci_low`` and
-    ``_ci_high``; ``latency_rerank_p50_ms``; ``candidate_recall``.
+    ``validation_mrr_at_1`` ... (the objective a sweep chooses by: the chosen setting's validation score, over the
+    seeds with replicates) when the run chose on validation; ``recall_at_1`` (reranker), ``baseline_recall_at_1``,
+    ``delta_recall_at_1`` ..., each with ``_ci_low`` and ``_ci_high``; ``latency_rerank_p50_ms``;
+    ``candidate_recall``.
     """
     summary = record.metrics
     metrics: dict[str, float] = {}
+    for name in record.validation.reranker if record.validation is not None else ():
+        score = record.validation_score(name)
+        if score is not None:
+            metrics[validation_key(name)] = score
     for prefix, estimates in (("", summary.reranker), ("baseline_", summary.baseline), ("delta_", summary.delta)):
         for name, value in estimates.items():
             key = prefix + metric_key(name)
@@ -223,6 +230,11 @@ def headline_metrics(record: RunRecord) -> dict[str, float]:
         metrics["latency_rerank_p50_ms"] = float(summary.latency_ms["rerank_p50"])
     metrics["candidate_recall"] = float(summary.candidate_recall)
     return metrics
+
+
+def validation_key(metric: str) -> str:
+    """The objective's name: ``validation_mrr_at_1`` for ``mrr@1`` chosen on the validation split."""
+    return f"validation_{metric_key(metric)}"
 
 
 def run_metrics(record: RunRecord) -> dict[str, float]:

@@ -1,8 +1,11 @@
 """MLflow tracking: a local SQLite store under ``outputs/`` by default, or ``MLFLOW_TRACKING_URI``.
 
-Toward a tracking server, each request is bounded (``bound_http``: seconds, not MLflow's minutes of retries).
-Every run is tagged with the process that records it (``experiments.processes``), so a run left RUNNING by a
-process that was killed with ``kill -9`` is found and marked KILLED the next time a tracker connects.
+Toward a tracking server, each request is bounded (``bound_http``: seconds, not MLflow's minutes of retries). A run
+is opened RUNNING when it starts (``open_live``, from a ``LiveFeed``'s thread) and receives its training loss and
+validation scores as they happen; ``log_run`` / ``log_failure`` then record the whole run into that same run and end
+it (or into a new one when the live run could not be opened). Every run is tagged with the process that records it
+(``experiments.processes``), so a run left RUNNING by a process that was killed with ``kill -9`` is found and marked
+KILLED the next time a tracker connects.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,9 +30,10 @@ from experiments.records.run import Summary
 from experiments.records.sweep import SweepRecord
 from experiments.run_folder import read
 from experiments.secrets import redact
-from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params
+from experiments.tracking.base import FailedRun, TrackedRun, headline_metrics, tracked_params, validation_key
+from experiments.tracking.live import TRAIN_LOSS, LiveStart, Point
 from experiments.tracking.local_store import create_store, unusable_store
-from experiments.tracking.mlflow_view import describe_experiment
+from experiments.tracking.mlflow_view import describe_experiment, headline_charts
 from experiments.tracking.trackers import is_disk_full
 
 if TYPE_CHECKING:
@@ -94,8 +99,25 @@ class MLflowTracker:
         self.artifact_location = artifact_location
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
+        #: The run ``open_live`` opened (set by the live feed's thread once the server answered).
+        self.live_run_id: str | None = None
+        # Set when the final record starts: a live run opened after that (a slow answer) is a duplicate, deleted.
+        self._live_taken = False
+        self._live_lock = threading.Lock()
+        self._live_settled = threading.Event()  # no live run being opened
+        self._live_settled.set()
         self._opening: tuple[str, str] | None = None  # (experiment id, run uid) of the run being created
         self._sweep_run_id = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process gets (a joblib launcher pickles the sweep's callbacks): no lock, no event."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("_live_lock", "_live_settled")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._live_lock = threading.Lock()
+        self._live_settled = threading.Event()
+        self._live_settled.set()
 
     def _artifact_root(self) -> str | None:
         """Where a new experiment keeps its artifacts: ``artifact_location`` for a local store; toward a tracking
@@ -245,24 +267,93 @@ class MLflowTracker:
         for run in client.search_runs([experiment_id], f"tags.`experiments.run_uid` = '{run_uid}'"):
             client.delete_run(run.info.run_id)
 
-    def start(self, run_name: str, tags: Mapping[str, str], started_at: float | None = None) -> None:
-        """Open the run, started at ``started_at`` (seconds since the epoch; None: now), nested under the parent."""
+    def open_live(self, start: LiveStart) -> None:
+        """Open the run RUNNING as it starts, with its name, tags (MLflow's context tags among them: user, source,
+        git commit) and params; ``log_run`` later records the rest into it and ends it."""
+        self._live_settled.clear()
+        try:
+            self._open_live(start)
+        finally:
+            self._live_settled.set()
+
+    def _open_live(self, start: LiveStart) -> None:
         import mlflow
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+        from mlflow.entities import Param
 
         self._connect()
         experiment = mlflow.get_experiment_by_name(self.experiment)
         assert experiment is not None  # _connect created it
-        self._opening = (experiment.experiment_id, tags.get("experiments.run_uid", ""))
-        nesting = {MLFLOW_PARENT_RUN_ID: self.parent_run_id} if self.parent_run_id else {}
-        # create_run takes the start time, which mlflow.start_run does not; start_run then makes it the active run.
-        created = mlflow.MlflowClient().create_run(
+        client = mlflow.MlflowClient()
+        created = client.create_run(
             experiment.experiment_id,
-            start_time=None if started_at is None else int(started_at * 1000),
-            tags={**tags, **this_process(), **nesting},
-            run_name=run_name,
+            start_time=int(start.started_at * 1000),
+            tags={**start.tags, **this_process(), **self._nesting()},
+            run_name=start.name,
         )
-        self.run_id = created.info.run_id
+        with self._live_lock:
+            late = self._live_taken
+            if not late:
+                self.live_run_id = created.info.run_id
+        if late:  # the final record went ahead without it, into a run of its own
+            client.delete_run(created.info.run_id)
+            return
+        params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in start.params.items()]
+        for first in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(created.info.run_id, params=params[first : first + 100])
+
+    def log_live(self, points: Sequence[Point]) -> None:
+        """Add metric points to the live run (from the live feed's thread)."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        if self.live_run_id is None:
+            return
+        metrics = [Metric(point.key, point.value, point.timestamp_ms, point.step) for point in points]
+        for first in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            mlflow.MlflowClient().log_batch(self.live_run_id, metrics=metrics[first : first + 1000])
+
+    def end_live(self, status: str) -> None:
+        """End the live run with ``status`` (the process is being stopped before the run was recorded)."""
+        import mlflow
+
+        if self.live_run_id is not None:
+            mlflow.MlflowClient().set_terminated(self.live_run_id, status=status)
+
+    def _nesting(self) -> dict[str, str]:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        return {MLFLOW_PARENT_RUN_ID: self.parent_run_id} if self.parent_run_id else {}
+
+    def start(self, run_name: str, tags: Mapping[str, str], started_at: float | None = None) -> None:
+        """Open the run, started at ``started_at`` (seconds since the epoch; None: now), nested under the parent.
+
+        The run opened live when the run started (``live_run_id``) is reused, waited for while its opening is under
+        way (within ``timeout_s``, which bounds the whole record anyway); one whose opening comes back later still is
+        deleted when it does (``open_live``), so the run is never doubled."""
+        import mlflow
+        from mlflow.entities import RunTag
+
+        # First, before this thread touches the store: MLflow's first use of a store is not safe in two threads.
+        self._live_settled.wait(self.timeout_s)
+        self._connect()
+        experiment = mlflow.get_experiment_by_name(self.experiment)
+        assert experiment is not None  # _connect created it
+        self._opening = (experiment.experiment_id, tags.get("experiments.run_uid", ""))
+        client = mlflow.MlflowClient()
+        with self._live_lock:
+            live, self._live_taken = self.live_run_id, True
+        if live is not None:  # opened when the run started: the record goes into it
+            self.run_id = live
+            client.log_batch(live, tags=[RunTag(key, value) for key, value in tags.items()])
+        else:
+            # create_run takes the start time, which mlflow.start_run does not; start_run makes it the active run.
+            created = client.create_run(
+                experiment.experiment_id,
+                start_time=None if started_at is None else int(started_at * 1000),
+                tags={**tags, **this_process(), **self._nesting()},
+                run_name=run_name,
+            )
+            self.run_id = created.info.run_id
         mlflow.start_run(run_id=self.run_id)
         log.info("MLflow run %s in %s", self.run_id, mlflow.get_tracking_uri())
 
@@ -297,23 +388,28 @@ class MLflowTracker:
         import mlflow
         import pandas as pd
 
-        # The primary metric first: MLflow's compare view charts the first metric a run logged by default.
+        # The primary metric and the objective first: MLflow's compare view charts the first metric a run logged by
+        # default.
         primary = metric_key(self.primary_metric)
-        ordered = {key: metrics[key] for key in (primary,) if key in metrics} | dict(metrics)
-        mlflow.log_metrics(ordered)
+        first = (primary, validation_key(self.primary_metric))
+        ordered = {key: metrics[key] for key in first if key in metrics} | dict(metrics)
+        mlflow.log_metrics(ordered | headline_charts(metrics, self.primary_metric))
         mlflow.log_table(data=pd.DataFrame(summary.table_rows()), artifact_file="metric_table.json")
 
     def log_loss_history(self, history: Sequence[tuple[int, float]]) -> None:
-        """The fine-tune's training loss as the metric history ``train_loss`` (one point per logged step)."""
+        """The fine-tune's training loss as the metric history ``train_loss`` (one point per logged step); the
+        steps the live run already has are not sent twice."""
         import mlflow
         from mlflow.entities import Metric
 
         if not history or self.run_id is None:
             return
+        client = mlflow.MlflowClient()
+        sent = {point.step for point in client.get_metric_history(self.run_id, TRAIN_LOSS)}
         now = int(time.time() * 1000)
-        points = [Metric("train_loss", float(loss), now, int(step)) for step, loss in history]
+        points = [Metric(TRAIN_LOSS, float(loss), now, int(step)) for step, loss in history if int(step) not in sent]
         for start in range(0, len(points), 1000):  # MLflow takes at most 1000 metrics per batch
-            mlflow.MlflowClient().log_batch(self.run_id, metrics=points[start : start + 1000])
+            client.log_batch(self.run_id, metrics=points[start : start + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
@@ -410,7 +506,8 @@ def log_sweep_report(client: Any, parent_id: str, report: SweepRecord, sweep_dir
     if run_folder.completed(winner):
         # The same RunRecord -> metrics road as the winner's own run (run_metrics), less its per-run extras.
         headline = headline_metrics(read(winner))
-        metrics = [Metric(key, float(value), now, 0) for key, value in headline.items()]
+        charts = headline_charts(headline, report.metric or DEFAULT_METRIC)
+        metrics = [Metric(key, float(value), now, 0) for key, value in (headline | charts).items()]
     config = run_folder.read_config(winner)
     if config is not None:
         winning = tracked_params(config.values, report.winner_choices)

@@ -6,6 +6,11 @@ names one. ``describe_experiment`` sets those
 tags, plus a saved view (``mlflow.sharedViewState.headline``) whose columns are the knobs and headline metrics;
 ``python -m experiments.tracking.mlflow_view`` prints the URL that opens it (``make ui`` does).
 
+The chart view groups a run's metrics into sections by the prefix before the last ``/`` and shows the prefixed
+sections first (alphabetically), then the unprefixed "Model metrics", each section's charts sorted by key. So the
+headline numbers are logged a second time as ``headline/<name>`` (``headline_charts``): the chart view opens on
+MRR@1, recall@5 and the objective, above the ~57 charts of every metric under its usual name.
+
 What an experiment's plain link opens is not the experiment's to choose: MLflow 3's UI keeps a per-browser
 "workflow type" (the GenAI / Machine learning switch at the top of its sidebar, default GenAI) and the experiment
 page follows it, whatever ``mlflow.experimentKind`` says. The printed URL carries ``workflowType=machine_learning``,
@@ -16,15 +21,26 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from experiments.metrics import METRIC_NAMES, metric_key
+from experiments.tracking.base import validation_key
 
 VIEW_KEY = "headline"
 KIND_TAG = "mlflow.experimentKind"
 PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 HEADLINE_PARAMS = ("miner", "reranker", "k", "duplication", "seed")
+#: The chart view's first section (see the module's docstring).
+HEADLINE_SECTION = "headline/"
+
+
+def headline_charts(metrics: Mapping[str, float], primary_metric: str) -> dict[str, float]:
+    """``headline/mrr_at_1``, ``headline/recall_at_5`` and ``headline/validation_mrr_at_1`` (the objective, when
+    the run chose on validation): the headline of ``metrics`` again, in the chart section MLflow shows first."""
+    keys = dict.fromkeys((metric_key(primary_metric), "recall_at_5", validation_key(primary_metric)))
+    return {HEADLINE_SECTION + key: float(metrics[key]) for key in keys if key in metrics}
 
 
 def _column(kind: str, key: str) -> str:
@@ -38,7 +54,9 @@ def headline_view(primary_metric: str) -> dict[str, Any]:
     columns = [
         _column("attributes", "Dataset"),
         *(_column("params", name) for name in HEADLINE_PARAMS),
-        *(_column("metrics", name) for name in metrics),
+        _column("metrics", metrics[0]),
+        _column("metrics", f"validation_{primary}"),  # the objective a sweep chose by, when it chose on validation
+        *(_column("metrics", name) for name in metrics[1:]),
         _column("metrics", f"delta_{primary}"),
         _column("metrics", f"baseline_{primary}"),
         _column("metrics", "train_seconds"),

@@ -81,10 +81,12 @@ class Trackers:
             tracker = self.trackers[key]
             self._call(key, tracker, partial(tracker.end_sweep, sweep_dir))
 
-    def log_run(self, run: TrackedRun) -> list[str]:
+    def log_run(self, run: TrackedRun, kept: Callable[[], None] | None = None) -> list[str]:
         """Record a finished run in every tracker, with params, tags and files scrubbed of secrets.
 
         A tracker that fails leaves the run pending in the run folder (``pending-trackers/<tracker>.json``).
+        ``kept`` is called once the run is kept pending, before any tracker is: what it waits on (the live feeds
+        sending what is queued) can never cost the record, whatever stops the process meanwhile.
 
         Returns:
             The keys of the trackers that failed (the run is pending for them).
@@ -98,6 +100,8 @@ class Trackers:
                 artifacts=artifacts,
             )
             unkept = self._keep(replace(clean, artifacts=run.run_folder), run.run_folder)
+            if kept is not None:
+                kept()
             no_room = {key: error for key, error in unkept.items() if _no_room(error)}
             later = f"; it is kept in the run folder: send it later with `{SEND_LATER} {run.run_folder}`"
             failed, strict_failures = self._each(lambda tracker: tracker.log_run(clean), later, no_room)
