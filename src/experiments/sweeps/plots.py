@@ -171,6 +171,7 @@ def plot_learning_curve(sweep_dir: Path, rows: list[Row], metric: str) -> Path |
         sizes_of = [size for size, _ in points]
         axes.errorbar(sizes_of, _means(estimates), yerr=_bars(estimates), marker="o", capsize=3, label=name, **style)
     axes.set_xscale("log")
+    axes.minorticks_off()  # the log axis's minor labels ("6x10^0") would crowd the examples-per-label ticks
     axes.set_xticks(sorted(sizes), [f"{size:.3g}" for size in sorted(sizes)])
     axes.set_xlabel("train examples per label (log scale)")
     axes.set_ylabel(f"{metric} (eval, 95% CI)")
