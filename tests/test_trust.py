@@ -266,3 +266,35 @@ def test_a_resolved_value_holding_a_key_is_refused_however_it_was_spelled(monkey
     with pytest.raises(UserError, match=r"^hydra\.run\.dir: it resolves to a secret from the environment") as caught:
         refuse_resolved_secrets({"hydra": {"run": {"dir": f"/tmp/runs/r_{CANARY}"}}})
     assert CANARY not in str(caught.value)
+
+
+def test_a_pending_summary_kept_by_the_earlier_version_still_reads():
+    """Records kept before the typed run files wrote ``systems`` and ``low``/``high``: sync must still send them."""
+    from pydantic import ValidationError
+
+    from experiments.metrics import METRIC_NAMES
+    from experiments.records.run import Summary
+    from experiments.tracking.pending import FinishedRecord, summary_of_earlier_records
+
+    def old(mean: float) -> dict[str, float]:
+        return {"mean": mean, "low": mean - 0.1, "high": mean + 0.1}
+
+    earlier = {
+        "n_queries": 3,
+        "systems": {"baseline": {m: old(0.4) for m in METRIC_NAMES}, "reranker": {m: old(0.7) for m in METRIC_NAMES}},
+        "delta": {m: old(0.3) for m in METRIC_NAMES},
+        "latency_ms": {"p50": 1.0},
+        "candidate_recall": 1.0,
+    }
+    summary = Summary.model_validate(summary_of_earlier_records(earlier))
+    assert summary.reranker["mrr@1"].mean == 0.7 and summary.reranker["mrr@1"].ci_high == pytest.approx(0.8)
+    assert summary.baseline["recall@5"].ci_low == pytest.approx(0.3) and summary.delta["mrr@1"].mean == 0.3
+
+    def summary_errors(value: object) -> list[tuple]:
+        with pytest.raises(ValidationError) as caught:  # the other fields are missing: only summary's errors matter
+            FinishedRecord.model_validate({"summary": value})
+        return [error["loc"] for error in caught.value.errors() if error["loc"][0] == "summary"]
+
+    assert summary_errors(earlier) == []  # the record reads the earlier shape
+    broken = {**earlier, "delta": {m: {"mean": 0.3} for m in METRIC_NAMES}}
+    assert summary_errors(broken)  # a damaged one is still refused

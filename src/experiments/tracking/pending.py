@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from experiments.errors import UserError
 from experiments.evaluation.evaluate import QueryResult
@@ -120,8 +120,38 @@ class CategoriserRecord(_Record):
         )  # fmt: skip
 
 
+def summary_of_earlier_records(value: Any) -> Any:
+    """A summary as records kept before the typed run files wrote it (``systems``; ``low``/``high``), in today's
+    shape (``baseline``/``reranker``; ``ci_low``/``ci_high``); any other value unchanged.
+
+    Runs kept pending by that version stay sendable: sync delivers them instead of asking for a rerun.
+    """
+    if not isinstance(value, dict) or "systems" not in value or not isinstance(value["systems"], dict):
+        return value
+
+    def estimates(column: Any) -> Any:
+        if not isinstance(column, dict):
+            return column
+        return {
+            name: {"mean": e["mean"], "ci_low": e["low"], "ci_high": e["high"]}
+            if isinstance(e, dict) and {"mean", "low", "high"} <= e.keys()
+            else e
+            for name, e in column.items()
+        }
+
+    shaped = {key: item for key, item in value.items() if key != "systems"}
+    shaped.update({system: estimates(column) for system, column in value["systems"].items()})
+    shaped["delta"] = estimates(value.get("delta"))
+    return shaped
+
+
 class FinishedRecord(_Record):
     """A ``TrackedRun`` without its folders (sync hands the run folder the record is found in)."""
+
+    @field_validator("summary", mode="before")
+    @classmethod
+    def _earlier_summary(cls, value: Any) -> Any:
+        return summary_of_earlier_records(value)
 
     name: str
     params: dict[str, JsonValue]
