@@ -75,3 +75,24 @@ def test_a_fit_trains_and_records_what_auto_chose(
 def test_a_negative_step_floor_is_refused() -> None:
     with pytest.raises(ConfigError, match="min_steps_per_epoch=-1"):
         FinetunedBiEncoder(device="cpu", min_steps_per_epoch=-1)
+
+
+def test_token_lengths_match_the_model_tokenizer_without_loading_torch(tiny_model_dir: Path) -> None:
+    """A rerun that reuses its stored model must not import torch just to plan batches (tests/test_pipeline.py)."""
+    import subprocess
+    import sys
+
+    texts = ["a short one", "a much longer query about a card payment " * 20, ""]
+    code = (
+        "import sys\n"
+        "from experiments.rerankers.bi_encoder_finetuned import token_lengths\n"
+        f"print(token_lengths({str(tiny_model_dir)!r}, {texts!r}, 16))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lengths, torch_loaded = done.stdout.splitlines()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir), local_files_only=True)
+    expected = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=16)["input_ids"]]
+    assert lengths == str(expected) and torch_loaded == "False"

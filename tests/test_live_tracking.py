@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sweep_records import sweep_record
 from test_cli import ROOT, shrunk
 from test_hardening import cli, cli_env, free_port, mlflow_server
 
@@ -150,8 +151,7 @@ def test_a_run_is_running_with_its_loss_while_it_trains_then_finished_with_its_r
     history = client.get_metric_history(finished.info.run_id, "train_loss")
     parent = client.create_run(finished.info.experiment_id, run_name="sweep").info.run_id
     folder = Path(finished.data.tags["run_folder"])
-    report = {"winner": "w", "winner_folder": str(folder), "selection_split": "validation"}
-    log_sweep_report(client, parent, report, tmp_path)
+    log_sweep_report(client, parent, sweep_record("w", folder), tmp_path)
     parent_metrics = client.get_run(parent).data.metrics
     assert finished.info.run_id == run.info.run_id and finished.info.status == "FINISHED"
     record = json.loads((folder / "metrics.json").read_text())
@@ -300,8 +300,8 @@ def test_the_tracker_still_pickles_for_a_joblib_launcher():
 def test_a_finished_run_is_kept_pending_before_the_live_feeds_are_waited_on(tmp_path, monkeypatch):
     """The feeds get up to CLOSE_S to send what is queued (a silent server takes all of it): a stop (SIGTERM,
     ``kill -9``) in that window still finds the run pending in its folder, for ``sync``."""
-    from experiments.evaluation.evaluate import Summary
     from experiments.records import DatasetSplits, FinetuneSet
+    from experiments.records.run import Summary
     from experiments.tracking import record
     from experiments.tracking.base import TrackedRun
     from experiments.tracking.pending import PENDING
@@ -318,7 +318,11 @@ def test_a_finished_run_is_kept_pending_before_the_live_feeds_are_waited_on(tmp_
 
     seen: list[bool] = []
     (tmp_path / "metrics.json").write_text("{}")
-    nothing = DatasetSplits("empty", [], [], []), FinetuneSet([]), Summary(0, {}, {}, {}, 0.0)
+    nothing = (
+        DatasetSplits("empty", [], [], []),
+        FinetuneSet([]),
+        Summary(n_queries=0, baseline={}, reranker={}, delta={}, latency_ms={}, candidate_recall=0.0),
+    )
     run = TrackedRun("r", {}, {}, {}, *nothing, [], None, tmp_path, tmp_path)
     monkeypatch.setattr(record, "tracked_run", lambda outcome, kept: run)
     record.track(Trackers({"recorder": Recorder()}), None, None, Closing())  # type: ignore[arg-type, dict-item]

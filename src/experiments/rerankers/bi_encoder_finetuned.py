@@ -69,6 +69,27 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str]) -> np.ndarray:
     )
 
 
+def token_lengths(path: str, texts: Sequence[str], max_length: int) -> list[int]:
+    """Tokens per text (special tokens included, cut at ``max_length``) under the tokenizer of the model at ``path``.
+
+    Read with the ``tokenizers`` library from the folder's ``tokenizer.json`` (no torch: a rerun that reuses its
+    stored model never loads it); a model with only a slow tokenizer goes through transformers.
+    """
+    file = Path(path) / "tokenizer.json"
+    if file.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(file))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length)
+        return [len(tokenizer.encode(text).ids) for text in texts]  # one at a time: no thread pool before a fork
+    from transformers import AutoTokenizer
+
+    with loading(path):
+        slow = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return [len(ids) for ids in slow(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+
 class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
     """Fine-tune a sentence-transformers bi-encoder on the mined items and rescore by cosine similarity.
 
@@ -176,13 +197,7 @@ class FinetunedBiEncoder(TrainedReranker["SentenceTransformer"]):
 
     def plan(self, items: Sequence[FinetuneItem]) -> BatchPlan:
         """The batching a fit on ``items`` uses: ``batches`` and ``batch_size`` resolved for this set."""
-        from transformers import AutoTokenizer
-
-        path = resolve_model(self.base_model)
-        with loading(path):
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        queries = mnrl_rows(items)["query"]
-        lengths = [len(ids) for ids in tokenizer(queries, truncation=True, max_length=self.max_length)["input_ids"]]
+        lengths = token_lengths(resolve_model(self.base_model), mnrl_rows(items)["query"], self.max_length)
         return plan_batches(lengths, self.batches, self.batch_size, self.min_steps_per_epoch)
 
     def fit(
