@@ -1,4 +1,4 @@
-"""Params are flat, secrets never leave the process, metric names survive MLflow's character rules."""
+"""Params are flat, metric names survive MLflow's character rules."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ import pytest
 from sweep_records import sweep_record
 
 from experiments.metrics import METRIC_NAMES
-from experiments.tracking.base import flatten, metric_key, scrub
-
-
-def test_scrub_hides_secret_looking_keys_at_any_depth():
-    config = {"tracker": {"api_key": "sk-123", "project": "p"}, "llm": [{"OPENAI_API_KEY": "x", "token": None}]}
-    cleaned = scrub(config)
-    assert cleaned == {"tracker": {"api_key": "***", "project": "p"}, "llm": [{"OPENAI_API_KEY": "***", "token": None}]}
-    assert config["tracker"]["api_key"] == "sk-123"  # the original is untouched
+from experiments.tracking.base import flatten, metric_key
 
 
 def test_flatten_joins_keys_and_stringifies_lists():
@@ -31,19 +24,6 @@ def test_metric_keys_are_valid_mlflow_names():
     for name in METRIC_NAMES:
         _validate_metric_name(metric_key(name))
     assert metric_key("recall@1") == "recall_at_1"
-
-
-def test_secret_values_from_the_environment_are_redacted_everywhere(monkeypatch):
-    from experiments.secrets import redact, scrub
-
-    monkeypatch.setenv("CO_API_KEY", "co-canary-abcdef123")
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-enough")
-    assert redact("Bearer co-canary-abcdef123 sent") == "Bearer *** sent"
-    assert scrub({"url": "https://x/?key=co-canary-abcdef123", "max_tokens_per_doc": 512}) == {
-        "url": "https://x/?key=***",
-        "max_tokens_per_doc": 512,  # not a secret: only names *ending* in token are
-    }
-    assert redact("false-but-long-enough") == "false-but-long-enough"
 
 
 def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, capsys):
