@@ -139,3 +139,31 @@ def test_a_rerun_sweep_with_a_new_winner_updates_its_parent_run(tmp_path, capsys
     for _ in range(2):  # the same long winner twice: MLflow keeps 6,000 characters, and it is not a new winner
         log_sweep_report(client, other, long, tmp_path)
     assert "keeps its first winner's params" not in capsys.readouterr().out
+
+
+def test_a_sweeps_end_hands_every_tracker_the_record_as_report_json_holds_it(tmp_path, monkeypatch):
+    """The trackers receive the typed record, redacted as ``report.json`` is; None when the sweep made no report."""
+    from experiments import run_folder
+    from experiments.tracking.trackers import Trackers
+
+    class Parent:
+        strict, timeout_s = False, 5.0
+
+        def __init__(self):
+            self.ended = []
+
+        def start_sweep(self, name, sweep_dir):
+            return "parent"
+
+        def end_sweep(self, record, sweep_dir):
+            self.ended.append((record, sweep_dir))
+
+    monkeypatch.setenv("CO_API_KEY", "co-canary-abcdef123")
+    record = sweep_record("k=2", tmp_path / "runs-co-canary-abcdef123" / "k=2")
+    parent = Parent()
+    trackers = Trackers({"fake": parent})
+    trackers.end_sweep(list(trackers.start_sweep("sweep", tmp_path)), record, tmp_path)
+    trackers.end_sweep(["fake"], None, tmp_path)
+    run_folder.write_report(tmp_path, record)
+    assert parent.ended == [(run_folder.read_report(tmp_path), tmp_path), (None, tmp_path)]
+    assert "co-canary" not in parent.ended[0][0].winner_folder
