@@ -39,7 +39,4 @@ if __name__ == "__main__":
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     one_line_config_errors()  # an unknown option or key, a malformed override: one line, exit 2
-    main()
-    from experiments.sweeps import callback
-
-    sys.exit(callback.exit_code)  # a sweep with failed jobs exits 1
+    main()  # a sweep with failed jobs exits 1 (experiments.sweeps.callback.SweepFailed)

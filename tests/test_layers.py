@@ -33,9 +33,8 @@ LAYERS: list[set[str]] = [
     {"serving"},
     {"outcome"},  # what a run produced, in memory
     {"run_folder"},  # that outcome written as its files, and every run and sweep file read back
-    {"register"},  # the trackers register a sweep's winner through it
     {"tracking"},
-    {"sync", "sweeps"},
+    {"sync", "sweeps", "register"},  # register: the command line over tracking.registry
     {"report"},
     {"pipeline"},
     {"app", "suggest"},

@@ -12,6 +12,7 @@ from sweep_records import sweep_record
 
 from experiments import register
 from experiments.records.sweep import SweepRecord, Tie
+from experiments.tracking import registry
 
 RELEASE_0_1 = Path(__file__).parent / "data" / "run-folder-0.1"
 
@@ -72,15 +73,15 @@ def report(logged, ties: bool, selection_split: str = "validation") -> SweepReco
 
 def test_a_tied_winner_is_registered_once_by_the_stated_rule(logged):
     logged.connect()
-    said = register.register_winner(report(logged, ties=True), "tied")
+    said = registry.register_winner(report(logged, ties=True), "tied")
     assert said.startswith("registered: models:/tied@champion (version 1, new); a tie on validation mrr@1: ")
     assert "k=2,miner=cosine, k=4,miner=kmeans at 0.733, registered k=2,miner=cosine" in said
     assert "(the shorter stored training time first, then the configuration name)" in said
-    again = register.register_winner(report(logged, ties=False), "tied")  # the sweep's end, rerun
+    again = registry.register_winner(report(logged, ties=False), "tied")  # the sweep's end, rerun
     assert (
         again
         == f"registered: models:/tied@champion (version 1, already registered from run {logged.run_id}, no new version)"
     )
     assert versions("tied") == ["1"]
-    on_eval = register.register_winner(report(logged, ties=False, selection_split="eval"), "eval-chosen")
+    on_eval = registry.register_winner(report(logged, ties=False, selection_split="eval"), "eval-chosen")
     assert on_eval.startswith("note: the winner was chosen on the eval split") and versions("eval-chosen") == []

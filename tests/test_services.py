@@ -208,14 +208,14 @@ def test_a_sweep_opens_its_parent_in_every_tracker(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
     from test_pipeline import CONF
 
-    from experiments.tracking.sweep import SweepParentRun
+    from experiments.tracking.sweep import SweepParents
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         overrides = [f"paths.outputs_dir={tmp_path / 'outputs'}", "trackers=[mlflow,braintrust]"]
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    callback = SweepParentRun()
-    callback.on_multirun_start(cfg)
+    parents = SweepParents()
+    parents.open(cfg)
     try:
         assert os.environ["EXPERIMENTS_PARENT_BRAINTRUST"].startswith("sweep ")
         parent_id = os.environ["EXPERIMENTS_PARENT_MLFLOW"]
@@ -224,7 +224,7 @@ def test_a_sweep_opens_its_parent_in_every_tracker(tmp_path, monkeypatch):
         assert job.trackers.mlflow.parent_run_id == parent_id
         assert job.trackers.braintrust.sweep == os.environ["EXPERIMENTS_PARENT_BRAINTRUST"]
     finally:
-        callback.on_multirun_end(cfg)
+        parents.close(None, tmp_path)
     assert "EXPERIMENTS_PARENT_MLFLOW" not in os.environ and "EXPERIMENTS_PARENT_BRAINTRUST" not in os.environ
     [parent] = mlflow_runs(tmp_path)
     assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"

@@ -1,4 +1,4 @@
-"""Params are flat, secrets never leave the process, metric names survive MLflow's character rules."""
+"""Params are flat, metric names survive MLflow's character rules."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ import pytest
 from sweep_records import sweep_record
 
 from experiments.metrics import METRIC_NAMES
-from experiments.tracking.base import flatten, metric_key, scrub
-
-
-def test_scrub_hides_secret_looking_keys_at_any_depth():
-    config = {"tracker": {"api_key": "sk-123", "project": "p"}, "llm": [{"OPENAI_API_KEY": "x", "token": None}]}
-    cleaned = scrub(config)
-    assert cleaned == {"tracker": {"api_key": "***", "project": "p"}, "llm": [{"OPENAI_API_KEY": "***", "token": None}]}
-    assert config["tracker"]["api_key"] == "sk-123"  # the original is untouched
+from experiments.tracking.base import flatten, metric_key
 
 
 def test_flatten_joins_keys_and_stringifies_lists():
@@ -31,19 +24,6 @@ def test_metric_keys_are_valid_mlflow_names():
     for name in METRIC_NAMES:
         _validate_metric_name(metric_key(name))
     assert metric_key("recall@1") == "recall_at_1"
-
-
-def test_secret_values_from_the_environment_are_redacted_everywhere(monkeypatch):
-    from experiments.secrets import redact, scrub
-
-    monkeypatch.setenv("CO_API_KEY", "co-canary-abcdef123")
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-enough")
-    assert redact("Bearer co-canary-abcdef123 sent") == "Bearer *** sent"
-    assert scrub({"url": "https://x/?key=co-canary-abcdef123", "max_tokens_per_doc": 512}) == {
-        "url": "https://x/?key=***",
-        "max_tokens_per_doc": 512,  # not a secret: only names *ending* in token are
-    }
-    assert redact("false-but-long-enough") == "false-but-long-enough"
 
 
 def test_a_failing_tracker_is_one_line_and_the_others_still_record(tmp_path, capsys):
@@ -159,3 +139,31 @@ def test_a_rerun_sweep_with_a_new_winner_updates_its_parent_run(tmp_path, capsys
     for _ in range(2):  # the same long winner twice: MLflow keeps 6,000 characters, and it is not a new winner
         log_sweep_report(client, other, long, tmp_path)
     assert "keeps its first winner's params" not in capsys.readouterr().out
+
+
+def test_a_sweeps_end_hands_every_tracker_the_record_as_report_json_holds_it(tmp_path, monkeypatch):
+    """The trackers receive the typed record, redacted as ``report.json`` is; None when the sweep made no report."""
+    from experiments import run_folder
+    from experiments.tracking.trackers import Trackers
+
+    class Parent:
+        strict, timeout_s = False, 5.0
+
+        def __init__(self):
+            self.ended = []
+
+        def start_sweep(self, name, sweep_dir):
+            return "parent"
+
+        def end_sweep(self, record, sweep_dir):
+            self.ended.append((record, sweep_dir))
+
+    monkeypatch.setenv("CO_API_KEY", "co-canary-abcdef123")
+    record = sweep_record("k=2", tmp_path / "runs-co-canary-abcdef123" / "k=2")
+    parent = Parent()
+    trackers = Trackers({"fake": parent})
+    trackers.end_sweep(list(trackers.start_sweep("sweep", tmp_path)), record, tmp_path)
+    trackers.end_sweep(["fake"], None, tmp_path)
+    run_folder.write_report(tmp_path, record)
+    assert parent.ended == [(run_folder.read_report(tmp_path), tmp_path), (None, tmp_path)]
+    assert "co-canary" not in parent.ended[0][0].winner_folder

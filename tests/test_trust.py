@@ -1,4 +1,5 @@
-"""What a run folder can hold never runs, what a user owns is never removed, a key never leaves the process.
+"""What a run folder can hold never runs, what a user owns is never removed (a key never leaving the
+process: tests/test_secrets.py).
 
 Each test drives the real command (``run.py``, ``python -m experiments.sync``) in a subprocess against real files,
 as docs/guarantees.md promises.
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_services import FakeCohere, Reply, Request
 from test_cli import ROOT, shrunk
 from test_hardening import cli_env, free_port
 
@@ -187,85 +187,6 @@ def test_rejected_api_run_leaves_no_folder(tmp_path):
             experiments.run(["k=abc", f"paths.outputs_dir={tmp_path / 'outputs'}"], output_dir=folder)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mine"]
     assert [path.name for path in mine.iterdir()] == ["keep.log"]
-
-
-# Secrets: the Python API redacts as the command line does; a computed variable name is no way around the refusal.
-
-CANARY = "CANARYkey0123456789abcdefXYZ"
-
-
-class EchoingCohere(FakeCohere):
-    """A Cohere that refuses every rerank and quotes the request's Authorization header in its error."""
-
-    def route(self, request: Request) -> Reply:
-        if request.path == "/v2/rerank":
-            header = {key.lower(): value for key, value in request.headers.items()}.get("authorization")
-            return Reply(400, {"message": f"bad request from {header}"})
-        return super().route(request)
-
-
-def test_api_error_redacts_the_key(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    import logging
-    import sys as system
-
-    import experiments
-    from experiments.errors import ServiceError
-
-    monkeypatch.setenv("CO_API_KEY", CANARY)
-    server = EchoingCohere().start()
-    streams, factory = (system.stdout, system.stderr), logging.getLogRecordFactory()
-    try:
-        with pytest.raises(ServiceError) as raised:
-            experiments.run(
-                [
-                    *shrunk(tmp_path, tiny_model_dir),
-                    "reranker=cohere",
-                    f"reranker.base_url={server.url}",
-                    "reranker.max_retries=0",
-                    "trackers=none",
-                ]
-            )
-    finally:
-        server.stop()
-    assert server.calls("POST", "/v2/rerank")  # the key was sent, and echoed back
-    message = str(raised.value)
-    assert "bad request from Bearer ***" in message and CANARY not in message
-    error: BaseException | None = raised.value
-    while error is not None:  # what a notebook shows below the error, too
-        assert CANARY not in str(error)
-        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-    printed = capsys.readouterr()
-    assert CANARY not in printed.out + printed.err
-    assert (system.stdout, system.stderr) == streams and logging.getLogRecordFactory() is factory  # given back
-
-
-def test_computed_env_name_cannot_leak_a_key(tmp_path, tiny_model_dir):
-    runs = tmp_path / "runs"
-    env = cli_env(CO_API_KEY=CANARY)
-    small = [*shrunk(tmp_path, tiny_model_dir), "reranker=none", "trackers=none"]  # were it let through: seconds
-    quoted, whole = f'"{runs}/r_${{oc.env:CO_${{sfx}}}}"', f"{runs}/r_${{oc.env:${{sfx}}}}"
-    for suffix, run_dir in (("API_KEY", quoted), ("CO_API_KEY", whole)):
-        refused = run_py(*small, f"+sfx={suffix}", f"hydra.run.dir={run_dir}", env=env)
-        assert refused.returncode == 2, refused.stderr[-2000:]
-        [line] = refused.stderr.splitlines()
-        assert line.startswith("error: hydra.run.dir: it reads an environment variable whose name is computed")
-        assert CANARY not in refused.stdout + refused.stderr
-    sweep_dir = f"hydra.sweep.dir={runs}/s_${{oc.env:CO_${{sfx}}}}"
-    swept = run_py("-m", *small, "+sfx=API_KEY", sweep_dir, "k=2,3", env=env)
-    assert swept.returncode == 2 and "hydra.sweep.dir: it reads an environment variable" in swept.stderr
-    assert not runs.exists() and not (tmp_path / "outputs").exists()
-    assert not any(CANARY in path.name for path in tmp_path.rglob("*"))
-
-
-def test_a_resolved_value_holding_a_key_is_refused_however_it_was_spelled(monkeypatch):
-    from experiments.errors import UserError
-    from experiments.secrets import refuse_resolved_secrets
-
-    monkeypatch.setenv("CO_API_KEY", CANARY)
-    refuse_resolved_secrets({"hydra": {"run": {"dir": "/tmp/runs/r_1"}}, "k": 2})
-    with pytest.raises(UserError, match=r"^hydra\.run\.dir: it resolves to a secret from the environment") as caught:
-        refuse_resolved_secrets({"hydra": {"run": {"dir": f"/tmp/runs/r_{CANARY}"}}})
-    assert CANARY not in str(caught.value)
 
 
 def test_a_pending_summary_kept_by_the_earlier_version_still_reads():

@@ -183,8 +183,8 @@ def _mlflow_run(folder: Path) -> tuple[str | None, str | None]:
     store), or None where the tracker failed to record it."""
     import mlflow
 
-    from experiments.register import run_of_folder
     from experiments.serving.mlflow_model import run_model_uri
+    from experiments.tracking.registry import run_of_folder
 
     try:
         run_id = run_of_folder(folder)
@@ -254,9 +254,10 @@ def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
     from experiments.extras import check_extras
     from experiments.hydra_errors import one_line
     from experiments.secrets import refuse_secret_overrides
-    from experiments.sweeps import callback
+    from experiments.sweeps.callback import SweepFailed
 
     listed = [str(override) for override in overrides]
+    exit_code = 0  # 1: SweepFailed, as run.py -m exits
     refuse_secret_overrides(listed)
     check_extras(listed)
     folder = config_dir(conf)
@@ -277,13 +278,15 @@ def _sweep(overrides: Sequence[str], conf: str | Path | None) -> SweepResult:
             # hydra.mode: what ``-m`` adds (a job tells a sweep by it: a failing job is recorded, not fatal).
             swept = [*listed, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"]
             hydra.multirun("config", task, swept, False)
+    except SweepFailed:
+        exit_code = 1
     except HydraException as error:
         raise UserError(one_line(str(error))) from None
     finally:
         HydraConfig.instance().cfg = previous
     record = run_folder.read_report(sweep_dir)
     report = json.loads(record.to_json()) if record is not None else {}
-    return SweepResult(sweep_dir=sweep_dir, exit_code=callback.exit_code, report=report)
+    return SweepResult(sweep_dir=sweep_dir, exit_code=exit_code, report=report)
 
 
 def task(cfg: DictConfig) -> float:

@@ -1,8 +1,11 @@
-"""A Hydra callback that follows a sweep: progress per job, the failed jobs at the end, the report and the exit code.
+"""The Hydra callback that follows a sweep: the trackers' parents, progress per job, and at its end the report, the
+failed jobs and the exit status.
 
 Jobs never end a sweep (``experiments.app.main`` records a failing job in its folder and returns); this callback
-reads the job folders (``experiments.sweeps.jobs``), so it counts the same with every launcher, and when the sweep
-ends it writes the comparison report, prints the winner and the failures, and sets ``exit_code`` for ``run.py``.
+reads the job folders (``experiments.sweeps.jobs``), so it counts the same with every launcher. It opens the sweep's
+parent in every tracker before any job (``experiments.tracking.sweep``); when the sweep ends it writes the comparison
+report, prints the winner and the failures, hands the report's record to the trackers as it closes their parents,
+and, when a job failed or did not finish, ends the sweep with ``SweepFailed`` (exit status 1).
 
 Progress counts the jobs that ended in *this* invocation: each ``on_job_end`` (in whichever process the launcher
 ran the job) appends one line to ``<sweep dir>/.progress``, which ``on_multirun_start`` begins with the start time.
@@ -25,12 +28,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import run_folder
+from experiments.records.sweep import SweepRecord
 from experiments.sweeps.jobs import sweep_jobs
+from experiments.sweeps.lock import release_studies
+from experiments.tracking.sweep import SweepParents
 
 log = logging.getLogger(__name__)
 
-#: What ``run.py`` exits with after a sweep: 1 when any job failed or did not finish, else 0.
-exit_code = 0
+
+class SweepFailed(SystemExit):
+    """A sweep any of whose jobs failed or did not finish: ``python run.py -m`` exits 1 (``experiments.sweep``
+    returns ``exit_code=1``). A ``SystemExit``: Hydra turns any other exception raised in a callback into a warning."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
 
 
 #: The trials a resumed search had spent before this invocation: its guard (the first callback) sets it.
@@ -81,16 +92,17 @@ def sweeper_params(config: DictConfig) -> dict[str, str]:
 
 
 class SweepMonitor(Callback):
-    """Progress while a sweep runs; at its end, the report, the winner, the failed jobs and the exit code."""
+    """The one sweep callback: listed after the guards (``conf/config.yaml``), it opens the trackers' parents and
+    counts progress while the sweep runs; at its end, the report, the winner, the failed jobs and the exit status."""
 
     def __init__(self) -> None:
         self._total = 0
         self._sweep_dir: Path | None = None
+        self._parents = SweepParents()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global exit_code
-        exit_code = 0
         self._sweep_dir = Path(config.hydra.sweep.dir)
+        self._parents.open(config)
         # A search sweeper (hparams_search=optuna) says how many trials it runs; a grid is the product of its sweeps,
         # those of the sweeper's params (an experiment file's named sweep) with the command line's over them.
         trials = config.hydra.sweeper.get("n_trials")
@@ -119,27 +131,35 @@ class SweepMonitor(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global exit_code
         sweep_dir = Path(config.hydra.sweep.dir)
+        record: SweepRecord | None = None
         try:
-            exit_code = finish(sweep_dir, str(config.optimized_metric))
+            code, record = finish(sweep_dir, str(config.optimized_metric))
         except Exception as error:  # Hydra would only warn: a sweep whose end cannot be told never passes for clean
             log.exception("the sweep's end failed")
             print(f"error: {sweep_dir}: the sweep's report could not be written: {error}", file=sys.stderr)
-            exit_code = 1
+            code = 1
+        self._parents.close(record, sweep_dir)
+        if code:
+            # The exit skips the callbacks listed before this one (Hydra ends them in reverse order): the search
+            # guard's end is to give its study back, so that is done here.
+            release_studies()
+            raise SweepFailed
 
 
-def finish(sweep_dir: Path, metric: str) -> int:
-    """Print the sweep's outcome and write its report; returns the exit code: 1 when any job failed, did not finish
-    or left an unreadable record, or when no job folder is found, else 0. A report is written either way: with
-    no completed job it lists the failures (``report.md``)."""
+def finish(sweep_dir: Path, metric: str) -> tuple[int, SweepRecord | None]:
+    """Print the sweep's outcome and write its report; returns the exit code (1 when any job failed, did not finish
+    or left an unreadable record, or when no job folder is found, else 0) and the report's record (None when no job
+    completed). A report is written either way: with no completed job it lists the failures (``report.md``)."""
     from experiments.sweeps.report import TIE_RULE, failures, readable, ties, write_failure_report, write_report
 
     jobs = [readable(job) for job in sweep_jobs(sweep_dir)]
     completed = sum(job.status == "completed" for job in jobs)
     print(f"\nsweep: {completed} of {len(jobs)} jobs completed in {sweep_dir}")
+    record = None
     if completed:
         report = write_report(sweep_dir, metric=metric)
+        record = report.record
         print(
             f"winner: {report.winner.label} ({report.metric} {report.winner_value:.3f}, chosen on the "
             f"{report.selection_where})"
@@ -162,7 +182,7 @@ def finish(sweep_dir: Path, metric: str) -> int:
         print(
             f"{len(failed)} job(s) failed; rerun the same command with hydra.sweep.dir={sweep_dir} to redo only those."
         )
-    return 1 if failed or lost or not jobs else 0
+    return (1 if failed or lost or not jobs else 0), record
 
 
 def failed_this_run(sweep_dir: Path) -> int:

@@ -53,6 +53,8 @@ class SweepReport:
     selection_seeds: int | None = None
     #: ``(job label, reason)`` of every job that did not complete, or whose record could not be read.
     failed: tuple[tuple[str, str], ...] = ()
+    #: ``report.json``'s record, as the trackers receive it at the sweep's end.
+    record: SweepRecord | None = None
 
     @property
     def winner_value(self) -> float:
@@ -271,7 +273,7 @@ def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC) -> SweepReport:
     markdown_path, html_path = _write_renderings(sweep_dir, _context(sweep_dir, record.model_dump(), table), plots)
     run_folder.write_report(sweep_dir, record)
     return SweepReport(
-        sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs))
+        sweep_dir, metric, rows, winner, split, markdown_path, html_path, plots, n_seeds, tuple(failures(jobs)), record
     )
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from experiments.evaluation.evaluate import QueryResult
     from experiments.records import DatasetSplits, FinetuneSet
     from experiments.records.run import Summary
+    from experiments.records.sweep import SweepRecord
     from experiments.run_folder import RunRecord
     from experiments.serving.package import CategoriserPackage
 
@@ -109,8 +110,9 @@ class Tracker(Protocol):
         id its jobs receive (or None when the tracker has no such notion)."""
         ...
 
-    def end_sweep(self, sweep_dir: Path) -> None:
-        """Close the sweep's parent; ``sweep_dir`` holds the sweep's report (``report.json``) when one was made."""
+    def end_sweep(self, record: SweepRecord | None, sweep_dir: Path) -> None:
+        """Close the sweep's parent; ``record`` is the sweep's report (``report.json``, written in ``sweep_dir``
+        with its plots), None when the sweep made none."""
         ...
 
     def log_run(self, run: TrackedRun) -> None: ...

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.braintrust_client import bound_sdk
+from experiments.records.sweep import SweepRecord
 from experiments.secrets import BRAINTRUST_KEYS, env_key, scrub
 from experiments.tracking.base import FailedRun, TrackedRun
 
@@ -75,7 +76,7 @@ class BraintrustTracker:
         """Braintrust experiments do not nest: the sweep is the name its jobs' experiments carry."""
         return name
 
-    def end_sweep(self, sweep_dir: Path) -> None:
+    def end_sweep(self, record: SweepRecord | None, sweep_dir: Path) -> None:
         return None
 
     def log_failure(self, run: FailedRun) -> None:

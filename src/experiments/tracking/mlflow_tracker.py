@@ -191,24 +191,23 @@ class MLflowTracker:
         self._sweep_run_id = run.info.run_id
         return run.info.run_id
 
-    def end_sweep(self, sweep_dir: Path) -> None:
+    def end_sweep(self, record: SweepRecord | None, sweep_dir: Path) -> None:
         """Give the sweep's parent run the winner's metrics and config and the report, then mark it finished."""
         import mlflow
 
         client = mlflow.MlflowClient()
         try:
-            report = run_folder.read_report(sweep_dir)
-            if report is not None:
-                log_sweep_report(client, self._sweep_run_id, report, sweep_dir)
+            if record is not None:
+                log_sweep_report(client, self._sweep_run_id, record, sweep_dir)
                 if self.register_winner:
-                    self._register(report)
+                    self._register(record)
         finally:  # a report or a registration that fails is the tracker's warning, never a parent left RUNNING
             client.set_terminated(self._sweep_run_id, status="FINISHED")
 
     def _register(self, report: SweepRecord) -> None:
         """Register the winner's categoriser as ``register_winner@champion``: its rule (validation only, ties said,
-        one version per run) is ``experiments.register.register_winner``'s."""
-        from experiments.register import register_winner
+        one version per run) is ``experiments.tracking.registry.register_winner``'s."""
+        from experiments.tracking.registry import register_winner
 
         print(register_winner(report, str(self.register_winner)))
 

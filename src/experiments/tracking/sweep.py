@@ -1,9 +1,11 @@
-"""A Hydra callback that opens a sweep's parent in every configured tracker.
+"""A sweep's parent in every configured tracker, opened and closed by the sweep's callback
+(``experiments.sweeps.callback``).
 
-``on_multirun_start`` opens the parent in each tracker of ``trackers:`` and exports its id in
+``SweepParents.open`` opens the parent in each tracker of ``trackers:`` and exports its id in
 ``EXPERIMENTS_PARENT_<TRACKER>`` (``EXPERIMENTS_PARENT_MLFLOW``, ``EXPERIMENTS_PARENT_BRAINTRUST``); each job's
 tracker config reads it (``parent_run_id: ${oc.env:EXPERIMENTS_PARENT_MLFLOW,null}``), so jobs started in this
-process or in worker processes spawned after it (joblib) nest under it. ``on_multirun_end`` closes them.
+process or in worker processes spawned after it (joblib) nest under it. ``SweepParents.close`` hands them the
+sweep's record and closes them.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.records.sweep import SweepRecord
 from experiments.tracking.base import flatten
 from experiments.tracking.trackers import Trackers
 
@@ -51,14 +52,15 @@ def sweep_name(knobs: Sequence[str], started_at: float) -> str:
     return f"sweep {when} {varied}".rstrip()
 
 
-class SweepParentRun(Callback):
-    """Opens one parent per ``-m`` sweep in every tracker chosen by ``trackers=``."""
+class SweepParents:
+    """One parent per ``-m`` sweep in every tracker chosen by ``trackers=``."""
 
     def __init__(self) -> None:
         self._trackers = Trackers()
         self._opened: list[str] = []
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def open(self, config: DictConfig) -> None:
+        """Open the parents of the sweep ``config`` describes and export their ids to its jobs."""
         nodes = config.get("trackers") or {}
         for key in nodes:
             os.environ.pop(parent_env(key), None)  # the parent itself nests under nothing
@@ -70,7 +72,8 @@ class SweepParentRun(Callback):
             os.environ[parent_env(key)] = parent_id
         self._opened = list(parents)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._trackers.end_sweep(self._opened, Path(config.hydra.sweep.dir))
+    def close(self, record: SweepRecord | None, sweep_dir: Path) -> None:
+        """Hand the parents the sweep's record (None: no job completed, or the report failed) and close them."""
+        self._trackers.end_sweep(self._opened, record, sweep_dir)
         for key in self._opened:
             os.environ.pop(parent_env(key), None)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from experiments.errors import UserError
 from experiments.folders import DISK_ERRNOS, DISK_FULL_WORDS
+from experiments.records.sweep import SweepRecord
 from experiments.secrets import redact, redact_bytes, scrub
 from experiments.tracking.base import FailedRun, TrackedRun, Tracker
 from experiments.tracking.pending import PENDING, pending_name, remove_if_empty, save_pending
@@ -75,11 +76,13 @@ class Trackers:
                 parents[key] = parent
         return parents
 
-    def end_sweep(self, keys: list[str], sweep_dir: Path) -> None:
-        """Close the parents opened by ``start_sweep``; they may attach the sweep's report from ``sweep_dir``."""
+    def end_sweep(self, keys: list[str], record: SweepRecord | None, sweep_dir: Path) -> None:
+        """Close the parents opened by ``start_sweep``, handing each the sweep's record (``report.json``, as
+        written: redacted) and its folder, for the report's files; None when the sweep wrote no report."""
+        clean = None if record is None else SweepRecord.model_validate_json(redact(record.to_json()))
         for key in keys:
             tracker = self.trackers[key]
-            self._call(key, tracker, partial(tracker.end_sweep, sweep_dir))
+            self._call(key, tracker, partial(tracker.end_sweep, clean, sweep_dir))
 
     def log_run(self, run: TrackedRun, kept: Callable[[], None] | None = None) -> list[str]:
         """Record a finished run in every tracker, with params, tags and files scrubbed of secrets.
