@@ -96,3 +96,15 @@ def test_token_lengths_match_the_model_tokenizer_without_loading_torch(tiny_mode
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir), local_files_only=True)
     expected = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=16)["input_ids"]]
     assert lengths == str(expected) and torch_loaded == "False"
+
+
+def test_a_damaged_tokenizer_file_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from experiments.rerankers.bi_encoder_finetuned import token_lengths
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"tokenizer\.json: not a tokenizer that can be read \(key must be a string"):
+        token_lengths(str(model), ["a query"], 16)

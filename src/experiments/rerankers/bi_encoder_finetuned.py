@@ -79,7 +79,10 @@ def token_lengths(path: str, texts: Sequence[str], max_length: int) -> list[int]
     if file.is_file():
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(file))
+        try:
+            tokenizer = Tokenizer.from_file(str(file))
+        except Exception as error:  # the Rust library raises a bare Exception for a damaged file
+            raise ConfigError(f"{file}: not a tokenizer that can be read ({error}).") from None
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length)
         return [len(tokenizer.encode(text).ids) for text in texts]  # one at a time: no thread pool before a fork
